@@ -1,0 +1,224 @@
+"""Typed configuration: dataclasses, YAML presets in ``conf/`` and ``--section.key=value`` overrides.
+
+A run's configuration is one :class:`Config` with one section per concept. Presets are YAML files
+holding any subset of the sections; every key must name a real field (a typo is an error, not a
+silently ignored default). Overrides use dotted paths::
+
+    omnisparse train --config conf/small.yaml --train.lr=2e-3 --model.n_layers=8
+
+Values of overrides are parsed as YAML scalars/lists (``--data.train_splits=[train,extra]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@dataclass
+class DataConfig:
+    """Where the corpus lives and how batches are made."""
+
+    corpus_dir: str = "data/small"  # holds manifests/, fbank/, lang/ (see data/layout.py)
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    dev_split: str = "dev"
+    test_splits: list[str] = field(default_factory=lambda: ["test-clean", "test-other"])
+    vocab_size: int = 256  # sentencepiece pieces, blank included (id 0)
+    on_the_fly_features: bool = False  # compute fbank per batch instead of reading stored features
+    max_duration: float = 60.0  # seconds of audio per batch
+    num_buckets: int = 10
+    max_cut_duration: float = 20.0  # longer utterances are skipped (counted) to bound memory
+    num_workers: int = 0
+    spec_augment: bool = True
+    freq_masks: int = 2
+    freq_mask_width: int = 15  # mel bins
+    time_masks: int = 2
+    time_mask_fraction: float = 0.1  # max fraction of frames per time mask
+    dev_subset: int = 0  # 0 = whole dev split; otherwise the first N cuts (validation speed)
+
+
+@dataclass
+class ModelConfig:
+    """Streaming RNN-T: subsampling -> chunked-attention encoder -> predictor -> joiner.
+
+    Time units: ``chunk_size`` and ``lookahead`` count encoder frames (after subsampling, i.e.
+    ``10 ms * subsampling`` each); ``left_chunks`` counts chunks.
+    """
+
+    feat_dim: int = 80
+    subsampling: int = 4  # 4 or 8: encoder frame = 40 or 80 ms
+    d_model: int = 144
+    n_heads: int = 4
+    ffn_dim: int = 576
+    n_layers: int = 6
+    conv_kernel: int = 15  # causal depthwise conv module in each block; 0 disables it
+    dropout: float = 0.1
+    rel_pos_clip: int = 64  # relative-position bias distance clip (encoder frames)
+    chunk_size: int = 4
+    left_chunks: int = 8
+    lookahead: int = 1
+    vocab_size: int = 256  # filled from the tokenizer at train time
+    blank_id: int = 0
+    pred_type: str = "lstm"  # lstm | stateless
+    pred_dim: int = 256
+    pred_layers: int = 1
+    pred_context: int = 2  # stateless predictor context (tokens)
+    joiner_dim: int = 256
+    ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (0 = off)
+
+
+@dataclass
+class TrainConfig:
+    """Optimiser, schedule, checkpoints and logging of one training run."""
+
+    out_dir: str = "exp/dense"
+    seed: int = 42
+    mode: str = "stream"  # attention mode of training forward: stream | full
+    max_steps: int = 2000
+    max_wall_s: float = 0.0  # stop (with a checkpoint) after this many seconds; 0 = no limit
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 200
+    decay: str = "cosine"  # cosine | noam | constant
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    log_every: int = 10
+    valid_every: int = 250
+    ckpt_every: int = 100
+    keep_last: int = 3
+    threads: int = 0  # torch intra-op threads; 0 = let torch decide
+    device: str = "auto"  # auto | cpu | cuda
+    loss_dtype: str = "float32"  # RNN-T recursion precision: float32 | float64
+    max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
+
+
+@dataclass
+class DecodeConfig:
+    method: str = "greedy"  # greedy | beam
+    beam: int = 4
+    max_symbols_per_frame: int = 4
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+class ConfigError(ValueError):
+    """A preset or override names an unknown key or holds a value of the wrong type."""
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = get_origin(typ)
+    if origin is list:
+        (inner,) = get_args(typ)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, inner, where) for v in value]
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _update(obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {where}{key!r}; known: {sorted(names)}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}{key}: expected a mapping")
+            _update(current, value, f"{where}{key}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], f"{where}{key}"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """``small`` -> conf/small.yaml; a path is returned as is (must exist)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    cand = CONF_DIR / f"{name_or_path}.yaml"
+    if not cand.exists():
+        known = sorted(q.stem for q in CONF_DIR.glob("*.yaml"))
+        raise ConfigError(f"no preset {name_or_path!r}; known presets: {known}")
+    return cand
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``--train.lr=1e-3`` -> (["train", "lr"], 0.001)."""
+    body = text[2:] if text.startswith("--") else text
+    if "=" not in body:
+        raise ConfigError(f"override must look like --section.key=value, got {text!r}")
+    key, raw = body.split("=", 1)
+    parts = key.replace("-", "_").split(".")
+    if len(parts) < 2:
+        raise ConfigError(f"override key needs a section, e.g. --train.lr=1e-3 (got {text!r})")
+    return parts, yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(preset: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    cfg = Config()
+    if preset is not None:
+        with open(resolve_preset(preset)) as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{preset}: top level must be a mapping of sections")
+        _update(cfg, data, "")
+    for ov in overrides or []:
+        parts, value = parse_override(ov)
+        nested: dict[str, Any] = {parts[-1]: value}
+        for p in reversed(parts[:-1]):
+            nested = {p: nested}
+        _update(cfg, nested, "")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _update(cfg, data, "")
+    return cfg
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    m = ModelConfig()
+    _update(m, data, "model.")
+    return m
