@@ -203,7 +203,13 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
         if not isinstance(data, dict):
             raise ConfigError(f"{preset}: top level must be a mapping of sections")
         _update(cfg, data, "")
-    for ov in overrides or []:
+    apply_overrides(cfg, overrides or [])
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``--section.key=value`` strings to ``cfg`` in place (and return it)."""
+    for ov in overrides:
         parts, value = parse_override(ov)
         nested: dict[str, Any] = {parts[-1]: value}
         for p in reversed(parts[:-1]):

@@ -1,0 +1,149 @@
+"""The ``omnisparse`` command line: a thin layer that parses arguments and calls the library.
+
+    omnisparse data build --preset tiny|small|medium [--out DIR] [--seed N] [--jobs N]
+    omnisparse data librispeech SRC_DIR [--out DIR] [--parts p1 p2 ...]
+    omnisparse data prepare --corpus DIR [--vocab-size V] [--train-splits train ...]
+    omnisparse train --config PRESET|FILE [--section.key=value ...]
+    omnisparse eval RUN_DIR|CHECKPOINT [--splits dev test-clean] [--method greedy|beam] [--mode stream|full]
+    omnisparse transcribe MODEL AUDIO... [--stream]
+
+Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from omnisparse.config import ConfigError
+
+log = logging.getLogger("omnisparse")
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+def _cmd_data_build(args: argparse.Namespace) -> int:
+    from omnisparse.data.corpus import build_corpus
+
+    out = args.out or f"data/{args.preset}"
+    build_corpus(out, preset=args.preset, seed=args.seed, num_jobs=args.jobs)
+    return 0
+
+
+def _cmd_data_librispeech(args: argparse.Namespace) -> int:
+    from omnisparse.data.librispeech import prepare_librispeech
+
+    summary = prepare_librispeech(args.src, args.out, parts=args.parts or None)
+    for part, s in summary.items():
+        print(f"{part:>16}: {s['utterances']:7d} utterances {s['hours']:8.2f} h {s['speakers']:5d} speakers")
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from omnisparse.data.prepare import prepare_training_data
+
+    info = prepare_training_data(args.corpus, args.train_splits, args.vocab_size, num_jobs=args.jobs)
+    print(f"prepared {args.corpus}: splits {info['splits']}, tokenizer {info['tokenizer']} ({info['vocab_size']} pieces)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    from omnisparse.config import load_config
+    from omnisparse.train.trainer import train
+
+    cfg = load_config(args.config, overrides)
+    train(cfg, resume=not args.no_resume)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
+    from omnisparse.decoding.evaluate import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.model, splits=args.splits, method=args.method, mode=args.mode,
+                                  out_dir=args.out, overrides=overrides)
+    for split, r in results.items():
+        print(f"{split:>12}: WER {r['wer']:.4f}  ({r['utterances']} utterances, {r['words']} words)")
+    return 0
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    from omnisparse.decoding.transcribe import transcribe_files
+
+    return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="omnisparse", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="build, prepare or import corpora").add_subparsers(dest="data_command", required=True)
+    b = data.add_parser("build", help="synthesise the offline default corpus (espeak-ng + fortunes)")
+    b.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
+    b.add_argument("--out", default=None, help="corpus directory (default data/PRESET)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    b.set_defaults(func=_cmd_data_build)
+
+    ls = data.add_parser("librispeech", help="prepare a LibriSpeech directory via lhotse")
+    ls.add_argument("src", help="directory holding LibriSpeech parts (train-clean-100/, dev-clean/, ...)")
+    ls.add_argument("--out", default="data/librispeech")
+    ls.add_argument("--parts", nargs="*", default=None)
+    ls.set_defaults(func=_cmd_data_librispeech)
+
+    pr = data.add_parser("prepare", help="fbank features, global stats and BPE tokenizer for a corpus")
+    pr.add_argument("--corpus", required=True)
+    pr.add_argument("--vocab-size", type=int, default=256)
+    pr.add_argument("--train-splits", nargs="+", default=["train"])
+    pr.add_argument("--jobs", type=int, default=None)
+    pr.set_defaults(func=_cmd_data_prepare)
+
+    t = sub.add_parser("train", help="train a streaming RNN-T (overrides: --section.key=value)")
+    t.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
+    t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
+    t.set_defaults(func=_cmd_train, takes_overrides=True)
+
+    e = sub.add_parser("eval", help="WER per split, hypotheses written beside the model")
+    e.add_argument("model", help="run directory or checkpoint directory")
+    e.add_argument("--splits", nargs="+", default=None, help="default: dev + test splits of the run's config")
+    e.add_argument("--method", default=None, choices=["greedy", "beam"])
+    e.add_argument("--mode", default=None, choices=["stream", "full"], help="default: the mode it was trained in")
+    e.add_argument("--out", default=None, help="where to write results (default RUN_DIR/eval)")
+    e.set_defaults(func=_cmd_eval, takes_overrides=True)
+
+    tr = sub.add_parser("transcribe", help="transcribe audio files")
+    tr.add_argument("model", help="run directory, checkpoint directory or exported model")
+    tr.add_argument("audio", nargs="+")
+    tr.add_argument("--stream", action="store_true", help="decode chunk by chunk and print partial results")
+    tr.add_argument("--method", default="greedy", choices=["greedy", "beam"])
+    tr.set_defaults(func=_cmd_transcribe)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = [u for u in unknown if u.startswith("--") and "=" in u]
+    stray = [u for u in unknown if u not in overrides]
+    if stray or (overrides and not getattr(args, "takes_overrides", False)):
+        parser.error(f"unrecognised arguments: {' '.join(stray or overrides)}")
+    try:
+        if getattr(args, "takes_overrides", False):
+            return int(args.func(args, overrides) or 0)
+        return int(args.func(args) or 0)
+    except (UserError, ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"omnisparse: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("omnisparse: interrupted (checkpoints written so far are kept)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Log-mel front end: 80-dim lhotse Fbank (25 ms window, 10 ms shift), stored once or on the fly.
+
+``prepare_features`` validates each split's cuts (bad audio is skipped and reported), computes and
+stores fbank with lhotse (lilcom-compressed chunky storage) and writes ``fbank/cuts_<split>.jsonl.gz``.
+``global_stats.json`` holds the per-dimension mean and std over the train splits; batches are
+normalised with it (``FeatureNormalizer``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest_lazy
+from tqdm.auto import tqdm
+
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.validate import SAMPLE_RATE, ValidationReport, validate_cuts
+from omnisparse.utils.provenance import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+NUM_MEL_BINS = 80
+
+
+def make_extractor() -> Fbank:
+    # dither=0: the corpus already has a noise floor; features must be deterministic.
+    return Fbank(FbankConfig(num_mel_bins=NUM_MEL_BINS, sampling_rate=SAMPLE_RATE, dither=0.0))
+
+
+def fbank(samples: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """``samples`` float mono (N,) at 16 kHz -> (T, 80) float32 log-mel, T = ~N/160."""
+    if sampling_rate != SAMPLE_RATE:
+        raise ValueError(f"fbank expects {SAMPLE_RATE} Hz audio, got {sampling_rate} (resample first)")
+    feats = make_extractor().extract(np.asarray(samples, dtype=np.float32).reshape(1, -1), SAMPLE_RATE)
+    return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+
+
+def _atomic_cuts_write(cuts: CutSet, path: Path) -> None:
+    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
+    cuts.to_file(tmp)
+    os.replace(tmp, path)
+
+
+def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, num_jobs: int | None = None,
+                     max_duration: float = float("inf"), overwrite: bool = False) -> dict[str, ValidationReport]:
+    """Validate cuts and store fbank for each split (skips splits already done unless ``overwrite``)."""
+    layout = CorpusLayout(corpus_dir)
+    splits = splits or layout.splits()
+    if not splits:
+        raise FileNotFoundError(f"no cuts manifests under {layout.manifests}; build or prepare a corpus first")
+    layout.fbank.mkdir(parents=True, exist_ok=True)
+    num_jobs = num_jobs or max(1, os.cpu_count() or 1)
+    reports: dict[str, ValidationReport] = {}
+    for split in splits:
+        out = layout.feature_cuts(split)
+        if out.exists() and not overwrite:
+            log.info("features for %s already stored: %s", split, out)
+            continue
+        src = layout.cuts(split)
+        if not src.exists():
+            raise FileNotFoundError(f"missing manifest {src}")
+        cuts, report = validate_cuts(load_manifest_lazy(src), max_duration=max_duration, name=split)
+        reports[split] = report
+        print(report.summary(split))
+        if len(cuts) == 0:
+            raise ValueError(f"split {split!r} has no usable utterances (see the report above)")
+        storage = layout.feature_storage(split)
+        if storage.exists():  # a partial store from an interrupted run: recompute it whole
+            shutil.rmtree(storage)
+        with_feats = cuts.compute_and_store_features(
+            extractor=make_extractor(), storage_path=storage, num_jobs=num_jobs if len(cuts) > 50 else 1,
+            storage_type=LilcomChunkyWriter, progress_bar=True,
+        )
+        _atomic_cuts_write(with_feats.to_eager(), out)
+        atomic_write_text(layout.fbank / f"validation_{split}.json", json.dumps(report.to_dict(), indent=2))
+    return reports
+
+
+def compute_global_stats(corpus_dir: str | Path, splits: list[str], max_cuts: int = 2000) -> dict:
+    """Mean / std per mel bin over (up to ``max_cuts``) train cuts with stored features."""
+    layout = CorpusLayout(corpus_dir)
+    total = np.zeros(NUM_MEL_BINS, dtype=np.float64)
+    total_sq = np.zeros(NUM_MEL_BINS, dtype=np.float64)
+    n = 0
+    seen = 0
+    for split in splits:
+        for cut in tqdm(load_manifest_lazy(layout.feature_cuts(split)), desc=f"stats {split}", leave=False):
+            if seen >= max_cuts:
+                break
+            f = cut.load_features().astype(np.float64)
+            total += f.sum(0)
+            total_sq += (f**2).sum(0)
+            n += f.shape[0]
+            seen += 1
+    if n == 0:
+        raise ValueError(f"no features found for global statistics in splits {splits}")
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean**2, 1e-8))
+    stats = {"mean": mean.tolist(), "std": std.tolist(), "frames": int(n), "cuts": int(seen)}
+    atomic_write_text(layout.global_stats, json.dumps(stats))
+    return stats
+
+
+class FeatureNormalizer:
+    """(x - mean) / std per mel bin, from ``global_stats.json``."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        self.mean = mean.float()
+        self.std = std.float()
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "FeatureNormalizer":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"global feature statistics not found: {path} (run `omnisparse data features`)")
+        d = json.loads(path.read_text())
+        return cls(torch.tensor(d["mean"]), torch.tensor(d["std"]))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureNormalizer":
+        return cls(torch.tensor(d["mean"]), torch.tensor(d["std"]))
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.mean) / self.std

@@ -1,0 +1,49 @@
+"""From audio manifests to training-ready data: fbank features, global statistics, BPE tokenizer."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from lhotse import load_manifest_lazy
+
+from omnisparse.data.features import compute_global_stats, prepare_features
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.text import normalize_text
+from omnisparse.data.tokenizer import Tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def ensure_tokenizer(corpus_dir: str | Path, train_splits: list[str], vocab_size: int) -> Tokenizer:
+    layout = CorpusLayout(corpus_dir)
+    path = layout.bpe_model(vocab_size)
+    if path.exists():
+        return Tokenizer(path)
+    texts = []
+    for split in train_splits:
+        src = layout.cuts(split)
+        if not src.exists():
+            raise FileNotFoundError(f"missing manifest {src}")
+        for cut in load_manifest_lazy(src):
+            for s in cut.supervisions:
+                t = normalize_text(s.text or "")
+                if t:
+                    texts.append(t)
+    tok = train_tokenizer(texts, path, vocab_size=vocab_size)
+    log.info("trained %d-piece BPE on %d transcripts -> %s", vocab_size, len(texts), path)
+    return tok
+
+
+def prepare_training_data(corpus_dir: str | Path, train_splits: list[str], vocab_size: int,
+                          num_jobs: int | None = None, max_duration: float = float("inf")) -> dict:
+    """Idempotent: features for every split, global stats over ``train_splits``, tokenizer."""
+    layout = CorpusLayout(corpus_dir)
+    reports = prepare_features(corpus_dir, num_jobs=num_jobs, max_duration=max_duration)
+    if not layout.global_stats.exists():
+        compute_global_stats(corpus_dir, train_splits)
+    tok = ensure_tokenizer(corpus_dir, train_splits, vocab_size)
+    info = {"splits": layout.splits(), "tokenizer": str(tok.model_path), "vocab_size": tok.vocab_size,
+            "validation": {k: v.to_dict() for k, v in reports.items()}}
+    return json.loads(json.dumps(info))

@@ -1,0 +1,127 @@
+"""Streaming recognition: audio in pieces -> fbank -> ``model.infer`` -> greedy, with explicit state.
+
+``StreamingFbank`` reproduces the offline 80-dim fbank (lhotse, ``snip_edges=False``) exactly while
+receiving audio in arbitrary pieces: frame k covers samples [160k - 120, 160k + 280) of the signal,
+the first 120 samples are mirrored at the start and the end is mirrored as Kaldi does once the
+stream is finalised. ``StreamingRecognizer`` chains it with the encoder's ``infer`` (per-layer
+K/V caches) and frame-synchronous greedy decoding, so its final transcript equals offline
+stream-mode greedy decoding of the same audio.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from lhotse import FbankConfig
+from lhotse.features.kaldi.layers import Wav2LogFilterBank
+
+from omnisparse.data.features import NUM_MEL_BINS
+from omnisparse.decoding.greedy import greedy_step_frames, init_greedy
+
+SHIFT = 160  # samples per 10 ms frame at 16 kHz
+WINDOW = 400  # 25 ms
+LEFT_PAD = (WINDOW - SHIFT) // 2  # 120
+
+
+def _snip_extractor() -> Wav2LogFilterBank:
+    cfg = FbankConfig(num_mel_bins=NUM_MEL_BINS, sampling_rate=16000, dither=0.0)
+    d = cfg.to_dict()
+    d["snip_edges"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Wav2LogFilterBank(**d).eval()
+
+
+class StreamingFbank:
+    """Incremental fbank. ``accept(samples) -> (n, 80)`` new frames; ``finalize() -> (m, 80)`` the rest."""
+
+    def __init__(self):
+        self.ext = _snip_extractor()
+        self.padded = np.zeros(0, dtype=np.float32)  # the mirrored-left-padded signal, from sample p0 on
+        self.p0 = 0
+        self.head = np.zeros(0, dtype=np.float32)  # raw samples before the left pad could be built
+        self.started = False
+        self.num_samples = 0
+        self.next_frame = 0
+
+    def _frames(self, k0: int, k1: int, sig: np.ndarray) -> torch.Tensor:
+        if k1 <= k0:
+            return torch.zeros(0, NUM_MEL_BINS)
+        seg = sig[SHIFT * k0 - self.p0: SHIFT * (k1 - 1) + WINDOW - self.p0]
+        with torch.no_grad():
+            return self.ext(torch.from_numpy(np.ascontiguousarray(seg))[None])[0]
+
+    def accept(self, samples: np.ndarray) -> torch.Tensor:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.num_samples += samples.size
+        if not self.started:
+            self.head = np.concatenate([self.head, samples])
+            if self.head.size < LEFT_PAD:
+                return torch.zeros(0, NUM_MEL_BINS)
+            self.padded = np.concatenate([self.head[:LEFT_PAD][::-1], self.head])
+            self.started = True
+        else:
+            self.padded = np.concatenate([self.padded, samples])
+        avail = self.p0 + self.padded.size  # padded samples received
+        k1 = (avail - WINDOW) // SHIFT + 1 if avail >= WINDOW else 0
+        out = self._frames(self.next_frame, k1, self.padded)
+        if k1 > self.next_frame:
+            self.next_frame = k1
+            drop = SHIFT * self.next_frame - self.p0
+            self.padded = self.padded[drop:]
+            self.p0 += drop
+        return out
+
+    def finalize(self) -> torch.Tensor:
+        n = self.num_samples
+        num_frames = (n + SHIFT // 2) // SHIFT
+        if num_frames <= self.next_frame:
+            return torch.zeros(0, NUM_MEL_BINS)
+        if not self.started:  # very short input: build the left pad from what there is
+            self.padded = np.concatenate([self.head[:LEFT_PAD][::-1], self.head])
+            self.started = True
+        raw_tail_len = self.padded.size if self.p0 >= LEFT_PAD else self.padded.size - (LEFT_PAD - self.p0)
+        npad_right = (num_frames - 1) * SHIFT + WINDOW - n - LEFT_PAD
+        sig = self.padded
+        if npad_right > 0:
+            tail = self.padded[-min(npad_right, raw_tail_len):][::-1]
+            sig = np.concatenate([self.padded, tail])
+        out = self._frames(self.next_frame, num_frames, sig)
+        self.next_frame = num_frames
+        return out
+
+
+class StreamingRecognizer:
+    """Feed audio pieces, read partial transcripts; state is explicit in its attributes."""
+
+    def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.normalizer = normalizer
+        self.max_symbols = max_symbols
+        self.fbank = StreamingFbank()
+        self.enc_state = model.init_stream_state(1)
+        self.greedy = init_greedy(model, 1)
+        self.frames_in = 0
+
+    @torch.no_grad()
+    def _feed(self, feats: torch.Tensor, final: bool) -> None:
+        feats = self.normalizer(feats)[None]
+        self.frames_in += feats.shape[1]
+        enc, self.enc_state = self.model.infer(feats, self.enc_state, final=final)
+        if enc.shape[1]:
+            greedy_step_frames(self.model, enc, self.greedy, max_symbols=self.max_symbols)
+
+    def accept_audio(self, samples: np.ndarray) -> str:
+        self._feed(self.fbank.accept(samples), final=False)
+        return self.text
+
+    def finalize(self) -> str:
+        self._feed(self.fbank.finalize(), final=True)
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return self.tokenizer.decode(self.greedy.hyps[0])

@@ -1,0 +1,222 @@
+"""Checkpoints: safetensors for tensors, JSON for everything else; atomic, checksummed, never pickled.
+
+A checkpoint is a directory ``RUN/ckpt-<step:08d>/``::
+
+    model.safetensors       model weights (no masks, no optimizer)
+    optimizer.safetensors   optimizer tensors, keyed ``<param index>.<name>`` (absent for exports)
+    state.json              step, epoch, position in the epoch, RNG states, optimizer scalars, config,
+                            sha256 of each .safetensors file, format version
+    tokenizer.model         the sentencepiece model the run trains with
+    global_stats.json       feature normalisation (mean / std per mel bin)
+
+It is written into ``.ckpt-<step>.tmp`` (every file fsync'ed) and renamed into place, so a kill or a
+full disk leaves either the whole new checkpoint or none of it: the previous one stays intact.
+``latest_checkpoint`` verifies checksums and falls back to an older checkpoint with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CKPT_PREFIX = "ckpt-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or does not match what it is loaded into."""
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state().tolist(),
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else (x.item() if isinstance(x, np.generic) else x)
+                  for x in np.random.get_state()],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(s["torch"], dtype=torch.uint8))
+    n = s["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    p = s["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state_dict into safetensors-able tensors and JSON-able scalars."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {"param_groups": sd["param_groups"], "state": {}}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars["state"].setdefault(str(idx), {})[k] = v
+    return tensors, scalars
+
+
+def load_optimizer_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                           scalars: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    for idx, st in scalars.get("state", {}).items():
+        state.setdefault(int(idx), {}).update(st)
+    optimizer.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, state: dict[str, Any],
+                    optimizer: torch.optim.Optimizer | None = None, extra_files: dict[str, bytes] | None = None,
+                    keep_last: int = 0) -> Path:
+    """Write ``RUN/ckpt-<step>`` atomically; prune to the newest ``keep_last`` (0 = keep all)."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"{CKPT_PREFIX}{step:08d}"
+    tmp = run_dir / f".{CKPT_PREFIX}{step:08d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(weights, str(tmp / "model.safetensors"))
+        files = ["model.safetensors"]
+        state = dict(state)
+        if optimizer is not None:
+            tensors, scalars = optimizer_tensors(optimizer)
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            files.append("optimizer.safetensors")
+            state["optimizer"] = scalars
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
+            files.append(name)
+        state["format_version"] = FORMAT_VERSION
+        state["step"] = step
+        state["sha256"] = {f: sha256(tmp / f) for f in files}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        for f in [*files, "state.json"]:
+            _fsync_file(tmp / f)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(run_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.glob(f"{CKPT_PREFIX}*") if p.is_dir() and p.name[len(CKPT_PREFIX):].isdigit())
+
+
+def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
+    """Return its state.json after checking every file against its recorded sha256."""
+    ckpt = Path(ckpt)
+    state_path = ckpt / "state.json"
+    if not state_path.exists():
+        raise CheckpointError(f"{ckpt}: no state.json (not an omnisparse checkpoint)")
+    try:
+        state = json.loads(state_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{ckpt}: state.json is corrupt ({e})") from e
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt}: format version {state.get('format_version')} != {FORMAT_VERSION}")
+    for name, digest in state.get("sha256", {}).items():
+        p = ckpt / name
+        if not p.exists():
+            raise CheckpointError(f"{ckpt}: {name} is missing")
+        if sha256(p) != digest:
+            raise CheckpointError(f"{ckpt}: {name} fails its checksum (truncated or corrupted)")
+    return state
+
+
+def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that verifies; corrupt newer ones are skipped with a warning."""
+    for ckpt in reversed(list_checkpoints(run_dir)):
+        try:
+            return ckpt, verify_checkpoint(ckpt)
+        except CheckpointError as e:
+            log.warning("ignoring checkpoint: %s; trying an older one", e)
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint directory, or a run directory (its newest valid checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such model: {path}")
+    if (path / "state.json").exists():
+        return path, verify_checkpoint(path)
+    found = latest_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"{path}: no valid checkpoint found")
+    return found
+
+
+def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
+    """Load model.safetensors strictly; a shape or key mismatch names the offending tensors."""
+    weights = load_file(str(Path(ckpt) / "model.safetensors"))
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:4]}{'...' if len(unexpected) > 4 else ''}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4]))
+        raise CheckpointError(f"{ckpt}: weights do not match this model config: " + "; ".join(parts))
+    model.load_state_dict(weights)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, ckpt: str | Path, state: dict[str, Any]) -> None:
+    tensors = load_file(str(Path(ckpt) / "optimizer.safetensors"))
+    load_optimizer_tensors(optimizer, tensors, state["optimizer"])

@@ -1,0 +1,80 @@
+"""Metrics to CSV and TensorBoard, and the run's environment record."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnisparse.utils.provenance import atomic_write_text, git_commit, machine
+
+
+class MetricLogger:
+    """Append rows of scalars to ``RUN/metrics.csv`` (one file, columns grow as new keys appear)
+    and to TensorBoard under ``RUN/tb``. Only rank 0 should create one."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.csv"
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with open(self.path) as f:
+                self.rows = list(csv.DictReader(f))
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run_dir / "tb"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop rows logged after ``step`` (they belong to work lost by an interruption)."""
+        self.rows = [r for r in self.rows if int(float(r["step"])) <= step]
+        self._rewrite()
+
+    def log(self, step: int, **values: float | str) -> None:
+        row = {"step": step, **values}
+        self.rows.append(row)
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        keys: list[str] = []
+        for r in self.rows:
+            keys.extend(k for k in r if k not in keys)
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def write_run_record(run_dir: str | Path, cfg_dict: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """``RUN/run.json``: config, git commit, machine, library versions, command line."""
+    import lhotse
+    import sentencepiece
+
+    rec = {
+        "config": cfg_dict,
+        "commit": git_commit(),
+        "machine": machine(),
+        "argv": sys.argv,
+        "python": platform.python_version(),
+        "versions": {"torch": torch.__version__, "lhotse": lhotse.__version__, "sentencepiece": sentencepiece.__version__},
+        "env": {k: v for k, v in os.environ.items() if k in ("OMP_NUM_THREADS", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "CUDA_VISIBLE_DEVICES")},
+        **(extra or {}),
+    }
+    atomic_write_text(Path(run_dir) / "run.json", json.dumps(rec, indent=2, default=str))

@@ -1,0 +1,335 @@
+"""Dense RNN-T training: AdamW + warm-up/decay, clipping, validation WER, exact resume, DDP.
+
+``train(cfg)`` runs (or resumes) the run in ``cfg.train.out_dir``. Launch several processes with
+``torchrun --nproc_per_node=N -m omnisparse.cli train ...``: gloo on CPU, nccl on GPU; every rank
+reads a different share of each epoch (lhotse sampler ``world_size``/``rank``), gradients are
+all-reduced by DDP, rank 0 writes checkpoints and logs.
+
+Exact resume: the checkpoint stores the optimizer, the step, the epoch and the number of batches
+already drawn from it, and every RNG state; resuming re-creates the epoch's sampler and skips
+those batches, so an interrupted run ends with the same weights as an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from lhotse import CutSet, load_manifest_lazy
+from tqdm.auto import tqdm
+
+from omnisparse.config import Config, TrainConfig
+from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_loader, make_sampler
+from omnisparse.data.features import FeatureNormalizer
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.prepare import prepare_training_data
+from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.losses.transducer import TransducerLoss
+from omnisparse.models.transducer import Transducer
+from omnisparse.train import checkpoint as ck
+from omnisparse.train.metrics import MetricLogger, write_run_record
+from omnisparse.utils.provenance import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up, then decay."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.decay == "constant":
+        return 1.0
+    if cfg.decay == "noam":
+        return math.sqrt(max(1, cfg.warmup_steps) / max(step + 1, 1))
+    if cfg.decay == "cosine":
+        span = max(1, cfg.max_steps - cfg.warmup_steps)
+        t = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(f"unknown lr decay {cfg.decay!r} (cosine | noam | constant)")
+
+
+@dataclass
+class Dist:
+    world_size: int = 1
+    rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank = dist.get_rank()
+        if use_cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return Dist(world, rank, torch.device("cuda", local))
+        return Dist(world, rank, torch.device("cpu"))
+    return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
+
+
+def load_split_cuts(cfg: Config, splits: list[str], max_duration: float | None = None) -> CutSet:
+    layout = CorpusLayout(cfg.data.corpus_dir)
+    sets = []
+    for split in splits:
+        p = layout.feature_cuts(split) if not cfg.data.on_the_fly_features else layout.cuts(split)
+        if not p.exists():
+            raise FileNotFoundError(f"no manifest for split {split!r} at {p}; run `omnisparse data prepare --corpus {layout.root}`")
+        sets.append(load_manifest_lazy(p).to_eager())
+    cuts = sets[0] if len(sets) == 1 else CutSet.from_cuts(c for s in sets for c in s)
+    if max_duration is not None:
+        n = len(cuts)
+        cuts = cuts.filter(lambda c: c.duration <= max_duration).to_eager()
+        if len(cuts) < n:
+            log.warning("skipped %d utterances longer than %.1f s (data.max_cut_duration)", n - len(cuts), max_duration)
+    return cuts
+
+
+class Trainer:
+    """One dense training run. Subclasses (supernet, pruning) override ``train_step``."""
+
+    def __init__(self, cfg: Config, resume: bool = True):
+        self.cfg = cfg
+        tc = cfg.train
+        if tc.threads > 0:
+            torch.set_num_threads(tc.threads)
+        self.dist = setup_distributed(tc.device)
+        self.run_dir = Path(tc.out_dir)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
+        if self.dist.world_size > 1:
+            dist.barrier()
+        layout = CorpusLayout(cfg.data.corpus_dir)
+        self.tokenizer = Tokenizer(layout.bpe_model(cfg.data.vocab_size))
+        self.normalizer = FeatureNormalizer.from_file(layout.global_stats)
+        cfg.model.vocab_size = self.tokenizer.vocab_size
+        cfg.model.blank_id = self.tokenizer.blank_id
+
+        torch.manual_seed(tc.seed)
+        self.model = Transducer.from_config(cfg.model).to(self.dist.device)
+        self.loss_module = TransducerLoss(self.model, getattr(torch, tc.loss_dtype))
+        self.wrapped = self.loss_module
+        if self.dist.world_size > 1:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
+                                           weight_decay=tc.weight_decay)
+        self.train_cuts = load_split_cuts(cfg, cfg.data.train_splits, cfg.data.max_cut_duration)
+        spec = SpecAugmentConfig(cfg.data.freq_masks, cfg.data.freq_mask_width, cfg.data.time_masks,
+                                 cfg.data.time_mask_fraction) if cfg.data.spec_augment else None
+        self.dataset = AsrDataset(self.tokenizer, self.normalizer, cfg.data.on_the_fly_features, spec, seed=tc.seed)
+        self.dev_cuts = load_split_cuts(cfg, [cfg.data.dev_split])
+        if cfg.data.dev_subset > 0:
+            self.dev_cuts = self.dev_cuts.subset(first=min(cfg.data.dev_subset, len(self.dev_cuts)))
+
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.bad_in_row = 0
+        self.cost = {"optimizer_steps": 0, "fwd_bwd_passes": 0, "audio_seconds": 0.0, "wall_s": 0.0,
+                     "skipped_batches": 0, "device": str(self.dist.device), "world_size": self.dist.world_size}
+        self.best_wer: float | None = None
+        self.logger = MetricLogger(self.run_dir) if self.dist.is_main else None
+        if resume:
+            self._maybe_resume()
+        elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
+            raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            write_run_record(self.run_dir, cfg.to_dict(), {"params": self.model.num_params()})
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch, "rng": ck.rng_state(),
+                "config": self.cfg.to_dict(), "cost": self.cost, "best_wer": self.best_wer,
+                "model_config": self.cfg.model.__dict__}
+
+    def save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        layout = CorpusLayout(self.cfg.data.corpus_dir)
+        extra = {"tokenizer.model": self.tokenizer.model_bytes(), "global_stats.json": layout.global_stats.read_bytes()}
+        path = ck.save_checkpoint(self.run_dir, self.step, self.model, self.checkpoint_state(), self.optimizer,
+                                  extra_files=extra, keep_last=self.cfg.train.keep_last)
+        atomic_write_text(self.run_dir / "cost.json", json.dumps(self.cost, indent=2))
+        return path
+
+    def _maybe_resume(self) -> None:
+        found = ck.latest_checkpoint(self.run_dir)
+        if found is None:
+            return
+        path, state = found
+        saved_model = state.get("model_config", {})
+        diff = {k: (v, self.cfg.model.__dict__.get(k)) for k, v in saved_model.items() if self.cfg.model.__dict__.get(k) != v}
+        if diff:
+            raise ck.CheckpointError(f"{path} was trained with another model config; differing keys "
+                                     f"(checkpoint, requested): {diff}. Use another train.out_dir or the same config.")
+        ck.load_weights(self.model, path)
+        ck.load_optimizer(self.optimizer, path, state)
+        self.step = state["step"]
+        self.epoch = state["epoch"]
+        self.batches_in_epoch = state["batches_in_epoch"]
+        self.cost = state["cost"]
+        self.best_wer = state.get("best_wer")
+        ck.set_rng_state(state["rng"])
+        if self.logger is not None:
+            self.logger.truncate_after(self.step)
+        log.info("resumed from %s (step %d, epoch %d)", path, self.step, self.epoch)
+
+    # ---------------------------------------------------------------- data
+    def batches(self) -> Iterator[dict]:
+        """Endless stream of batches, resuming inside an epoch where the checkpoint left off."""
+        d = self.cfg.data
+        while True:
+            sampler = make_sampler(self.train_cuts, d.max_duration, shuffle=True, num_buckets=d.num_buckets,
+                                   seed=self.cfg.train.seed, world_size=self.dist.world_size, rank=self.dist.rank,
+                                   drop_last=self.dist.world_size > 1)
+            sampler.set_epoch(self.epoch)
+            skip = self.batches_in_epoch
+            if skip:
+                it = iter(sampler)
+                for _ in range(skip):
+                    next(it, None)
+                sampler = _Remaining(it)
+            for batch in make_loader(self.dataset, sampler, d.num_workers):
+                self.batches_in_epoch += 1
+                yield batch
+            self.epoch += 1
+            self.batches_in_epoch = 0
+
+    # ---------------------------------------------------------------- steps
+    def forward_backward(self, batch: dict, mode: str) -> tuple[float, dict]:
+        dev = self.dist.device
+        out = self.wrapped(batch["feats"].to(dev), batch["feat_lens"].to(dev), batch["tokens"].to(dev),
+                           batch["token_lens"].to(dev), mode=mode)
+        if not torch.isfinite(out.loss):
+            return float("nan"), {}
+        out.loss.backward()
+        self.cost["fwd_bwd_passes"] += 1
+        return float(out.loss.detach()), {"rnnt": out.rnnt, "ctc": out.ctc}
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One optimizer step on ``batch``; returns metrics (``loss`` NaN = skipped)."""
+        loss, parts = self.forward_backward(batch, self.cfg.train.mode)
+        return {"loss": loss, **parts}
+
+    def _apply_step(self, metrics: dict) -> bool:
+        tc = self.cfg.train
+        grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
+        if not math.isfinite(metrics["loss"]) or not grads_ok:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_in_row += 1
+            self.cost["skipped_batches"] += 1
+            log.warning("non-finite loss or gradient at step %d: batch skipped (%d in a row)", self.step, self.bad_in_row)
+            if self.bad_in_row >= tc.max_bad_steps:
+                raise NonFiniteLossError(f"{self.bad_in_row} non-finite batches in a row at step {self.step}; "
+                                         f"last good checkpoint is in {self.run_dir}")
+            return False
+        self.bad_in_row = 0
+        metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+        lr = tc.lr * lr_factor(self.step, tc)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        metrics["lr"] = lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def validate(self) -> dict[str, float]:
+        from omnisparse.decoding.evaluate import evaluate_cuts
+
+        res = evaluate_cuts(self.model, self.dev_cuts, self.tokenizer, self.normalizer, mode=self.cfg.train.mode,
+                            decode=self.cfg.decode, device=self.dist.device, on_the_fly=self.cfg.data.on_the_fly_features)
+        return {"dev_wer": res["wer"]}
+
+    def run(self) -> dict[str, Any]:
+        tc = self.cfg.train
+        self.model.train()
+        start_wall = time.time()
+        wall_before = self.cost["wall_s"]
+        pbar = tqdm(total=tc.max_steps, initial=self.step, desc="train", disable=not self.dist.is_main, dynamic_ncols=True)
+        batches = self.batches()
+        stopped_by_time = False
+        while self.step < tc.max_steps:
+            if tc.max_wall_s > 0 and wall_before + time.time() - start_wall >= tc.max_wall_s:
+                stopped_by_time = True
+                break
+            batch = next(batches)
+            if len(batch["ids"]) == 0:
+                continue
+            t0 = time.time()
+            metrics = self.train_step(batch)
+            if not self._apply_step(metrics):
+                continue
+            self.step += 1
+            audio_s = float(batch["feat_lens"].sum()) * 0.01 * self.dist.world_size
+            self.cost["optimizer_steps"] = self.step
+            self.cost["audio_seconds"] += audio_s
+            self.cost["wall_s"] = wall_before + time.time() - start_wall
+            metrics["audio_s_per_s"] = audio_s / max(1e-9, time.time() - t0)
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics.get('lr', 0):.2e}")
+            if self.logger is not None and (self.step % tc.log_every == 0 or self.step == 1):
+                self.logger.log(self.step, epoch=self.epoch, wall_s=round(self.cost["wall_s"], 2),
+                                **{k: v for k, v in metrics.items() if isinstance(v, float)})
+            if tc.valid_every > 0 and self.step % tc.valid_every == 0:
+                self._validate_and_log()
+            if self.step % tc.ckpt_every == 0:
+                self.save()
+        pbar.close()
+        self.cost["wall_s"] = wall_before + time.time() - start_wall
+        if not stopped_by_time and (tc.valid_every <= 0 or self.step % tc.valid_every != 0):
+            self._validate_and_log()
+        path = self.save()
+        if self.logger is not None:
+            self.logger.close()
+        return {"step": self.step, "checkpoint": str(path) if path else None, "cost": self.cost,
+                "best_wer": self.best_wer, "stopped_by_time": stopped_by_time}
+
+    def _validate_and_log(self) -> None:
+        if not self.dist.is_main:
+            return
+        v = self.validate()
+        self.model.train()
+        self.best_wer = v["dev_wer"] if self.best_wer is None else min(self.best_wer, v["dev_wer"])
+        if self.logger is not None:
+            self.logger.log(self.step, wall_s=round(self.cost["wall_s"], 2), **v)
+        log.info("step %d: dev WER %.4f", self.step, v["dev_wer"])
+
+
+class _Remaining:
+    """Wraps a partly consumed sampler iterator so DataLoader can iterate the rest."""
+
+    def __init__(self, it: Iterator):
+        self.it = it
+
+    def __iter__(self):
+        return self.it
+
+
+def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.run()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

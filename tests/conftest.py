@@ -1,0 +1,32 @@
+"""Shared fixtures: the tiny default corpus (built once per session) and tiny configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tests run on 2 shared cores; keep torch from oversubscribing them.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The `tiny` corpus with features, global stats and a 64-piece BPE (built once, ~30 s)."""
+    from omnisparse.data.corpus import build_corpus
+    from omnisparse.data.prepare import prepare_training_data
+
+    out = tmp_path_factory.mktemp("corpus") / "tiny"
+    build_corpus(out, preset="tiny", seed=0, progress=False)
+    prepare_training_data(out, ["train"], vocab_size=64)
+    return out
+
+
+@pytest.fixture
+def tiny_config(tiny_corpus, tmp_path):
+    """A fresh `tiny` Config pointing at the session corpus and a per-test run directory."""
+    from omnisparse.config import load_config
+
+    return load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={tmp_path / 'run'}"])

@@ -1,0 +1,253 @@
+"""The offline default corpus: determinism, disjoint splits, held-out speakers, resume, lhotse I/O."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from omnisparse.data import corpus as corpus_mod
+from omnisparse.data.corpus import (
+    ACCENTS,
+    CORPUS_PRESETS,
+    SPLITS,
+    VARIANTS,
+    CorpusPreset,
+    build_corpus,
+    held_out_speakers,
+    plan_corpus,
+    seen_speakers,
+    speakers_in,
+)
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.text import DEFAULT_FORTUNES_DIR
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("sox") is None or not Path(DEFAULT_FORTUNES_DIR).is_dir(),
+    reason="espeak-ng, sox and fortunes are needed (scripts/setup.sh)",
+)
+
+MICRO = CorpusPreset("micro", train_utts=12, dev_utts=4, test_clean_utts=4, test_other_utts=4)
+
+
+def audio_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "audio").rglob("*.flac"))}
+
+
+def manifest_lines(root: Path, kind: str, split: str) -> list[dict]:
+    """A manifest's records with the corpus root replaced, so two builds in two places compare."""
+    path = getattr(CorpusLayout(root), kind)(split)
+    with gzip.open(path, "rt") as f:
+        text = f.read().replace(str(root.resolve()), "ROOT")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def load_cuts(root: Path, split: str):
+    from lhotse import load_manifest
+
+    return load_manifest(CorpusLayout(root).cuts(split))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_a")
+    summary = build_corpus(root, preset="tiny", seed=0, num_jobs=2, progress=False)
+    return root, summary
+
+
+@pytest.fixture(scope="module")
+def tiny_again(tmp_path_factory):
+    """The same corpus built again elsewhere, with another number of processes."""
+    root = tmp_path_factory.mktemp("tiny_b")
+    summary = build_corpus(root, preset="tiny", seed=0, num_jobs=3, progress=False)
+    return root, summary
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    root = tmp_path_factory.mktemp("micro_s0")
+    build_corpus(root, preset=MICRO, seed=0, num_jobs=2, progress=False)
+    return root
+
+
+# ----------------------------------------------------------------------------------------------
+# plan (cheap, no audio)
+# ----------------------------------------------------------------------------------------------
+
+def test_presets():
+    tiny = CORPUS_PRESETS["tiny"]
+    assert sum(tiny.counts().values()) == 300
+    small = CORPUS_PRESETS["small"]
+    assert (small.train_utts, small.dev_utts, small.test_clean_utts, small.test_other_utts) == (5600, 500, 1000, 1000)
+    assert CORPUS_PRESETS["medium"].train_utts * 3.2 / 3600 >= 45  # ~50 h of train audio
+    with pytest.raises(ValueError, match="unknown corpus preset"):
+        plan_corpus("huge")
+
+
+def test_held_out_speakers():
+    held, seen = set(held_out_speakers()), set(seen_speakers())
+    assert len(held) == round(0.2 * len(ACCENTS) * len(VARIANTS))
+    assert held.isdisjoint(seen) and len(held | seen) == len(ACCENTS) * len(VARIANTS)
+    # only the combination is new: every accent and every variant is heard in train
+    assert {s.split("+")[0] for s in seen} == set(ACCENTS)
+    assert {s.split("+")[1] for s in seen} == set(VARIANTS)
+
+
+def test_plan_repeats_train_sentences_only_inside_train():
+    sentences = [f"sentence number {i} of the pool" for i in range(40)]
+    preset = CorpusPreset("rep", train_utts=75, dev_utts=5, test_clean_utts=5, test_other_utts=5)
+    plans = plan_corpus(preset, seed=3, sentences=sentences)
+    texts = {split: [p["text"] for p in plans[split]] for split in SPLITS}
+    assert len(set(texts["train"])) == 25  # the whole pool, used three times
+    for split in ("dev", "test-clean", "test-other"):
+        assert len(set(texts[split])) == 5
+        assert set(texts[split]).isdisjoint(texts["train"])
+    assert plan_corpus(preset, seed=3, sentences=sentences) == plans
+    assert plan_corpus(preset, seed=4, sentences=sentences) != plans
+    with pytest.raises(ValueError, match="needs"):
+        plan_corpus(CorpusPreset("big", 10, 20, 20, 20), sentences=sentences)
+
+
+# ----------------------------------------------------------------------------------------------
+# the tiny corpus
+# ----------------------------------------------------------------------------------------------
+
+def test_summary_and_corpus_json(tiny):
+    root, summary = tiny
+    on_disk = json.loads((root / "corpus.json").read_text())
+    assert on_disk["splits"] == summary["splits"]
+    assert on_disk["seed"] == 0 and on_disk["preset"]["name"] == "tiny"
+    assert on_disk["held_out_speakers"] == held_out_speakers()
+    for split, n in CORPUS_PRESETS["tiny"].counts().items():
+        s = summary["splits"][split]
+        assert s["utterances"] == n and s["failed"] == 0 and s["synthesised"] == n
+        assert 1.5 < s["hours"] * 3600 / n < 8  # seconds per utterance
+    assert CorpusLayout(root).splits() == sorted(SPLITS)
+
+
+def test_same_seed_same_corpus(tiny, tiny_again):
+    (a, _), (b, summary_b) = tiny, tiny_again
+    ha, hb = audio_hashes(a), audio_hashes(b)
+    assert len(ha) == 300
+    assert ha == hb  # byte-identical FLAC with 2 processes and with 3
+    for split in SPLITS:
+        for kind in ("recordings", "supervisions", "cuts"):
+            assert manifest_lines(a, kind, split) == manifest_lines(b, kind, split)
+
+
+def test_splits_have_disjoint_sentences(tiny):
+    root, _ = tiny
+    texts = {split: [c.supervisions[0].text for c in load_cuts(root, split)] for split in SPLITS}
+    for i, s1 in enumerate(SPLITS):
+        for s2 in SPLITS[i + 1:]:
+            assert set(texts[s1]).isdisjoint(texts[s2]), (s1, s2)
+    for split in ("dev", "test-clean", "test-other"):
+        assert len(set(texts[split])) == len(texts[split])
+
+
+def test_test_other_speakers_are_held_out(tiny):
+    root, _ = tiny
+    spk = {split: speakers_in(load_cuts(root, split)) for split in SPLITS}
+    assert spk["test-other"] <= set(held_out_speakers())
+    for split in ("train", "dev", "test-clean"):
+        assert spk[split] <= set(seen_speakers())
+        assert spk[split].isdisjoint(spk["test-other"])
+    assert len(spk["train"]) >= 30
+
+
+def test_audio_format_and_noise_floor(tiny):
+    root, _ = tiny
+    files = sorted((root / "audio").rglob("*.flac"))
+    for p in files:
+        info = sf.info(str(p))
+        assert (info.samplerate, info.channels, info.format, info.subtype) == (16000, 1, "FLAC", "PCM_16"), p
+    for p in files[::25]:
+        x, _ = sf.read(str(p), dtype="int16")
+        assert np.mean(x == 0) < 0.05, p  # no stretches of digital silence
+        assert 1000 < np.abs(x).max() < 32767, p  # audible, not clipped
+
+
+def test_lhotse_reads_cuts(tiny):
+    root, _ = tiny
+    for split in SPLITS:
+        cuts = load_cuts(root, split)
+        for cut in list(cuts)[:3]:
+            audio = cut.load_audio()
+            assert audio.shape == (1, cut.num_samples)
+            assert cut.sampling_rate == 16000
+            sup = cut.supervisions[0]
+            assert sup.language == "English" and sup.text and "+" in sup.speaker
+            assert sup.duration == pytest.approx(cut.duration)
+        assert all(c.id.startswith(split + "-") for c in cuts)
+
+
+def test_resume_repairs_missing_and_corrupt_files(tiny, tmp_path):
+    src, _ = tiny
+    root = tmp_path / "resumed"
+    shutil.copytree(src, root)
+    audio = CorpusLayout(root).audio_dir("train")
+    (audio / "train-000005.flac").unlink()
+    (CorpusLayout(root).audio_dir("test-other") / "test-other-000002.flac").write_bytes(b"0123456789")
+    stale = audio / ".train-000007.tmp99999.flac"
+    stale.write_bytes(b"half a file")  # left by a killed build
+    CorpusLayout(root).cuts("dev").unlink()
+
+    summary = build_corpus(root, preset="tiny", seed=0, num_jobs=2, progress=False)
+    assert summary["splits"]["train"]["synthesised"] == 1
+    assert summary["splits"]["test-other"]["synthesised"] == 1
+    assert sum(s["reused"] for s in summary["splits"].values()) == 298
+    assert not stale.exists()
+    assert audio_hashes(root) == audio_hashes(src)
+    for split in SPLITS:
+        assert manifest_lines(root, "cuts", split) == manifest_lines(src, "cuts", split)
+
+
+# ----------------------------------------------------------------------------------------------
+# small custom builds
+# ----------------------------------------------------------------------------------------------
+
+def test_different_seed_different_corpus(micro, tmp_path):
+    b = build_corpus(tmp_path / "s1", preset=MICRO, seed=1, num_jobs=2, progress=False)
+    assert b["splits"]["train"]["utterances"] == 12
+    ta = [c.supervisions[0].text for c in load_cuts(micro, "train")]
+    tb = [c.supervisions[0].text for c in load_cuts(tmp_path / "s1", "train")]
+    assert ta != tb
+    ha, hb = audio_hashes(micro), audio_hashes(tmp_path / "s1")
+    assert ha.keys() == hb.keys()
+    assert all(ha[k] != hb[k] for k in ha)
+
+
+def test_failed_synthesis_is_counted_not_fatal(micro, tmp_path, monkeypatch):
+    real_render = corpus_mod.render
+    calls = {"n": 0}
+
+    def flaky(plan, **kw):
+        if plan["utt_id"] == "dev-000001":
+            calls["n"] += 1
+            raise RuntimeError("espeak-ng failed (1): simulated")
+        return real_render(plan, **kw)
+
+    monkeypatch.setattr(corpus_mod, "render", flaky)
+    summary = build_corpus(tmp_path / "c", preset=MICRO, seed=0, num_jobs=1, progress=False)
+    assert calls["n"] == 2  # tried, retried once, then reported
+    assert summary["splits"]["dev"]["failed"] == 1
+    assert summary["splits"]["dev"]["utterances"] == MICRO.dev_utts - 1
+    assert summary["failed_utterances"] == ["dev-000001"]
+    assert "dev-000001" not in {c.recording_id for c in load_cuts(tmp_path / "c", "dev")}
+    assert not (CorpusLayout(tmp_path / "c").audio_dir("dev") / "dev-000001.flac").exists()
+    # everything else is byte-identical to the same seed built with 2 processes
+    expected = {k: v for k, v in audio_hashes(micro).items() if "dev-000001" not in k}
+    assert audio_hashes(tmp_path / "c") == expected
+
+
+def test_missing_tools_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_mod.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="scripts/setup.sh"):
+        build_corpus(tmp_path / "none", preset=MICRO, progress=False)
