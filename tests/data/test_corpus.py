@@ -251,3 +251,15 @@ def test_missing_tools_error(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_mod.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="scripts/setup.sh"):
         build_corpus(tmp_path / "none", preset=MICRO, progress=False)
+
+
+def test_refuses_a_directory_planned_differently(micro, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(micro, root)
+    before = audio_hashes(root)
+    with pytest.raises(ValueError, match="another plan"):
+        build_corpus(root, preset=MICRO, seed=1, progress=False)  # would mix two corpora
+    (root / corpus_mod.PLAN_MARKER).unlink()
+    with pytest.raises(ValueError, match="unknown corpus"):
+        build_corpus(root, preset=MICRO, seed=0, progress=False)
+    assert audio_hashes(root) == before

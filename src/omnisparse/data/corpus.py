@@ -16,11 +16,15 @@ of processes and however often a build is interrupted and resumed.  Each file is
 temporary name and renamed; an existing valid file is kept.
 
 Layout: see :mod:`omnisparse.data.layout`.  ``CORPUS/corpus.json`` records the preset, the seed,
-a per-split summary, the held-out speakers and the tool versions.
+a per-split summary, the held-out speakers and the tool versions.  ``CORPUS/.plan.json`` (written
+first) holds the sha256 of the plan: a build refuses a directory planned differently, since files
+are reused by name.  Manifests hold absolute audio paths: move a corpus by rebuilding it in place
+(every file is reused, only the manifests are rewritten).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -52,8 +56,12 @@ __all__ = [
     "all_speakers",
     "held_out_speakers",
     "seen_speakers",
+    "carve_sentences",
     "plan_corpus",
+    "plan_fingerprint",
+    "render",
     "synthesize",
+    "audio_is_valid",
     "build_corpus",
     "speakers_in",
     "check_tools",
@@ -167,14 +175,18 @@ def carve_sentences(sentences: list[str], preset: CorpusPreset, seed: int) -> di
     return pools
 
 
-def _train_sentence(pool: list[str], seed: int, i: int) -> str:
-    """Utterance ``i`` of train: each pass over the pool uses its own permutation."""
-    n = len(pool)
-    epoch, k = divmod(i, n)
-    if epoch == 0:
-        return pool[k]
-    perm = np.random.default_rng([seed, 1001, epoch]).permutation(n)
-    return pool[perm[k]]
+def _train_sentences(pool: list[str], seed: int, n: int) -> list[str]:
+    """The ``n`` train texts: the pool in order, then (when ``n`` exceeds it) further passes, each in
+    its own seeded order."""
+    if n and not pool:
+        raise ValueError("no sentences left for train")
+    texts = list(pool[:n])
+    epoch = 1
+    while len(texts) < n:
+        perm = np.random.default_rng([seed, 1001, epoch]).permutation(len(pool))
+        texts += [pool[j] for j in perm[: n - len(texts)]]
+        epoch += 1
+    return texts
 
 
 def _utt_plan(seed: int, split: str, i: int, text: str, speakers: list[str]) -> dict[str, Any]:
@@ -222,7 +234,7 @@ def plan_corpus(preset: str | CorpusPreset = "tiny", seed: int = 0,
     for split, n in preset.counts().items():
         speakers = held if split == "test-other" else seen
         pool = pools[split]
-        texts = [_train_sentence(pool, seed, i) for i in range(n)] if split == "train" else pool[:n]
+        texts = _train_sentences(pool, seed, n) if split == "train" else pool[:n]
         plans[split] = [_utt_plan(seed, split, i, t, speakers) for i, t in enumerate(texts)]
     return plans
 
@@ -297,12 +309,12 @@ def render(plan: dict[str, Any], timeout: float = 120.0) -> np.ndarray:
     r = subprocess.run(espeak, input=(plan["text"] + "\n").encode(), capture_output=True, timeout=timeout)
     if r.returncode != 0 or len(r.stdout) <= 44:
         raise RuntimeError(f"espeak-ng failed ({r.returncode}): {r.stderr.decode(errors='replace').strip()[:300]}")
-    effects = ["tempo", "-s", f"{plan['tempo']:.3f}"]
+    # resample first: tempo and reverb are cheaper at 16 kHz than at espeak-ng's 22.05 kHz
+    effects = ["channels", "1", "rate", "-h", str(SAMPLE_RATE), "tempo", "-s", f"{plan['tempo']:.3f}"]
     if plan["reverb"]:
         rv = plan["reverb"]
         effects += ["reverb", str(rv["reverberance"]), str(rv["hf_damping"]), str(rv["room_scale"]), "100",
-                    str(rv["pre_delay_ms"]), "0"]
-    effects += ["channels", "1", "rate", "-h", str(SAMPLE_RATE)]
+                    str(rv["pre_delay_ms"]), "0", "channels", "1"]
     sox = ["sox", "-R", "-D", "-V1", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32",
            "-L", "-"] + effects
     r2 = subprocess.run(sox, input=r.stdout, capture_output=True, timeout=timeout)
@@ -419,6 +431,7 @@ def _write_manifests(layout: CorpusLayout, split: str, plans: list[dict[str, Any
 # the build
 # ----------------------------------------------------------------------------------------------
 
+PLAN_MARKER = ".plan.json"
 _RE_TMP = re.compile(r"^\..*\.tmp\d+\.flac$")
 
 
@@ -428,6 +441,35 @@ def _clean_temporaries(audio_dir: Path) -> None:
         for p in audio_dir.iterdir():
             if _RE_TMP.match(p.name):
                 p.unlink(missing_ok=True)
+
+
+def plan_fingerprint(plans: dict[str, list[dict[str, Any]]]) -> str:
+    """sha256 of everything that determines the audio and the transcripts."""
+    return hashlib.sha256(json.dumps(plans, sort_keys=True).encode()).hexdigest()
+
+
+def _claim_directory(out: Path, preset: CorpusPreset, seed: int, plans: dict[str, list[dict[str, Any]]]) -> str:
+    """Resuming reuses files by name, which is only right for the same plan: refuse a directory
+    that holds (part of) a corpus planned differently (another preset, seed or sentence list)."""
+    fingerprint = plan_fingerprint(plans)
+    marker = out / PLAN_MARKER
+    if marker.exists():
+        try:
+            old = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("plan_sha256") != fingerprint:
+            raise ValueError(
+                f"{out} holds a corpus built with another plan (preset {old.get('preset')!r}, seed "
+                f"{old.get('seed')!r}); asked for preset {preset.name!r}, seed {seed}. Use another "
+                "directory or delete this one.")
+    elif (out / "audio").is_dir() and any((out / "audio").rglob("*.flac")):
+        raise ValueError(f"{out} holds audio of an unknown corpus (no {PLAN_MARKER}); use another directory "
+                         "or delete this one")
+    else:
+        atomic_write_text(marker, json.dumps({"preset": preset.name, "seed": seed, "plan_sha256": fingerprint})
+                          + "\n")
+    return fingerprint
 
 
 def _print_summary(summary: dict[str, dict[str, Any]], out: Path, seconds: float) -> None:
@@ -455,6 +497,8 @@ def build_corpus(out_dir: str | Path, preset: str | CorpusPreset = "tiny", seed:
     num_jobs = max(1, int(num_jobs or os.cpu_count() or 1))
 
     plans = plan_corpus(preset, seed, fortunes_dir=fortunes_dir)
+    fingerprint = _claim_directory(out, preset, seed, plans)
+    t_plan = time.time()
     jobs: list[tuple[dict[str, Any], str]] = []
     for split in SPLITS:
         audio_dir = layout.audio_dir(split)
@@ -486,7 +530,7 @@ def build_corpus(out_dir: str | Path, preset: str | CorpusPreset = "tiny", seed:
             pool.shutdown()
     finally:
         bar.close()
-    synth_seconds = time.time() - t0
+    synth_seconds = time.time() - t_plan
 
     failed = [r for r in results.values() if r["status"] == "failed"]
     for r in failed[:10]:
@@ -511,13 +555,16 @@ def build_corpus(out_dir: str | Path, preset: str | CorpusPreset = "tiny", seed:
         "seed": seed,
         "sample_rate": SAMPLE_RATE,
         "splits": splits,
+        "plan_sha256": fingerprint,
         "held_out_speakers": held_out_speakers(),
         "accents": list(ACCENTS),
         "variants": list(VARIANTS),
         "failed_utterances": sorted(r["utt_id"] for r in failed),
         "tools": _tool_versions(),
         "seconds": round(time.time() - t0, 2),
+        "plan_seconds": round(t_plan - t0, 2),
         "synthesis_seconds": round(synth_seconds, 2),
+        "utterances_per_second": round(len(jobs) / max(synth_seconds, 1e-9), 2),
         "num_jobs": num_jobs,
     }
     atomic_write_text(out / "corpus.json", json.dumps(summary, indent=2) + "\n")

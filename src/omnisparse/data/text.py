@@ -11,7 +11,9 @@ eighty four``, ``3.5`` -> ``three point five``, ``21st`` -> ``twenty first``), `
 punctuation, quotes) becomes a word boundary.
 
 :func:`fortune_sentences` turns Debian's ``fortunes`` files into a sorted list of unique, normalised
-sentences of 3..25 words (about 17k on Debian bookworm's ``fortunes`` + ``fortunes-min``).
+sentences of 3..25 words (about 22k from Debian bookworm's ``fortunes`` + ``fortunes-min``).
+Sentences with tokens espeak-ng would not read as written (``iii`` -> "roman three", ``st`` ->
+"saint") are left out so that every transcript matches its audio.
 """
 
 from __future__ import annotations

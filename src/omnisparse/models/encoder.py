@@ -23,9 +23,10 @@ Attention modes (``forward(..., mode=...)``):
   the FIRST block only: there frame ``i`` may also attend ``j < (c + 1) * C + R`` (the first ``R``
   frames of the next chunk); deeper blocks have none. The first block's keys/values are computed from
   subsampled input alone, so a chunk can be emitted as soon as the subsampled frames up to
-  ``(c + 1) * C + R - 1`` exist: algorithmic latency is one chunk + ``R`` frames (+ the ``S - 1`` fbank
-  frames the subsampling waits for), and the look-ahead does not grow with depth. ``L < 0`` means
-  unbounded left context.
+  ``(c + 1) * C + R - 1`` exist: algorithmic latency is at most one chunk + ``R`` frames, i.e.
+  ``(C + R) * S * 10 ms`` for a chunk's first frame (the causal subsampling adds nothing: encoder frame
+  ``t`` needs fbank frames ``<= (t + 1) * S - 1`` only), and the look-ahead does not grow with depth.
+  ``L < 0`` means unbounded left context.
 
 Streaming inference (:meth:`Encoder.infer`) reproduces ``forward(mode="stream")`` exactly (to float
 rounding) from an explicit :class:`EncoderState`: subsampling buffers, pending subsampled frames,
@@ -36,9 +37,8 @@ utterances receive the same number of frames per call.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +117,8 @@ class ConvModule(nn.Module):
 
     def forward(self, x: Tensor, cache: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """``x (B, T, d)``, ``cache (B, d, K-1)`` or None (= zeros) -> ``(y (B, T, d), new cache)``."""
+        if x.size(1) == 0:
+            return x, cache if cache is not None else x.new_zeros(x.size(0), x.size(2), self.kernel - 1)
         h = F.glu(self.pw1(self.norm(x)), dim=-1).transpose(1, 2)  # (B, d, T)
         if cache is None:
             h = F.pad(h, (self.kernel - 1, 0))
@@ -268,7 +270,7 @@ class Encoder(nn.Module):
     def __init__(self, feat_dim: int = 80, d_model: int = 144, n_heads: int = 4, ffn_dim: int = 576,
                  n_layers: int = 6, conv_kernel: int = 15, dropout: float = 0.1, rel_pos_clip: int = 64,
                  subsampling: int = 4, chunk_size: int = 4, left_chunks: int = 8, lookahead: int = 1,
-                 sub_channels: int = 64, activation: str = "silu"):
+                 sub_channels: Union[int, Sequence[int]] = (16, 64, 64), activation: str = "silu"):
         super().__init__()
         self.d_model = d_model
         self.n_heads = n_heads
