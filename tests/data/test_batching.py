@@ -1,0 +1,72 @@
+import torch
+from lhotse import load_manifest
+
+from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_sampler
+from omnisparse.data.features import FeatureNormalizer
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.tokenizer import Tokenizer
+
+
+def _parts(corpus):
+    L = CorpusLayout(corpus)
+    return L, Tokenizer(L.bpe_model(64)), FeatureNormalizer.from_file(L.global_stats)
+
+
+def test_duration_budget_respected(tiny_corpus):
+    L, _, _ = _parts(tiny_corpus)
+    cuts = load_manifest(L.feature_cuts("train"))
+    sampler = make_sampler(cuts, max_duration=12.0, shuffle=True, num_buckets=2, seed=1)
+    seen = 0
+    for batch in sampler:
+        total = sum(c.duration for c in batch)
+        assert total <= 12.0 or len(batch) == 1
+        seen += len(batch)
+    assert seen == len(cuts)
+
+
+def test_dataset_shapes_and_normalisation(tiny_corpus):
+    L, tok, norm = _parts(tiny_corpus)
+    cuts = load_manifest(L.feature_cuts("dev")).subset(first=5)
+    b = AsrDataset(tok, norm)[cuts]
+    assert b["feats"].shape[0] == 5 and b["feats"].shape[2] == 80
+    assert int(b["feat_lens"].max()) == b["feats"].shape[1]
+    for i, text in enumerate(b["texts"]):
+        assert tok.decode(b["tokens"][i, : b["token_lens"][i]].tolist()) == text
+    valid = torch.cat([b["feats"][i, : b["feat_lens"][i]] for i in range(5)])
+    assert abs(float(valid.mean())) < 0.5 and 0.5 < float(valid.std()) < 1.5
+
+
+def test_on_the_fly_matches_stored(tiny_corpus):
+    L, tok, norm = _parts(tiny_corpus)
+    cuts = load_manifest(L.feature_cuts("dev")).subset(first=2)
+    stored = AsrDataset(tok, norm)[cuts]
+    fly = AsrDataset(tok, norm, on_the_fly=True)[cuts]
+    assert stored["feats"].shape == fly["feats"].shape
+    # stored features are lilcom-compressed: equal within its precision
+    assert torch.allclose(stored["feats"], fly["feats"], atol=0.05)
+
+
+def test_spec_augment_deterministic_and_masks(tiny_corpus):
+    L, tok, norm = _parts(tiny_corpus)
+    cuts = load_manifest(L.feature_cuts("dev")).subset(first=3)
+    spec = SpecAugmentConfig(freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_fraction=0.2)
+    a = AsrDataset(tok, norm, spec_augment=spec, seed=3)[cuts]
+    b = AsrDataset(tok, norm, spec_augment=spec, seed=3)[cuts]
+    plain = AsrDataset(tok, norm)[cuts]
+    assert torch.equal(a["feats"], b["feats"])
+    assert not torch.equal(a["feats"], plain["feats"])
+    assert int((a["feats"] == 0).sum()) > int((plain["feats"] == 0).sum())
+
+
+def test_unloadable_cut_is_skipped_and_counted(tiny_corpus, tmp_path):
+    L, tok, norm = _parts(tiny_corpus)
+    cuts = load_manifest(L.cuts("dev")).subset(first=3).to_eager()
+    bad = list(cuts)
+    src = tmp_path / "broken.flac"
+    src.write_bytes(b"not audio at all")
+    bad[1] = bad[1].with_recording_path_prefix("/nonexistent")
+    from lhotse import CutSet
+
+    ds = AsrDataset(tok, norm, on_the_fly=True)
+    out = ds[CutSet.from_cuts(bad)]
+    assert len(out["ids"]) == 2 and ds.skipped["unloadable"] == 1

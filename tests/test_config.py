@@ -1,0 +1,43 @@
+import pytest
+
+from omnisparse.config import ConfigError, load_config, resolve_preset
+
+
+def test_presets_load():
+    for name in ("tiny", "small", "emformer_base_like"):
+        cfg = load_config(name)
+        assert cfg.model.d_model > 0 and cfg.data.vocab_size > 0
+
+
+def test_emformer_like_dimensions():
+    m = load_config("emformer_base_like").model
+    assert (m.n_layers, m.d_model, m.n_heads, m.ffn_dim) == (20, 512, 8, 2048)
+    assert m.chunk_size * m.subsampling * 10 == 160  # ms per chunk
+    assert m.lookahead * m.subsampling * 10 == 40
+
+
+def test_overrides_typed():
+    cfg = load_config("tiny", ["--train.lr=3e-3", "--model.n_layers=3", "--data.train_splits=[a,b]",
+                               "--data.spec_augment=true"])
+    assert cfg.train.lr == pytest.approx(3e-3)
+    assert cfg.model.n_layers == 3
+    assert cfg.data.train_splits == ["a", "b"]
+    assert cfg.data.spec_augment is True
+
+
+@pytest.mark.parametrize("bad", ["--train.nope=1", "--model.n_layers=2.5", "--train.lr=abc", "--lr=1", "train.lr"])
+def test_bad_overrides_are_errors(bad):
+    with pytest.raises(ConfigError):
+        load_config("tiny", [bad])
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="known presets"):
+        resolve_preset("no-such-preset")
+
+
+def test_yaml_with_unknown_key(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("model:\n  d_modle: 3\n")
+    with pytest.raises(ConfigError, match="d_modle"):
+        load_config(p)
