@@ -17,11 +17,15 @@ def test_duration_budget_respected(tiny_corpus):
     cuts = load_manifest(L.feature_cuts("train"))
     sampler = make_sampler(cuts, max_duration=12.0, shuffle=True, num_buckets=2, seed=1)
     seen = 0
+    totals = []
     for batch in sampler:
-        total = sum(c.duration for c in batch)
-        assert total <= 12.0 or len(batch) == 1
+        durs = [c.duration for c in batch]
+        # lhotse's budget check runs before a cut is added: a batch may overshoot by under one cut
+        assert sum(durs) - max(durs) <= 12.0
+        totals.append(sum(durs))
         seen += len(batch)
     assert seen == len(cuts)
+    assert sum(totals) / len(totals) > 6.0  # batches are filled, not one cut each
 
 
 def test_dataset_shapes_and_normalisation(tiny_corpus):
@@ -61,11 +65,15 @@ def test_spec_augment_deterministic_and_masks(tiny_corpus):
 def test_unloadable_cut_is_skipped_and_counted(tiny_corpus, tmp_path):
     L, tok, norm = _parts(tiny_corpus)
     cuts = load_manifest(L.cuts("dev")).subset(first=3).to_eager()
+    import shutil
+
+    from lhotse import CutSet, Recording
+
     bad = list(cuts)
     src = tmp_path / "broken.flac"
-    src.write_bytes(b"not audio at all")
-    bad[1] = bad[1].with_recording_path_prefix("/nonexistent")
-    from lhotse import CutSet
+    shutil.copy(bad[1].recording.sources[0].source, src)
+    bad[1].recording = Recording.from_file(src, recording_id=bad[1].recording_id)
+    src.write_bytes(b"not audio at all")  # corrupted after the manifest was written
 
     ds = AsrDataset(tok, norm, on_the_fly=True)
     out = ds[CutSet.from_cuts(bad)]

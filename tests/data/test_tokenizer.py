@@ -20,7 +20,7 @@ def test_rejects_foreign_model(tmp_path):
     import sentencepiece as spm
 
     (tmp_path / "t.txt").write_text("a b c d e f g\n" * 50)
-    spm.SentencePieceTrainer.train(input=str(tmp_path / "t.txt"), model_prefix=str(tmp_path / "m"), vocab_size=16,
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "t.txt"), model_prefix=str(tmp_path / "m"), vocab_size=12,
                                    minloglevel=2)
     with pytest.raises(ValueError, match="blk"):
         Tokenizer(tmp_path / "m.model")

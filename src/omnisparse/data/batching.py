@@ -123,8 +123,8 @@ def make_sampler(cuts: CutSet, max_duration: float, shuffle: bool, num_buckets: 
                  world_size: int | None = None, rank: int | None = None, drop_last: bool = False):
     """Duration-bucketed sampler for training; a plain sequential one for evaluation.
 
-    Each yielded CutSet holds at most ``max_duration`` seconds of audio (a single longer cut is
-    yielded alone). Samplers are resumable through ``state_dict()`` / ``load_state_dict()``.
+    Each yielded CutSet holds about ``max_duration`` seconds of audio: lhotse checks the budget
+    before adding a cut, so a batch can overshoot by less than one utterance. Samplers are resumable through ``state_dict()`` / ``load_state_dict()``.
     """
     if shuffle:
         return DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
