@@ -30,3 +30,16 @@ def tiny_config(tiny_corpus, tmp_path):
     from omnisparse.config import load_config
 
     return load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={tmp_path / 'run'}"])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
+    """A tiny dense model trained for 30 steps (a real checkpoint to decode/transcribe with)."""
+    from omnisparse.config import load_config
+    from omnisparse.train.trainer import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={out}", "--train.max_steps=30",
+                               "--train.ckpt_every=30"])
+    train(cfg)
+    return out

@@ -29,6 +29,7 @@ def _snip_extractor() -> Wav2LogFilterBank:
     cfg = FbankConfig(num_mel_bins=NUM_MEL_BINS, sampling_rate=16000, dither=0.0)
     d = cfg.to_dict()
     d["snip_edges"] = True
+    d.pop("device", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return Wav2LogFilterBank(**d).eval()

@@ -338,7 +338,7 @@ _RECURSIONS = {
 
 def rnnt_loss_from_logprobs(blank_lp: Tensor, label_lp: Tensor, logit_lengths: Tensor,
                             target_lengths: Tensor, reduction: str = "mean",
-                            dtype: torch.dtype = torch.float32, recursion: str = "time") -> Tensor:
+                            dtype: torch.dtype = torch.float32, recursion: str = "alphabeta") -> Tensor:
     """RNN-T loss from the gathered ``blank_lp (B,T,U+1)`` and ``label_lp (B,T,U)`` log-probs."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
@@ -356,7 +356,7 @@ def rnnt_loss_from_logprobs(blank_lp: Tensor, label_lp: Tensor, logit_lengths: T
 
 def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: Tensor, target_lengths: Tensor,
               blank: int = 0, reduction: str = "mean", dtype: torch.dtype = torch.float32,
-              recursion: str = "time") -> Tensor:
+              recursion: str = "alphabeta") -> Tensor:
     """RNN-T loss (``-log P(y|x)`` over all alignments) of a full ``(B, T, U+1, V)`` joint.
 
     Args:
@@ -391,7 +391,7 @@ def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: Tensor, target_len
 # --------------------------------------------------------------------------------------------
 def _joiner_chunk(enc_c: Tensor, pred: Tensor, weight: Tensor, bias: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """Activation ``h = tanh(enc_c[:, :, None] + pred[:, None])`` ``(b,c,U+1,J)`` and logits ``(b,c,U+1,V)``."""
-    h = torch.tanh(enc_c.unsqueeze(2) + pred.unsqueeze(1))
+    h = torch.add(enc_c.unsqueeze(2), pred.unsqueeze(1)).tanh_()
     b, c, U1, J = h.shape
     h2 = h.reshape(-1, J)
     if bias is None:
@@ -483,7 +483,7 @@ def joiner_logprobs(enc_proj: Tensor, pred_proj: Tensor, weight: Tensor, bias: O
 def rnnt_loss_from_joiner(enc_proj: Tensor, pred_proj: Tensor, weight: Tensor, bias: Optional[Tensor],
                           targets: Tensor, logit_lengths: Tensor, target_lengths: Tensor,
                           blank: int = 0, reduction: str = "mean", dtype: torch.dtype = torch.float32,
-                          chunk_frames: int = 8, recursion: str = "time") -> Tensor:
+                          chunk_frames: int = 8, recursion: str = "alphabeta") -> Tensor:
     """RNN-T loss of the joiner ``logits = tanh(enc[:, :, None] + pred[:, None]) @ weight.T + bias``.
 
     Same value and gradients as ``rnnt_loss(logits, ...)`` on the materialised logits, without ever

@@ -299,11 +299,21 @@ class Trainer:
         self.cost["wall_s"] = wall_before + time.time() - start_wall
         if not stopped_by_time and (tc.valid_every <= 0 or self.step % tc.valid_every != 0):
             self._validate_and_log()
+        if self.dist.world_size > 1:
+            self.cost["ddp_replicas_identical"] = self.replicas_identical()
         path = self.save()
         if self.logger is not None:
             self.logger.close()
         return {"step": self.step, "checkpoint": str(path) if path else None, "cost": self.cost,
                 "best_wer": self.best_wer, "stopped_by_time": stopped_by_time}
+
+    def replicas_identical(self) -> bool:
+        """True when every DDP rank holds bitwise the same parameters (checked by all-gather)."""
+        flat = torch.cat([p.detach().reshape(-1).cpu().double() for p in self.model.parameters()])
+        digest = torch.tensor([float(flat.sum()), float((flat * torch.arange(flat.numel(), dtype=torch.float64)).sum())])
+        gathered = [torch.zeros_like(digest) for _ in range(self.dist.world_size)]
+        dist.all_gather(gathered, digest.to(self.dist.device) if self.dist.device.type == "cuda" else digest)
+        return all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
 
     def _validate_and_log(self) -> None:
         if not self.dist.is_main:
