@@ -14,9 +14,11 @@ after --warmup runs; wall clock and process CPU time) of
   ``rnnt_loss_from_joiner`` (fused, chunked), both including the joiner matmuls, J = --joiner-dim.
 
 Timings are taken at torch's default thread count (the machine's cores) and again at 1 thread
-(--no-single-thread skips it); rounds are interleaved across variants. Peak memory: each (shape, variant) is re-run once in a fresh subprocess and the growth of
-the resident set's high-water mark (``VmHWM``, reset after setup) over the baseline (inputs already allocated) is reported, with the theoretical bytes
-of one copy of the joint and of the fused path's per-chunk temporaries.
+(--no-single-thread skips it); rounds are interleaved across variants, so load from other
+processes hits them alike. Peak memory: each (shape, variant) is re-run once in a fresh
+subprocess; reported is the growth of the resident set's high-water mark (``VmHWM``, reset after
+the inputs exist and one small warm-up step ran) during one forward+backward, next to the
+theoretical bytes of one copy of the joint and of the fused path's per-chunk temporaries.
 """
 
 from __future__ import annotations
