@@ -8,6 +8,7 @@ normalised with it (``FeatureNormalizer``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,26 @@ def fbank(samples: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor
         raise ValueError(f"fbank expects {SAMPLE_RATE} Hz audio, got {sampling_rate} (resample first)")
     feats = make_extractor().extract(np.asarray(samples, dtype=np.float32).reshape(1, -1), SAMPLE_RATE)
     return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+
+
+@contextlib.contextmanager
+def _single_threaded_workers(active: bool):
+    """Worker processes each get one torch thread: N workers x N threads oversubscribe the cores
+    (lhotse warns that this can stall)."""
+    if not active:
+        yield
+        return
+    saved_env, saved_threads = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved_env
+        torch.set_num_threads(saved_threads)
 
 
 def _atomic_cuts_write(cuts: CutSet, path: Path) -> None:
@@ -73,10 +94,12 @@ def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, nu
         storage = layout.feature_storage(split)
         if storage.exists():  # a partial store from an interrupted run: recompute it whole
             shutil.rmtree(storage)
-        with_feats = cuts.compute_and_store_features(
-            extractor=make_extractor(), storage_path=storage, num_jobs=num_jobs if len(cuts) > 50 else 1,
-            storage_type=LilcomChunkyWriter, progress_bar=True,
-        )
+        jobs = num_jobs if len(cuts) > 50 else 1
+        with _single_threaded_workers(jobs > 1):
+            with_feats = cuts.compute_and_store_features(
+                extractor=make_extractor(), storage_path=storage, num_jobs=jobs,
+                storage_type=LilcomChunkyWriter, progress_bar=True,
+            )
         _atomic_cuts_write(with_feats.to_eager(), out)
         atomic_write_text(layout.fbank / f"validation_{split}.json", json.dumps(report.to_dict(), indent=2))
     return reports

@@ -1,0 +1,128 @@
+"""Dense streaming RNN-T on the `small` default corpus: WER, training time and streaming speed.
+
+    .venv/bin/python bench/dense_small.py [--preset small] [--out bench/results/dense_small.json]
+                                          [--rtf-utts 50] [--section.key=value ...]
+
+Stages (each resumable: re-running continues where it stopped):
+  1. build the corpus and its features/tokenizer (skipped when present)
+  2. train `conf/<preset>.yaml` (resumes from the run's last checkpoint)
+  3. WER on dev / test-clean / test-other (greedy, the trained streaming mode)
+  4. streaming real-time factor: audio -> streaming fbank -> encoder ``infer`` -> greedy, batch 1,
+     1 thread, on test-clean utterances
+Writes the JSON result and a PNG of the dev-WER curve over training time beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from omnisparse.config import load_config
+from omnisparse.data.corpus import build_corpus
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.prepare import prepare_training_data
+from omnisparse.decoding.evaluate import evaluate_cuts
+from omnisparse.decoding.loading import load_model
+from omnisparse.decoding.streaming import StreamingRecognizer
+from omnisparse.train.trainer import load_split_cuts, train
+from omnisparse.utils.provenance import write_result
+
+
+def streaming_rtf(lm, cuts, n: int) -> dict:
+    """Seconds of compute per second of audio, chunk by chunk, batch 1, on 1 thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step = lm.model.encoder.frames_per_chunk * 160
+        audio_s = compute_s = 0.0
+        for cut in list(cuts)[:n]:
+            x = cut.load_audio()[0].astype(np.float32)
+            rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer)
+            t0 = time.perf_counter()
+            for i in range(0, len(x), step):
+                rec.accept_audio(x[i:i + step])
+            rec.finalize()
+            compute_s += time.perf_counter() - t0
+            audio_s += len(x) / 16000
+    finally:
+        torch.set_num_threads(threads)
+    return {"rtf": compute_s / audio_s, "audio_s": audio_s, "utterances": min(n, len(cuts)), "threads": 1}
+
+
+def wer_curve(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{"step": int(r["step"]), "wall_s": float(r["wall_s"]), "dev_wer": float(r["dev_wer"])}
+                for r in csv.DictReader(f) if r.get("dev_wer")]
+
+
+def plot_curve(curve: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([c["wall_s"] / 60 for c in curve], [c["dev_wer"] for c in curve], marker="o")
+    ax.set_xlabel("training wall time (min)")
+    ax.set_ylabel("dev WER (greedy, streaming)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--out", default="bench/results/dense_small.json")
+    ap.add_argument("--rtf-utts", type=int, default=50)
+    args, overrides = ap.parse_known_args(argv)
+    cfg = load_config(args.preset, overrides)
+    corpus = Path(cfg.data.corpus_dir)
+    if not CorpusLayout(corpus).cuts("train").exists():
+        build_corpus(corpus, preset=args.preset, seed=0)
+    prepare_training_data(corpus, cfg.data.train_splits, cfg.data.vocab_size)
+
+    result = train(cfg)
+    run_dir = Path(cfg.train.out_dir)
+    lm = load_model(run_dir)
+    mode = lm.trained_modes[0]
+    wer = {}
+    for split in [cfg.data.dev_split, *cfg.data.test_splits]:
+        r = evaluate_cuts(lm.model, load_split_cuts(cfg, [split]), lm.tokenizer, lm.normalizer, mode=mode,
+                          decode=cfg.decode, progress=True)
+        wer[split] = r["wer"]
+        print(f"{split}: WER {r['wer']:.4f} ({r['utterances']} utterances)")
+    rtf = streaming_rtf(lm, load_split_cuts(cfg, [cfg.data.test_splits[0]]), args.rtf_utts)
+    cost = result["cost"]
+    curve = wer_curve(run_dir)
+    out = Path(args.out)
+    plot_curve(curve, out.with_suffix(".png"), f"{args.preset}: dense streaming RNN-T")
+    payload = {
+        "preset": args.preset,
+        "params": lm.model.num_params(),
+        "train_wall_s": cost["wall_s"],
+        "optimizer_steps": cost["optimizer_steps"],
+        "audio_s_per_wall_s": cost["audio_seconds"] / max(1e-9, cost["wall_s"]),
+        "wer": {"dev": wer[cfg.data.dev_split], **{s: wer[s] for s in cfg.data.test_splits}},
+        "rtf_stream": rtf["rtf"],
+        "rtf_detail": rtf,
+        "wer_curve": curve,
+        "run_dir": str(run_dir),
+        "config": cfg.to_dict(),
+        "plot": str(out.with_suffix(".png")),
+    }
+    written = write_result(out, payload, command=" ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+    print(json.dumps({k: written[k] for k in ("params", "train_wall_s", "wer", "rtf_stream", "audio_s_per_wall_s")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
