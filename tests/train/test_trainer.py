@@ -113,7 +113,7 @@ def test_overfits_a_handful_of_utterances(tiny_corpus, tmp_path):
     L = CorpusLayout(tiny_corpus)
     load_manifest(L.feature_cuts("train")).subset(first=4).to_file(L.feature_cuts("few4"))
     cfg = load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={tmp_path / 'o'}",
-                               "--data.train_splits=[few4]", "--data.dev_split=few4", "--train.max_steps=300",
+                               "--data.train_splits=[few4]", "--data.dev_split=few4", "--train.max_steps=400", "--train.mode=full", "--model.ctc_weight=1.0",
                                "--train.decay=constant", "--train.lr=5e-3", "--train.warmup_steps=10",
                                "--train.valid_every=100", "--train.ckpt_every=1000", "--decode.max_symbols_per_frame=10", "--model.d_model=64",
                                "--model.ffn_dim=128", "--model.pred_dim=64", "--model.joiner_dim=64"])
