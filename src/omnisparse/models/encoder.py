@@ -9,7 +9,13 @@ Block (pre-LN)::
     x = x + MHSA(LN(x))                          # q, k, v, out: PrunableLinear; relative-position bias
     x = x + ConvModule(x)                        # LN, Linear d->2d, GLU, causal depthwise conv, LN, SiLU, Linear d->d
     x = x + FFN(x)                               # LN, Linear d->ffn, SiLU, dropout, Linear ffn->d
-    x = LN(x)
+
+Blocks are pure pre-LN: nothing normalises the residual stream between blocks, and one LayerNorm
+follows the last block. At initialisation the residual branches are small, so the encoder starts
+close to the identity and the CTC/RNN-T head sees the subsampled features directly. The Conformer
+habit of a LayerNorm closing every block made the stack post-LN-like: measured on the `small`
+corpus with CTC alone (60 s batches), the blank-only plateau lasted ~100 steps with 0 blocks, ~300
+with 2 blocks and more than 2,000 with 4 or 8; with pure pre-LN blocks, 8 blocks leave it after ~200.
 
 There is no absolute positional encoding: each layer has a learned bias per head indexed by the
 clipped relative distance ``clamp(j - i, -rel_pos_clip, rel_pos_clip)`` (key ``j``, query ``i``).
@@ -195,7 +201,6 @@ class ConformerBlock(nn.Module):
         self.attn = RelPosSelfAttention(d_model, n_heads, dropout, rel_pos_clip)
         self.conv = ConvModule(d_model, conv_kernel) if conv_kernel > 0 else None
         self.ffn = FeedForward(d_model, ffn_dim, dropout, activation)
-        self.out_norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
@@ -206,8 +211,7 @@ class ConformerBlock(nn.Module):
         x = x + self.dropout(self.attn.attend(q, k, v, mask + self.attn.position_bias(pos, pos)))
         if self.conv is not None:
             x = x + self.dropout(self.conv(x)[0])
-        x = x + self.dropout(self.ffn(x))
-        return self.out_norm(x)
+        return x + self.dropout(self.ffn(x))
 
     def infer(self, x: Tensor, ahead: Optional[Tensor], k_cache: Tensor, v_cache: Tensor,
               conv_cache: Optional[Tensor], rel_index: Tensor, max_cache: Optional[int]
@@ -236,7 +240,7 @@ class ConformerBlock(nn.Module):
         x = x + self.ffn(x)
         c = k_cache.size(2)
         keep = c + n if max_cache is None else min(c + n, max_cache)
-        return self.out_norm(x), k[:, :, c + n - keep: c + n], v[:, :, c + n - keep: c + n], conv_cache
+        return x, k[:, :, c + n - keep: c + n], v[:, :, c + n - keep: c + n], conv_cache
 
 
 @dataclass
@@ -282,6 +286,7 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(
             ConformerBlock(d_model, n_heads, ffn_dim, conv_kernel, dropout, rel_pos_clip, activation)
             for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)  # after the last block (blocks are pure pre-LN)
 
     @classmethod
     def from_config(cls, cfg) -> "Encoder":
@@ -345,7 +350,7 @@ class Encoder(nn.Module):
             torch.zeros(rest.shape, dtype=x.dtype, device=device).masked_fill(~rest, neg_inf)
         for i, layer in enumerate(self.layers):
             x = layer(x, first_add if i == 0 else rest_add, pos)
-        return x.masked_fill(~valid[:, :, None], 0.0)
+        return self.norm(x).masked_fill(~valid[:, :, None], 0.0)
 
     # ------------------------------------------------------------------ streaming
     def init_state(self, batch_size: int, device=None, dtype=None, chunk_size: Optional[int] = None,
@@ -403,7 +408,7 @@ class Encoder(nn.Module):
                 h, keys[i], values[i], conv[i] = layer.infer(
                     h, ahead if i == 0 else None, keys[i], values[i], conv[i],
                     index if i == 0 else index[:, : c + n], max_cache)
-            outs.append(h)
+            outs.append(self.norm(h))
             pending = pending[:, n:]
             emitted += n
         out = torch.cat(outs, dim=1) if outs else pending.new_zeros(pending.size(0), 0, self.d_model)
