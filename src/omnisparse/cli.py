@@ -55,7 +55,16 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from omnisparse.train.trainer import train
 
     cfg = load_config(args.config, overrides)
-    train(cfg, resume=not args.no_resume)
+    train(cfg, resume=not args.no_resume, supernet=args.supernet)
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace, overrides: list[str]) -> int:
+    from omnisparse.config import load_config
+    from omnisparse.train.prune import prune
+
+    cfg = load_config(args.config, overrides)
+    prune(cfg, resume=not args.no_resume)
     return 0
 
 
@@ -63,7 +72,7 @@ def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
     from omnisparse.decoding.evaluate import evaluate_checkpoint
 
     results = evaluate_checkpoint(args.model, splits=args.splits, method=args.method, mode=args.mode,
-                                  out_dir=args.out, overrides=overrides)
+                                  out_dir=args.out, overrides=overrides, subnet=args.subnet)
     for split, r in results.items():
         print(f"{split:>12}: WER {r['wer']:.4f}  ({r['utterances']} utterances, {r['words']} words)")
     return 0
@@ -104,7 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a streaming RNN-T (overrides: --section.key=value)")
     t.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
+    t.add_argument("--supernet", action="store_true",
+                   help="Omni-sparsity supernet training (sandwich rule; settings in the `sparsity` section)")
     t.set_defaults(func=_cmd_train, takes_overrides=True)
+
+    pr2 = sub.add_parser("prune", help="individually pruned baseline: gradual magnitude pruning + fine-tuning")
+    pr2.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
+    pr2.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
+    pr2.set_defaults(func=_cmd_prune, takes_overrides=True)
 
     e = sub.add_parser("eval", help="WER per split, hypotheses written beside the model")
     e.add_argument("model", help="run directory or checkpoint directory")
@@ -112,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--method", default=None, choices=["greedy", "beam"])
     e.add_argument("--mode", default=None, choices=["stream", "full"], help="default: the mode it was trained in")
     e.add_argument("--out", default=None, help="where to write results (default RUN_DIR/eval)")
+    e.add_argument("--subnet", default=None,
+                   help="decode a sub-network of a supernet: `uniform:S` or a JSON file {gene: sparsity}")
     e.set_defaults(func=_cmd_eval, takes_overrides=True)
 
     tr = sub.add_parser("transcribe", help="transcribe audio files")

@@ -109,11 +109,35 @@ class DecodeConfig:
 
 
 @dataclass
+class SparsityConfig:
+    """Masks, search space, supernet training (``train --supernet``) and pruning baselines (``prune``)."""
+
+    granularity: str = "unstructured"  # unstructured | block | row
+    block: int = 8  # side of the square blocks of the `block` granularity
+    grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(10)])
+    prune_pred_joiner: bool = False  # also prune the predictor (LSTM) and joiner Linears
+    init_from: str = ""  # dense checkpoint (or run dir) to start from; "" = train dense first
+    dense_steps: int = 0  # stage 1 in the same run: dense-only steps before the sandwich (when no init_from)
+    # supernet (sandwich rule)
+    n_random: int = 2  # random sub-networks per batch besides the dense and the sparsest
+    max_sparsity: float = 0.9  # final sparsity of the sparsest sub-network (every gene)
+    ramp_steps: int = 1000  # cubic ramp of the max sparsity from 0 (supernet steps)
+    distill: bool = False  # in-place distillation: dense joiner posteriors teach the sparse paths
+    distill_weight: float = 1.0
+    valid_ladder: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9])  # uniform configs validated
+    # individually pruned baseline (gradual magnitude pruning, then fine-tuning with fixed masks)
+    target: float = 0.7  # uniform sparsity of every gene
+    prune_steps: int = 1000  # length of the cubic pruning schedule; fine-tuning runs until train.max_steps
+    prune_every: int = 50  # steps between mask updates during the schedule
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -200,14 +224,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, yaml.safe_load(raw) if raw != "" else ""
 
 
+def _read_preset(preset: str | Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The preset's sections, preceded by those of its ``base:`` chain (a preset name or path)."""
+    path = resolve_preset(preset).resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular `base:` chain")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{preset}: top level must be a mapping of sections")
+    base = data.pop("base", None)
+    return (_read_preset(base, (*seen, path)) if base else []) + [data]
+
+
 def load_config(preset: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- the preset's ``base:`` chain <- the preset <- ``--section.key=value`` overrides."""
     cfg = Config()
     if preset is not None:
-        with open(resolve_preset(preset)) as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{preset}: top level must be a mapping of sections")
-        _update(cfg, data, "")
+        for data in _read_preset(preset):
+            _update(cfg, data, "")
     apply_overrides(cfg, overrides or [])
     return cfg
 

@@ -70,8 +70,12 @@ def evaluate_cuts(model, cuts: CutSet, tokenizer: Tokenizer, normalizer: Feature
 
 
 def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method: str | None = None,
-                        mode: str | None = None, out_dir: str | None = None, overrides: list[str] | None = None) -> dict:
-    """``omnisparse eval``: WER per split, written to ``OUT/wer.json`` and ``OUT/hyps_<split>.txt``."""
+                        mode: str | None = None, out_dir: str | None = None, overrides: list[str] | None = None,
+                        subnet: str | dict | None = None) -> dict:
+    """``omnisparse eval``: WER per split, written to ``OUT/wer.json`` and ``OUT/hyps_<split>.txt``.
+
+    ``subnet``: a sub-network to decode instead of the dense one (``"uniform:S"``, a JSON file or a
+    dict ``{gene: sparsity}``); masks come from the checkpoint's weights and its ``sparsity`` settings."""
     from omnisparse.config import apply_overrides, parse_override
     from omnisparse.decoding.loading import load_model
     from omnisparse.train.trainer import load_split_cuts
@@ -89,6 +93,19 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     mode = mode or lm.trained_modes[0]
     lm.check_mode(mode)
     splits = splits or [cfg.data.dev_split, *cfg.data.test_splits]
+    subnet_config = None
+    if subnet is not None:
+        from omnisparse.sparsity.masks import MaskBank, MaskSpec
+        from omnisparse.sparsity.space import parse_subnet
+        from omnisparse.sparsity.space import SearchSpace
+
+        spec = MaskSpec(cfg.sparsity.granularity, cfg.sparsity.block)
+        space = SearchSpace.from_model(lm.model, grid=tuple(cfg.sparsity.grid),
+                                       prune_pred_joiner=cfg.sparsity.prune_pred_joiner, spec=spec)
+        subnet_config = parse_subnet(subnet, space)
+        bank = MaskBank(lm.model, spec, genes=list(space.genes))
+        bank.refresh()
+        bank.apply(subnet_config)
     out = Path(out_dir) if out_dir else (lm.path.parent / "eval")
     results = {}
     for split in splits:
@@ -99,5 +116,5 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
         atomic_write_text(out / f"hyps_{split}.txt", "\n".join(lines) + "\n")
         results[split] = r
     atomic_write_text(out / "wer.json", json.dumps({"model": str(lm.path), "mode": mode, "method": cfg.decode.method,
-                                                    "results": results}, indent=2))
+                                                    "subnet": subnet_config, "results": results}, indent=2))
     return results

@@ -1,4 +1,12 @@
-"""The training objective of a Transducer: RNN-T loss (fused joiner path) + optional CTC auxiliary.
+"""The training objective of a Transducer: RNN-T loss (fused joiner path) + optional CTC auxiliary
++ optional in-place distillation over the joiner posterior lattice.
+
+Distillation (supernet training, ``sparsity.distill``): the dense path returns its log-posteriors
+``(B, T', U+1, V)`` (detached) and each sparse path adds ``weight * KD`` with, per utterance,
+``KD_b = (T'_b + U_b) * mean over the valid (t, u) nodes of KL(p_dense || p_sparse)`` - the mean KL
+scaled to the length of one alignment path, so that it is on the scale of the per-utterance RNN-T
+loss - averaged over utterances. It materialises the full lattice (4 * B * T' * (U+1) * V bytes per
+copy), which the fused RNN-T loss avoids: keep it off for large vocabularies.
 
 Wrapped as an ``nn.Module`` so that DistributedDataParallel sees one forward per sub-network.
 """
@@ -6,6 +14,7 @@ Wrapped as an ``nn.Module`` so that DistributedDataParallel sees one forward per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +30,27 @@ class LossOutput:
     ctc: float
     num_utts: int
     num_tokens: int
+    distill: float = 0.0
+    log_probs: Optional[torch.Tensor] = None  # (B, T', U+1, V) detached, when requested
+
+
+def lattice_log_probs(joiner, enc_p: torch.Tensor, pred_p: torch.Tensor) -> torch.Tensor:
+    """Projected ``enc_p (B, T', J)``, ``pred_p (B, U+1, J)`` -> log-posteriors ``(B, T', U+1, V)``."""
+    return joiner.join(enc_p, pred_p).float().log_softmax(-1)
+
+
+def lattice_kl(teacher: torch.Tensor, student: torch.Tensor, enc_lens: torch.Tensor,
+               token_lens: torch.Tensor) -> torch.Tensor:
+    """Mean over utterances of ``(T'_b + U_b) * mean_valid KL(teacher || student)`` (see module doc).
+
+    ``teacher``, ``student``: log-probs ``(B, T', U+1, V)``; nodes ``t >= T'_b`` or ``u > U_b`` are ignored."""
+    B, T, U1, _ = student.shape
+    kl = (teacher.exp() * (teacher - student)).sum(-1)  # (B, T', U+1)
+    t_ok = torch.arange(T, device=kl.device)[None, :] < enc_lens[:, None]
+    u_ok = torch.arange(U1, device=kl.device)[None, :] <= token_lens[:, None]
+    valid = (t_ok[:, :, None] & u_ok[:, None, :]).to(kl.dtype)
+    per_utt = (kl * valid).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1.0)
+    return (per_utt * (enc_lens + token_lens).to(kl.dtype)).mean()
 
 
 class TransducerLoss(nn.Module):
@@ -30,8 +60,12 @@ class TransducerLoss(nn.Module):
         self.loss_dtype = loss_dtype
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, tokens: torch.Tensor,
-                token_lens: torch.Tensor, mode: str = "stream") -> LossOutput:
-        """feats (B, T, 80), feat_lens (B,), tokens (B, U) padded, token_lens (B,)."""
+                token_lens: torch.Tensor, mode: str = "stream", return_log_probs: bool = False,
+                teacher_log_probs: Optional[torch.Tensor] = None, distill_weight: float = 0.0) -> LossOutput:
+        """feats (B, T, 80), feat_lens (B,), tokens (B, U) padded, token_lens (B,).
+
+        ``return_log_probs``: also return this path's lattice log-probs (detached; the distillation
+        teacher). ``teacher_log_probs`` + ``distill_weight > 0``: add the distillation term."""
         m = self.model
         out = m(feats, feat_lens, tokens, token_lens, mode=mode)
         j = m.joiner
@@ -48,5 +82,15 @@ class TransducerLoss(nn.Module):
                              reduction="sum", zero_infinity=True) / max(1, feats.shape[0])
             loss = loss + m.config.ctc_weight * ctc
             ctc_val = float(ctc.detach())
+        distill_val = 0.0
+        lattice = None
+        want_kd = teacher_log_probs is not None and distill_weight > 0
+        if return_log_probs or want_kd:
+            lattice = lattice_log_probs(j, enc_p, pred_p)
+            if want_kd:
+                kd = lattice_kl(teacher_log_probs, lattice, out.enc_lens, token_lens)
+                loss = loss + distill_weight * kd
+                distill_val = float(kd.detach())
         return LossOutput(loss=loss, rnnt=float(rnnt.detach()), ctc=ctc_val, num_utts=int(feats.shape[0]),
-                          num_tokens=int(token_lens.sum()))
+                          num_tokens=int(token_lens.sum()), distill=distill_val,
+                          log_probs=lattice.detach() if (lattice is not None and return_log_probs) else None)

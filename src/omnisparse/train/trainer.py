@@ -32,7 +32,7 @@ from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.tokenizer import Tokenizer
-from omnisparse.losses.transducer import TransducerLoss
+from omnisparse.losses.transducer import LossOutput, TransducerLoss
 from omnisparse.models.transducer import Transducer
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.metrics import MetricLogger, write_run_record
@@ -145,7 +145,9 @@ class Trainer:
         self.epoch = 0
         self.batches_in_epoch = 0
         self.bad_in_row = 0
-        self.cost = {"optimizer_steps": 0, "fwd_bwd_passes": 0, "audio_seconds": 0.0, "wall_s": 0.0,
+        # audio_seconds: data drawn (once per step); path_audio_seconds: audio through forward+backward
+        # passes (x the sub-networks of a supernet step)
+        self.cost = {"optimizer_steps": 0, "fwd_bwd_passes": 0, "audio_seconds": 0.0, "path_audio_seconds": 0.0, "wall_s": 0.0,
                      "skipped_batches": 0, "device": str(self.dist.device), "world_size": self.dist.world_size}
         self.best_wer: float | None = None
         self.logger = MetricLogger(self.run_dir) if self.dist.is_main else None
@@ -217,14 +219,26 @@ class Trainer:
             self.batches_in_epoch = 0
 
     # ---------------------------------------------------------------- steps
-    def forward_backward(self, batch: dict, mode: str) -> tuple[float, dict]:
+    def backward_path(self, batch: dict, mode: str, **loss_kwargs) -> LossOutput | None:
+        """Forward + backward of the network as currently masked; gradients accumulate into ``.grad``.
+
+        Returns None (and skips the backward) when the loss is not finite. ``loss_kwargs`` go to
+        :class:`TransducerLoss` (distillation)."""
         dev = self.dist.device
         out = self.wrapped(batch["feats"].to(dev), batch["feat_lens"].to(dev), batch["tokens"].to(dev),
-                           batch["token_lens"].to(dev), mode=mode)
+                           batch["token_lens"].to(dev), mode=mode, **loss_kwargs)
         if not torch.isfinite(out.loss):
-            return float("nan"), {}
+            return None
         out.loss.backward()
         self.cost["fwd_bwd_passes"] += 1
+        self.cost["path_audio_seconds"] = self.cost.get("path_audio_seconds", 0.0) + \
+            float(batch["feat_lens"].sum()) * 0.01 * self.dist.world_size
+        return out
+
+    def forward_backward(self, batch: dict, mode: str) -> tuple[float, dict]:
+        out = self.backward_path(batch, mode)
+        if out is None:
+            return float("nan"), {}
         return float(out.loss.detach()), {"rnnt": out.rnnt, "ctc": out.ctc}
 
     def train_step(self, batch: dict) -> dict[str, float]:
@@ -336,10 +350,19 @@ class _Remaining:
         return self.it
 
 
-def train(cfg: Config, resume: bool = True) -> dict[str, Any]:
-    trainer = Trainer(cfg, resume=resume)
+def run_trainer(trainer: Trainer) -> dict[str, Any]:
+    """Run ``trainer`` to the end, tearing down the process group afterwards."""
     try:
         return trainer.run()
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def train(cfg: Config, resume: bool = True, supernet: bool = False) -> dict[str, Any]:
+    """Run (or resume) dense training, or with ``supernet`` the Omni-sparsity supernet training."""
+    if supernet:
+        from omnisparse.train.supernet import SupernetTrainer
+
+        return run_trainer(SupernetTrainer(cfg, resume=resume))
+    return run_trainer(Trainer(cfg, resume=resume))

@@ -1,0 +1,113 @@
+"""What the supernet trainer and the pruning baseline share: masks, search space, dense init,
+sub-network validation.
+
+Both start from dense weights: a dense checkpoint (``sparsity.init_from``), or ``sparsity.dense_steps``
+dense steps at the start of the same run (stage 1). Magnitude masks of random weights mean nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from omnisparse.config import Config
+from omnisparse.sparsity.masks import MaskBank, MaskSpec
+from omnisparse.sparsity.space import SearchSpace
+from omnisparse.train import checkpoint as ck
+from omnisparse.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+# keys of ModelConfig that may differ between a dense init checkpoint and the run started from it
+_INIT_MAY_DIFFER = {"dropout"}
+
+
+@contextlib.contextmanager
+def dropout_disabled(model: nn.Module) -> Iterator[None]:
+    """Temporarily set every dropout probability of ``model`` to 0 (``nn.Dropout`` modules and the
+    attention-probability dropout), keeping ``model.training`` as is."""
+    saved = []
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            saved.append((m, "p", m.p))
+            m.p = 0.0
+        elif hasattr(m, "dropout") and isinstance(getattr(m, "dropout"), float):
+            saved.append((m, "dropout", m.dropout))
+            m.dropout = 0.0
+    try:
+        yield
+    finally:
+        for m, attr, value in saved:
+            setattr(m, attr, value)
+
+
+class SparseTrainerBase(Trainer):
+    """A :class:`Trainer` that owns a :class:`MaskBank` and a :class:`SearchSpace` for its model."""
+
+    kind = "sparse"
+
+    def __init__(self, cfg: Config, resume: bool = True):
+        super().__init__(cfg, resume=resume)
+        sc = cfg.sparsity
+        self.spec = MaskSpec(sc.granularity, sc.block)
+        self.space = SearchSpace.from_model(self.model, grid=tuple(sc.grid), prune_pred_joiner=sc.prune_pred_joiner,
+                                            spec=self.spec)
+        self.bank = MaskBank(self.model, self.spec, genes=list(self.space.genes))
+        if not sc.init_from and sc.dense_steps <= 0:
+            raise ValueError("sparse training needs dense weights to start from: set sparsity.init_from to a dense "
+                             "checkpoint or run directory, or sparsity.dense_steps > 0")
+        if self.step == 0 and sc.init_from:
+            self._load_init(sc.init_from)
+
+    @property
+    def sparse_start(self) -> int:
+        """Optimizer step at which sparse training begins (after the dense warm-up of this run)."""
+        return 0 if self.cfg.sparsity.init_from else self.cfg.sparsity.dense_steps
+
+    def _load_init(self, path: str) -> None:
+        ckpt, state = ck.resolve_checkpoint(path)
+        saved = state.get("model_config", {})
+        own = self.cfg.model.__dict__
+        diff = {k: (v, own.get(k)) for k, v in saved.items() if k not in _INIT_MAY_DIFFER and own.get(k) != v}
+        if diff:
+            raise ck.CheckpointError(f"{ckpt} was trained with another model config; differing keys "
+                                     f"(checkpoint, this run): {diff}")
+        tok = ckpt / "tokenizer.model"
+        if tok.exists() and tok.read_bytes() != self.tokenizer.model_bytes():
+            raise ck.CheckpointError(f"{ckpt} was trained with another tokenizer than {self.cfg.data.corpus_dir}'s")
+        ck.load_weights(self.model, ckpt)
+        self.cost["init_from"] = str(ckpt)
+        self.cost["init_cost"] = state.get("cost", {})
+        log.info("initialised from dense checkpoint %s", ckpt)
+
+    def checkpoint_state(self) -> dict:
+        return {**super().checkpoint_state(), "kind": self.kind}
+
+    # ---------------------------------------------------------------- validation
+    def validation_configs(self) -> dict[str, dict[str, float]]:
+        """Name -> sub-network config validated at every ``valid_every`` (the dense one is ``dense``)."""
+        return {"dense": self.space.sample_max()}
+
+    def validate(self) -> dict[str, float]:
+        from omnisparse.decoding.evaluate import evaluate_cuts
+
+        out = {}
+        try:
+            for name, config in self.validation_configs().items():
+                self.bank.refresh()
+                self.bank.apply(config)
+                res = evaluate_cuts(self.model, self.dev_cuts, self.tokenizer, self.normalizer,
+                                    mode=self.cfg.train.mode, decode=self.cfg.decode, device=self.dist.device,
+                                    on_the_fly=self.cfg.data.on_the_fly_features)
+                out["dev_wer" if name == "dense" else f"dev_wer_{name}"] = res["wer"]
+        finally:
+            self.restore_masks()
+        return out
+
+    def restore_masks(self) -> None:
+        """Put back the masks training runs with between steps (none for the supernet)."""
+        self.bank.clear()
