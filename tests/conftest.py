@@ -43,3 +43,17 @@ def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
                                "--train.ckpt_every=30"])
     train(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_supernet_run(tiny_corpus, tiny_run, tmp_path_factory) -> Path:
+    """A tiny supernet trained 10 sandwich steps from ``tiny_run`` (for search/export/report tests)."""
+    from omnisparse.config import load_config
+    from omnisparse.train.trainer import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny_supernet"
+    cfg = load_config("supernet_tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={out}",
+                                        f"--sparsity.init_from={tiny_run}", "--train.max_steps=10",
+                                        "--train.ckpt_every=10"])
+    train(cfg, supernet=True)
+    return out

@@ -132,12 +132,34 @@ class SparsityConfig:
 
 
 @dataclass
+class SearchConfig:
+    """Evolutionary search of the supernet's sub-networks (``omnisparse search``); defaults from PAPERS.md
+    §1.6 (AlphaNet). Sizes are bytes of the ``format`` artefact, in MB = 1e6 bytes."""
+
+    supernet: str = ""  # supernet run dir or checkpoint to search
+    out_dir: str = ""  # where history.json, pareto.json, state live; "" = <supernet run dir>/search
+    format: str = "int8-sparse"  # storage format the sizes are measured in (fp32-dense | fp32-sparse | int8-sparse)
+    size_min_mb: float = 0.0  # resource range; 0 = the sparsest sub-network's size
+    size_max_mb: float = 0.0  # 0 = the dense network's size
+    bucket_mb: float = 0.1  # Pareto table: best WER per size bucket of this width
+    population: int = 512  # initial parents: the sparsest config + random configs inside the range
+    generations: int = 20
+    mutations: int = 128  # children per generation from mutating a random Pareto member
+    crossovers: int = 128  # children per generation from uniform crossover of two Pareto members
+    mutate_prob: float = 0.2  # per-gene re-draw probability (to a different grid value)
+    max_tries: int = 100  # rejection sampling: draws per child before giving up on the range
+    dev_subset: int = 200  # fitness = greedy WER on the first N cuts of data.dev_split
+    seed: int = 0
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
