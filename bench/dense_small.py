@@ -18,11 +18,8 @@ import argparse
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from omnisparse.config import load_config
 from omnisparse.data.corpus import build_corpus
@@ -30,30 +27,9 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.decoding.loading import load_model
-from omnisparse.decoding.streaming import StreamingRecognizer
+from omnisparse.decoding.streaming import streaming_rtf
 from omnisparse.train.trainer import load_split_cuts, train
 from omnisparse.utils.provenance import write_result
-
-
-def streaming_rtf(lm, cuts, n: int) -> dict:
-    """Seconds of compute per second of audio, chunk by chunk, batch 1, on 1 thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        step = lm.model.encoder.frames_per_chunk * 160
-        audio_s = compute_s = 0.0
-        for cut in list(cuts)[:n]:
-            x = cut.load_audio()[0].astype(np.float32)
-            rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer)
-            t0 = time.perf_counter()
-            for i in range(0, len(x), step):
-                rec.accept_audio(x[i:i + step])
-            rec.finalize()
-            compute_s += time.perf_counter() - t0
-            audio_s += len(x) / 16000
-    finally:
-        torch.set_num_threads(threads)
-    return {"rtf": compute_s / audio_s, "audio_s": audio_s, "utterances": min(n, len(cuts)), "threads": 1}
 
 
 def wer_curve(run_dir: Path) -> list[dict]:
@@ -101,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                           decode=cfg.decode, progress=True)
         wer[split] = r["wer"]
         print(f"{split}: WER {r['wer']:.4f} ({r['utterances']} utterances)")
-    rtf = streaming_rtf(lm, load_split_cuts(cfg, [cfg.data.test_splits[0]]), args.rtf_utts)
+    rtf = streaming_rtf(lm.model, lm.tokenizer, lm.normalizer, load_split_cuts(cfg, [cfg.data.test_splits[0]]), args.rtf_utts)
     cost = result["cost"]
     curve = wer_curve(run_dir)
     out = Path(args.out)

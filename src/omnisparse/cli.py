@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from omnisparse.config import ConfigError
 
@@ -84,6 +85,16 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from omnisparse.report import build_report
+
+    r = build_report(args.exp_dir, dense_dir=args.dense, splits=args.splits, uniform=args.uniform, fmt=args.format,
+                     rtf_utts=args.rtf_utts, test_subset=args.test_subset)
+    print(Path(r["paths"]["markdown"]).read_text())
+    print(f"plot: {r['paths']['plot']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnisparse", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -138,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--stream", action="store_true", help="decode chunk by chunk and print partial results")
     tr.add_argument("--method", default="greedy", choices=["greedy", "beam"])
     tr.set_defaults(func=_cmd_transcribe)
+
+    rp = sub.add_parser("report", help="WER vs size of dense, individually pruned and supernet sub-networks")
+    rp.add_argument("exp_dir", help="experiment directory holding dense/, supernet/ (+ search/), prune-*/")
+    rp.add_argument("--dense", default=None, help="dense run directory (default EXP_DIR/dense)")
+    rp.add_argument("--splits", nargs="+", default=None, help="default: dev test-clean test-other")
+    rp.add_argument("--uniform", type=float, nargs="+", default=None,
+                    help="uniform sparsities of the supernet to report (default 0.5 0.7 0.8 0.9)")
+    rp.add_argument("--format", default=None, choices=["fp32-dense", "fp32-sparse", "int8-sparse"],
+                    help="storage format of the sizes (default: the search's)")
+    rp.add_argument("--rtf-utts", type=int, default=20, help="utterances for the streaming RTF (0 = skip)")
+    rp.add_argument("--test-subset", type=int, default=0, help="first N cuts per split (0 = all)")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 

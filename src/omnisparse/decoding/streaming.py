@@ -126,3 +126,30 @@ class StreamingRecognizer:
     @property
     def text(self) -> str:
         return self.tokenizer.decode(self.greedy.hyps[0])
+
+
+def streaming_rtf(model, tokenizer, normalizer, cuts, n: int, threads: int = 1) -> dict:
+    """Real-time factor of streaming recognition: compute seconds per audio second, audio fed one
+    chunk (``encoder.frames_per_chunk`` x 10 ms) at a time, batch 1, on ``threads`` threads, over the
+    first ``n`` cuts (audio decoding excluded). Returns ``{rtf, audio_s, utterances, threads}``."""
+    import time
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        step = model.encoder.frames_per_chunk * SHIFT
+        audio_s = compute_s = 0.0
+        used = 0
+        for cut in list(cuts)[:n]:
+            x = cut.load_audio()[0].astype(np.float32)
+            rec = StreamingRecognizer(model, tokenizer, normalizer)
+            t0 = time.perf_counter()
+            for i in range(0, len(x), step):
+                rec.accept_audio(x[i:i + step])
+            rec.finalize()
+            compute_s += time.perf_counter() - t0
+            audio_s += len(x) / 16000
+            used += 1
+    finally:
+        torch.set_num_threads(saved)
+    return {"rtf": compute_s / max(audio_s, 1e-9), "audio_s": audio_s, "utterances": used, "threads": threads}
