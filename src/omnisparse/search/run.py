@@ -1,0 +1,115 @@
+"""``omnisparse search``: the WER-vs-size Pareto front of a trained supernet, without retraining.
+
+:func:`run_search` loads the supernet (``search.supernet``), builds its search space and mask bank from
+the ``sparsity`` settings it was trained with, takes the first ``search.dev_subset`` cuts of
+``data.dev_split`` as the fixed fitness set (greedy WER, the model's trained attention mode), prices
+configs as ``space.size_bytes(config, search.format)`` and runs :class:`EvolutionFinder` into
+``search.out_dir`` (default ``<supernet run dir>/search``). For reference it also evaluates every
+uniform config of the grid (``pareto.json["uniform"]``). Sizes: bytes; MB = 1e6 bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omnisparse.config import Config
+from omnisparse.decoding.loading import load_model
+from omnisparse.search.evaluator import SubnetEvaluator, space_and_bank
+from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
+from omnisparse.export.format import check_format
+from omnisparse.train.trainer import load_split_cuts
+from omnisparse.utils.provenance import atomic_write_text, provenance
+
+log = logging.getLogger(__name__)
+
+
+def search_device(pref: str) -> torch.device:
+    """``train.device`` (auto | cpu | cuda) as a device; ``cuda`` without a GPU is a ValueError."""
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    if pref not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {pref!r} (auto | cpu | cuda)")
+    return torch.device("cuda" if pref != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def mb_to_bytes(mb: float) -> int:
+    """``mb`` megabytes (1e6 bytes) as a whole number of bytes."""
+    return int(round(mb * 1e6))
+
+
+def run_search(cfg: Config, progress: bool = True, tensorboard: bool = True) -> dict[str, Any]:
+    """Search ``cfg.search.supernet``; returns ``{pareto, uniform, table, cost, out_dir, size_range_bytes}``.
+
+    ``pareto``: the monotone front (by size: ``size_bytes``, ``size_mb``, ``nonzero_params``, ``wer``,
+    ``config``, ...); ``uniform``: the same fields for every uniform config of the grid, with
+    ``in_range``; ``cost``: candidates evaluated, generations, wall seconds (accumulated across resumes),
+    decode seconds. Writes ``history.json``, ``pareto.json``, ``search.csv``, ``state.json`` into the
+    output directory; running it again resumes (or, when finished, only re-reports).
+    """
+    sc = cfg.search
+    if not sc.supernet:
+        raise ValueError("search.supernet is empty: set it to a supernet run directory or checkpoint "
+                         "(e.g. --search.supernet=exp/small/supernet)")
+    check_format(sc.format)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    lm = load_model(sc.supernet, device=search_device(cfg.train.device))
+    kind = json.loads((lm.path / "state.json").read_text()).get("kind")
+    if kind != "supernet":
+        log.warning("%s is a %r checkpoint, not a supernet: its sub-networks were not trained", lm.path, kind)
+    mode = lm.trained_modes[0]
+    space, bank = space_and_bank(lm.model, lm.config.sparsity)
+
+    cuts = load_split_cuts(cfg, [cfg.data.dev_split])
+    if sc.dev_subset > 0:
+        cuts = cuts.subset(first=min(sc.dev_subset, len(cuts)))
+    decode = dataclasses.replace(cfg.decode, method="greedy")
+    evaluator = SubnetEvaluator(lm.model, space, bank, cuts, lm.tokenizer, lm.normalizer, mode, decode,
+                                on_the_fly=cfg.data.on_the_fly_features)
+
+    def cost(config: dict[str, float]) -> int:
+        return space.size_bytes(config, sc.format)
+
+    sparsest, dense = space.sample_min(1.0), space.sample_max()
+    size_min = mb_to_bytes(sc.size_min_mb) if sc.size_min_mb > 0 else cost(sparsest)
+    size_max = mb_to_bytes(sc.size_max_mb) if sc.size_max_mb > 0 else cost(dense)
+    settings = EvolutionSettings(size_min=size_min, size_max=size_max, bucket_bytes=mb_to_bytes(sc.bucket_mb),
+                                 population=sc.population, generations=sc.generations, mutations=sc.mutations,
+                                 crossovers=sc.crossovers, mutate_prob=sc.mutate_prob, max_tries=sc.max_tries,
+                                 seed=sc.seed)
+    fingerprint = {"supernet": str(lm.path.resolve()), "format": sc.format, "mode": mode,
+                   "corpus_dir": str(cfg.data.corpus_dir), "dev_split": cfg.data.dev_split,
+                   "dev_cuts": [c.id for c in cuts], "max_symbols_per_frame": decode.max_symbols_per_frame,
+                   "granularity": space.spec.granularity, "block": space.spec.block}
+    out = Path(sc.out_dir) if sc.out_dir else lm.path.parent / "search"
+    log.info("searching %s (%s, mode %s) in [%.4f, %.4f] MB of %s, %d dev utterances -> %s", lm.path, space, mode,
+             size_min / 1e6, size_max / 1e6, sc.format, evaluator.utterances, out)
+    finder = EvolutionFinder(space, evaluator, cost, settings, nonzero_params=space.nonzero_params,
+                             fingerprint=fingerprint, progress=progress, tensorboard=tensorboard)
+    result = finder.run(out)
+
+    uniform = []
+    for s in space.grid:
+        config = space.uniform(s)
+        size = cost(config)
+        uniform.append({"sparsity": s, "size_bytes": size, "size_mb": size / 1e6,
+                        "nonzero_params": space.nonzero_params(config), "wer": evaluator(config),
+                        "in_range": size_min <= size <= size_max, "config": config})
+    cost_report = {**result["cost"], "decode_s": evaluator.decode_s, "decodes": evaluator.evaluations,
+                   "feature_load_s": evaluator.prepare_s, "device": str(next(lm.model.parameters()).device)}
+    pareto = json.loads((out / "pareto.json").read_text())
+    pareto.update(uniform=uniform, cost=cost_report, supernet=str(lm.path), mode=mode, format=sc.format,
+                  dev_split=cfg.data.dev_split, dev_utterances=evaluator.utterances, space=repr(space),
+                  size_range_bytes=[size_min, size_max], provenance=provenance())
+    atomic_write_text(out / "pareto.json", json.dumps(pareto, indent=1) + "\n")
+    atomic_write_text(out / "config.json", cfg.to_json() + "\n")
+    for row in result["front"]:
+        log.info("pareto %.4f MB  WER %.4f", row["size_mb"], row["wer"])
+    return {"pareto": result["front"], "uniform": uniform, "table": result["table"], "cost": cost_report,
+            "out_dir": str(out), "size_range_bytes": [size_min, size_max]}
