@@ -60,7 +60,11 @@ def run_search(cfg: Config, progress: bool = True, tensorboard: bool = True) -> 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     lm = load_model(sc.supernet, device=search_device(cfg.train.device))
-    kind = json.loads((lm.path / "state.json").read_text()).get("kind")
+    state_path = lm.path / "state.json"
+    if not state_path.exists():
+        raise ValueError(f"{lm.path} is not a training checkpoint (an exported sub-network?): search.supernet must "
+                         "name a supernet run directory or checkpoint")
+    kind = json.loads(state_path.read_text()).get("kind")
     if kind != "supernet":
         log.warning("%s is a %r checkpoint, not a supernet: its sub-networks were not trained", lm.path, kind)
     mode = lm.trained_modes[0]
