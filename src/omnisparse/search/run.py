@@ -43,14 +43,15 @@ def mb_to_bytes(mb: float) -> int:
     return int(round(mb * 1e6))
 
 
-def run_search(cfg: Config, progress: bool = True, tensorboard: bool = True) -> dict[str, Any]:
+def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorboard: bool = True) -> dict[str, Any]:
     """Search ``cfg.search.supernet``; returns ``{pareto, uniform, table, cost, out_dir, size_range_bytes}``.
 
     ``pareto``: the monotone front (by size: ``size_bytes``, ``size_mb``, ``nonzero_params``, ``wer``,
     ``config``, ...); ``uniform``: the same fields for every uniform config of the grid, with
     ``in_range``; ``cost``: candidates evaluated, generations, wall seconds (accumulated across resumes),
     decode seconds. Writes ``history.json``, ``pareto.json``, ``search.csv``, ``state.json`` into the
-    output directory; running it again resumes (or, when finished, only re-reports).
+    output directory; running it again resumes (or, when finished, only re-reports); ``resume=False``
+    starts afresh, overwriting a previous search there.
     """
     sc = cfg.search
     if not sc.supernet:
@@ -96,7 +97,7 @@ def run_search(cfg: Config, progress: bool = True, tensorboard: bool = True) -> 
              size_min / 1e6, size_max / 1e6, sc.format, evaluator.utterances, out)
     finder = EvolutionFinder(space, evaluator, cost, settings, nonzero_params=space.nonzero_params,
                              fingerprint=fingerprint, progress=progress, tensorboard=tensorboard)
-    result = finder.run(out)
+    result = finder.run(out, resume=resume)
 
     uniform = []
     for s in space.grid:
