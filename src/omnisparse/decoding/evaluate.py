@@ -75,7 +75,8 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     """``omnisparse eval``: WER per split, written to ``OUT/wer.json`` and ``OUT/hyps_<split>.txt``.
 
     ``subnet``: a sub-network to decode instead of the dense one (``"uniform:S"``, a JSON file or a
-    dict ``{gene: sparsity}``); masks come from the checkpoint's weights and its ``sparsity`` settings."""
+    dict ``{gene: sparsity}``); masks come from the checkpoint's weights and its ``sparsity`` settings.
+    ``model_path`` may also be an exported sub-network directory (then ``subnet`` must be None)."""
     from omnisparse.config import apply_overrides, parse_override
     from omnisparse.decoding.loading import load_model
     from omnisparse.train.trainer import load_split_cuts
@@ -94,6 +95,11 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     lm.check_mode(mode)
     splits = splits or [cfg.data.dev_split, *cfg.data.test_splits]
     subnet_config = None
+    if subnet is not None and lm.export_meta is not None:
+        from omnisparse.train.checkpoint import CheckpointError
+
+        raise CheckpointError(f"{lm.path} is an exported sub-network (config fixed at export); "
+                              "--subnet applies to supernet checkpoints")
     if subnet is not None:
         from omnisparse.sparsity.masks import MaskBank, MaskSpec
         from omnisparse.sparsity.space import parse_subnet
@@ -106,7 +112,8 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
         bank = MaskBank(lm.model, spec, genes=list(space.genes))
         bank.refresh()
         bank.apply(subnet_config)
-    out = Path(out_dir) if out_dir else (lm.path.parent / "eval")
+    # default: RUN_DIR/eval for a checkpoint, EXPORT_DIR/eval for an exported sub-network
+    out = Path(out_dir) if out_dir else ((lm.path if lm.export_meta is not None else lm.path.parent) / "eval")
     results = {}
     for split in splits:
         cuts = load_split_cuts(cfg, [split])

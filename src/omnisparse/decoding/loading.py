@@ -1,38 +1,54 @@
 """Load a trained model for inference: weights, config, tokenizer and feature statistics.
 
-A checkpoint (or a run directory: its newest valid checkpoint) is self-contained: it carries its
-model config (including the streaming settings it was trained with: ``chunk_size``, ``left_chunks``,
-``lookahead``, the attention mode), its tokenizer and its feature statistics. Decoding with other
-streaming settings is refused: the weights were not trained for them.
+``load_model`` accepts three kinds of paths:
+
+* a checkpoint directory (``RUN/ckpt-<step>``) or a run directory (its newest valid checkpoint), which
+  is self-contained: it carries its model config (including the streaming settings it was trained
+  with: ``chunk_size``, ``left_chunks``, ``lookahead``, the attention mode), its tokenizer and its
+  feature statistics;
+* an exported sub-network (``omnisparse.export.subnet.export_subnet``): a directory holding
+  ``meta.json``, ``model.safetensors`` (the sparse artefact of :mod:`omnisparse.export.format`),
+  ``tokenizer.model`` and ``global_stats.json``. It is read with :func:`read_artefact` into a plain
+  dense :class:`Transducer` (pruned weights are exact zeros, no masks are set, no supernet code runs).
+
+Decoding with other streaming settings is refused: the weights were not trained for them.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
-from omnisparse.config import Config, ModelConfig, config_from_dict, model_config_from_dict
+from omnisparse.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.models.transducer import Transducer
-from omnisparse.train.checkpoint import CheckpointError, load_weights, resolve_checkpoint
+from omnisparse.train.checkpoint import CheckpointError, load_weights, resolve_checkpoint, sha256
 
 STREAMING_KEYS = ("chunk_size", "left_chunks", "lookahead", "subsampling")
+
+EXPORT_KIND = "omnisparse-subnet-export"  # meta.json "kind" of an exported sub-network
+EXPORT_META = "meta.json"
+EXPORT_FILES = ("model.safetensors", "tokenizer.model", "global_stats.json")
+EXCLUDED_PREFIXES = ("ctc_head.",)  # state_dict entries an export does not hold
 
 
 @dataclass
 class LoadedModel:
+    """A model ready to decode. ``path``: the checkpoint or export directory it came from;
+    ``export_meta``: the export's ``meta.json`` (None for a checkpoint)."""
+
     model: Transducer
     tokenizer: Tokenizer
     normalizer: FeatureNormalizer
     config: Config
     path: Path
     trained_modes: tuple[str, ...]
+    export_meta: Optional[dict[str, Any]] = None
 
     def check_mode(self, mode: str) -> None:
         if mode not in self.trained_modes:
@@ -47,7 +63,129 @@ def check_streaming_settings(trained: ModelConfig, requested: dict) -> None:
         raise CheckpointError(f"refusing to decode with streaming settings the model was not trained for: {desc}")
 
 
+def is_export_dir(path: str | Path) -> bool:
+    """True when ``path`` is a directory with a ``meta.json`` (an exported sub-network, possibly
+    incomplete or corrupt: :func:`load_export` says what is wrong)."""
+    p = Path(path)
+    return p.is_dir() and (p / EXPORT_META).is_file() and not (p / "state.json").exists()
+
+
+def read_export_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of export directory ``path``, checked for the fields loading needs, and every
+    file it lists verified against its sha256. CheckpointError (one line) when anything is off."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / EXPORT_META).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: {EXPORT_META} is unreadable or corrupt ({e})") from None
+    if not isinstance(meta, dict) or meta.get("kind") != EXPORT_KIND:
+        raise CheckpointError(f"{path}: {EXPORT_META} does not describe an omnisparse export "
+                              f"(expected \"kind\": \"{EXPORT_KIND}\")")
+    for key in ("model_config", "format", "config"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: {EXPORT_META} lacks {key!r}")
+    for name in EXPORT_FILES:
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: {name} is missing (incomplete export)")
+    files = meta.get("files") or {}
+    if not isinstance(files, dict):
+        raise CheckpointError(f"{path}: {EXPORT_META}: 'files' must map file name -> sha256")
+    for name, digest in files.items():
+        p = path / str(name)
+        if not p.is_file():
+            raise CheckpointError(f"{path}: {name} is missing (incomplete export)")
+        if sha256(p) != digest:
+            raise CheckpointError(f"{path}: {name} fails its checksum (truncated or corrupted)")
+    return meta
+
+
+def load_export(path: str | Path, device: str | torch.device = "cpu",
+                model_overrides: dict | None = None) -> LoadedModel:
+    """Load an exported sub-network directory (see the module docstring) as a plain :class:`Transducer`.
+
+    Only the CTC head may be missing from ``model.safetensors`` (it is never exported; it stays at its
+    random init and is unused by decoding); any other missing or unexpected tensor, a shape mismatch,
+    a corrupt file or a missing file is a one-line CheckpointError."""
+    from omnisparse.export.format import read_artefact
+
+    path = Path(path)
+    meta = read_export_meta(path)
+    try:
+        mcfg = model_config_from_dict(meta["model_config"])
+    except (ConfigError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: {EXPORT_META}: bad model_config ({e})") from None
+    if model_overrides:
+        check_streaming_settings(mcfg, model_overrides)
+    try:
+        art_model_config, _, fmt, _, state = read_artefact(path / "model.safetensors")
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: model.safetensors: {e}") from None
+    if art_model_config != meta["model_config"]:
+        raise CheckpointError(f"{path}: the model config of model.safetensors differs from {EXPORT_META}'s")
+    if fmt != meta["format"]:
+        raise CheckpointError(f"{path}: model.safetensors is {fmt!r}, {EXPORT_META} says {meta['format']!r}")
+    model = Transducer.from_config(mcfg)
+    own = model.state_dict()
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if wrong:
+        desc = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4])
+        raise CheckpointError(f"{path}: weights do not match the model config: shape mismatch {desc}")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(EXCLUDED_PREFIXES)]
+    if missing or result.unexpected_keys:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:4]}{'...' if len(missing) > 4 else ''}")
+        if result.unexpected_keys:
+            u = list(result.unexpected_keys)
+            parts.append(f"unexpected {u[:4]}{'...' if len(u) > 4 else ''}")
+        raise CheckpointError(f"{path}: weights do not match the model config: " + "; ".join(parts))
+    model.to(device).eval()
+    tokenizer, normalizer = _tokenizer_and_stats(path, mcfg)
+    try:
+        cfg = config_from_dict(meta["run_config"]) if meta.get("run_config") else Config()
+    except (ConfigError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: {EXPORT_META}: bad run_config ({e})") from None
+    cfg.model = mcfg
+    modes = meta.get("trained_modes") or [cfg.train.mode]
+    if not isinstance(modes, list) or not all(m in ("stream", "full") for m in modes):
+        raise CheckpointError(f"{path}: {EXPORT_META}: bad trained_modes {modes!r}")
+    return LoadedModel(model, tokenizer, normalizer, cfg, path, tuple(modes), export_meta=meta)
+
+
+def _tokenizer_and_stats(directory: Path, mcfg: ModelConfig) -> tuple[Tokenizer, FeatureNormalizer]:
+    """``tokenizer.model`` and ``global_stats.json`` of a checkpoint or export directory."""
+    tok_path = directory / "tokenizer.model"
+    if not tok_path.exists():
+        raise CheckpointError(f"{directory}: tokenizer.model missing")
+    stats_path = directory / "global_stats.json"
+    if not stats_path.exists():
+        raise CheckpointError(f"{directory}: global_stats.json missing")
+    try:
+        normalizer = FeatureNormalizer.from_dict(json.loads(stats_path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{directory}: global_stats.json is corrupt ({e})") from None
+    try:
+        tokenizer = Tokenizer(tok_path)
+    except (OSError, RuntimeError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else repr(e)
+        raise CheckpointError(f"{directory}: tokenizer.model is unreadable ({reason})") from None
+    if tokenizer.vocab_size != mcfg.vocab_size:
+        raise CheckpointError(f"{directory}: tokenizer has {tokenizer.vocab_size} pieces "
+                              f"but the model {mcfg.vocab_size}")
+    return tokenizer, normalizer
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", model_overrides: dict | None = None) -> LoadedModel:
+    """A checkpoint, a run directory (its newest valid checkpoint) or an exported sub-network
+    (:func:`load_export`), ready to decode on ``device``. ``model_overrides``: model settings the
+    caller asks for; changing a streaming setting is refused (CheckpointError)."""
+    if is_export_dir(path):
+        return load_export(path, device, model_overrides)
+    p = Path(path)
+    if (p / "model.safetensors").is_file() and not (p / "state.json").exists():
+        raise CheckpointError(f"{p}: holds model.safetensors but neither {EXPORT_META} (an exported "
+                              "sub-network) nor state.json (a checkpoint)")
     ckpt, state = resolve_checkpoint(path)
     cfg = config_from_dict(state["config"])
     mcfg = model_config_from_dict(state["model_config"])
@@ -56,12 +194,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", model_overr
     model = Transducer.from_config(mcfg)
     load_weights(model, ckpt)
     model.to(device).eval()
-    tok_path = ckpt / "tokenizer.model"
-    if not tok_path.exists():
-        raise CheckpointError(f"{ckpt}: tokenizer.model missing")
-    stats = json.loads((ckpt / "global_stats.json").read_text())
-    tokenizer = Tokenizer(tok_path)
-    if tokenizer.vocab_size != mcfg.vocab_size:
-        raise CheckpointError(f"{ckpt}: tokenizer has {tokenizer.vocab_size} pieces but the model {mcfg.vocab_size}")
+    tokenizer, normalizer = _tokenizer_and_stats(ckpt, mcfg)
     modes = tuple(state.get("trained_modes") or [cfg.train.mode])
-    return LoadedModel(model, tokenizer, FeatureNormalizer.from_dict(stats), cfg, ckpt, modes)
+    return LoadedModel(model, tokenizer, normalizer, cfg, ckpt, modes)

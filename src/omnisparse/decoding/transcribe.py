@@ -59,8 +59,10 @@ def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method:
     return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec)[0])
 
 
-def transcribe_stream(lm, samples: np.ndarray, out=sys.stdout, name: str = "") -> str:
-    """Feed one chunk of audio at a time (the model's chunk length) and print each new partial."""
+def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "") -> str:
+    """Feed one chunk of audio at a time (the model's chunk length) and print each new partial to
+    ``out`` (default: the current ``sys.stdout``, looked up at call time)."""
+    out = sys.stdout if out is None else out
     rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame)
     step = lm.model.encoder.frames_per_chunk * 160
     last = None
