@@ -20,8 +20,7 @@ from pathlib import Path
 from omnisparse.config import load_config
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.decoding.loading import load_model
-from omnisparse.sparsity.masks import MaskBank, MaskSpec
-from omnisparse.sparsity.space import FORMATS, SearchSpace
+from omnisparse.sparsity.space import FORMATS, space_and_bank
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.trainer import load_split_cuts, train
 from omnisparse.utils.provenance import write_result
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = Path(cfg.train.out_dir)
     lm = load_model(run_dir)
     sc = cfg.sparsity
-    spec = MaskSpec(sc.granularity, sc.block)
-    space = SearchSpace.from_model(lm.model, grid=tuple(sc.grid), prune_pred_joiner=sc.prune_pred_joiner, spec=spec)
-    bank = MaskBank(lm.model, spec, genes=list(space.genes))
-    bank.refresh()
+    space, bank = space_and_bank(lm.model, sc, refresh=True)
     splits = list(cfg.data.test_splits)
     test_cuts = {s: load_split_cuts(cfg, [s]) for s in splits}
     rows = []

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-# Tests run on 2 shared cores; keep torch from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny models gain nothing from intra-op threads, and on 2 shared cores a second thread makes them
+# ~20x slower under contention (measured); DDP tests start their own processes.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

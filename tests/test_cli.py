@@ -87,3 +87,26 @@ def test_missing_model(tmp_path, capsys):
 def test_console_script_entry_point():
     r = subprocess.run([sys.executable, "-m", "omnisparse.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "transcribe" in r.stdout
+
+
+def test_search_then_export_by_size_then_transcribe(tiny_supernet_run, tiny_corpus, example_audio, tmp_path, capsys):
+    """search -> export --size-mb -> transcribe the export: the shipped file is exactly the searched size."""
+    search_dir = tmp_path / "search"
+    assert main(["search", "--config", "search_tiny", f"--search.supernet={tiny_supernet_run}",
+                 f"--search.out_dir={search_dir}", f"--data.corpus_dir={tiny_corpus}", "--train.threads=1"]) == 0
+    assert "candidates" in capsys.readouterr().out
+    front = json.loads((search_dir / "pareto.json").read_text())["front"]
+    pick = front[len(front) // 2]
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_supernet_run), "--size-mb", str(pick["size_bytes"] / 1e6),
+                 "--pareto", str(search_dir / "pareto.json"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    meta = json.loads((out / "meta.json").read_text())
+    chosen = min((r for r in front if r["size_bytes"] <= pick["size_bytes"]), key=lambda r: r["wer"])
+    assert meta["config"] == chosen["config"]
+    assert (out / "model.safetensors").stat().st_size == chosen["size_bytes"]
+    assert main(["transcribe", str(out), str(example_audio), "--stream"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(example_audio + "\t")
+    assert main(["export", str(tiny_supernet_run), "--size-mb", "0.0001", "--pareto", str(search_dir / "pareto.json"),
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "no searched sub-network of at most" in capsys.readouterr().err

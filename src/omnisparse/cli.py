@@ -5,7 +5,11 @@
     omnisparse data prepare --corpus DIR [--vocab-size V] [--train-splits train ...]
     omnisparse train --config PRESET|FILE [--section.key=value ...]
     omnisparse eval RUN_DIR|CHECKPOINT [--splits dev test-clean] [--method greedy|beam] [--mode stream|full]
-    omnisparse transcribe MODEL AUDIO... [--stream]
+    omnisparse prune --config PRESET|FILE [--section.key=value ...]
+    omnisparse search --config PRESET|FILE [--section.key=value ...]
+    omnisparse export SUPERNET (--size-mb X | --config uniform:S|FILE.json) --out DIR [--format F]
+    omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream]
+    omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
 """
@@ -13,6 +17,7 @@ Errors a user can cause (missing files, bad configs, bad audio) print one line a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -85,6 +90,57 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method)
 
 
+def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
+    from omnisparse.config import load_config
+    from omnisparse.search.run import run_search
+
+    cfg = load_config(args.config, overrides)
+    s = run_search(cfg, resume=not args.no_resume)
+    print(f"{'size (MB)':>10}  {'dev WER':>8}  nonzero params")
+    for r in s["pareto"]:
+        print(f"{r['size_mb']:10.4f}  {r['wer']:8.4f}  {r['nonzero_params']:,}")
+    c = s["cost"]
+    print(f"{c['evaluated']} candidates, {c['generations']} generations, {c['wall_s']:.0f} s -> {s['out_dir']}")
+    return 0
+
+
+def _pick_from_search(pareto_path: Path, size_mb: float) -> dict:
+    """The lowest-WER searched configuration of at most ``size_mb`` MB (1e6 bytes) in a pareto.json."""
+    from omnisparse.report.points import best_under
+
+    if not pareto_path.exists():
+        raise UserError(f"{pareto_path} not found: run `omnisparse search` first, or give --pareto")
+    front = json.loads(pareto_path.read_text()).get("front", [])
+    row = best_under(front, int(size_mb * 1e6))
+    if row is None:
+        smallest = min((r["size_bytes"] for r in front), default=None)
+        raise UserError(f"no searched sub-network of at most {size_mb} MB in {pareto_path}"
+                        + (f" (the smallest is {smallest / 1e6:.4f} MB)" if smallest else ""))
+    return row
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from omnisparse.export.subnet import export_subnet
+
+    fmt = args.format
+    extra = {}
+    if args.size_mb is not None:
+        pareto = Path(args.pareto) if args.pareto else Path(args.model) / "search" / "pareto.json"
+        row = _pick_from_search(pareto, args.size_mb)
+        searched_fmt = json.loads(pareto.read_text()).get("format")
+        if fmt is None:
+            fmt = searched_fmt
+        config = row["config"]
+        extra = {"search_dev_wer": row["wer"], "search_size_bytes": row["size_bytes"], "search_format": searched_fmt,
+                 "pareto": str(pareto)}
+    else:
+        config = args.subnet
+    res = export_subnet(args.model, config, fmt or "int8-sparse", args.out, extra_meta=extra, overwrite=args.overwrite)
+    print(f"exported {res.path} ({res.fmt}): model.safetensors {res.size_bytes:,} bytes "
+          f"({res.size_bytes / 1e6:.4f} MB), {res.nonzero_params:,} nonzero parameters")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from omnisparse.report import build_report
 
@@ -149,6 +205,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--stream", action="store_true", help="decode chunk by chunk and print partial results")
     tr.add_argument("--method", default="greedy", choices=["greedy", "beam"])
     tr.set_defaults(func=_cmd_transcribe)
+
+    sp = sub.add_parser("search", help="evolutionary search of a supernet's WER-vs-size Pareto front")
+    sp.add_argument("--config", required=True, help="preset name in conf/ or a YAML file (section `search`)")
+    sp.add_argument("--no-resume", action="store_true", help="start afresh even if the output holds a search state")
+    sp.set_defaults(func=_cmd_search, takes_overrides=True)
+
+    ex = sub.add_parser("export", help="write a sub-network as a standalone model directory")
+    ex.add_argument("model", help="supernet run directory or checkpoint")
+    pick = ex.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--size-mb", type=float, help="the best searched sub-network of at most this size (MB = 1e6 B)")
+    pick.add_argument("--config", dest="subnet", help="`uniform:S` or a JSON file {gene: sparsity}")
+    ex.add_argument("--pareto", default=None, help="search result to pick from (default MODEL/search/pareto.json)")
+    ex.add_argument("--format", default=None, choices=["fp32-dense", "fp32-sparse", "int8-sparse"],
+                    help="storage format (default: the search's with --size-mb, else int8-sparse)")
+    ex.add_argument("--out", required=True, help="output directory (model.safetensors, meta.json, tokenizer, stats)")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
+    ex.set_defaults(func=_cmd_export)
 
     rp = sub.add_parser("report", help="WER vs size of dense, individually pruned and supernet sub-networks")
     rp.add_argument("exp_dir", help="experiment directory holding dense/, supernet/ (+ search/), prune-*/")

@@ -101,16 +101,10 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
         raise CheckpointError(f"{lm.path} is an exported sub-network (config fixed at export); "
                               "--subnet applies to supernet checkpoints")
     if subnet is not None:
-        from omnisparse.sparsity.masks import MaskBank, MaskSpec
-        from omnisparse.sparsity.space import parse_subnet
-        from omnisparse.sparsity.space import SearchSpace
+        from omnisparse.sparsity.space import parse_subnet, space_and_bank
 
-        spec = MaskSpec(cfg.sparsity.granularity, cfg.sparsity.block)
-        space = SearchSpace.from_model(lm.model, grid=tuple(cfg.sparsity.grid),
-                                       prune_pred_joiner=cfg.sparsity.prune_pred_joiner, spec=spec)
+        space, bank = space_and_bank(lm.model, cfg.sparsity, refresh=True)
         subnet_config = parse_subnet(subnet, space)
-        bank = MaskBank(lm.model, spec, genes=list(space.genes))
-        bank.refresh()
         bank.apply(subnet_config)
     # default: RUN_DIR/eval for a checkpoint, EXPORT_DIR/eval for an exported sub-network
     out = Path(out_dir) if out_dir else ((lm.path if lm.export_meta is not None else lm.path.parent) / "eval")

@@ -40,7 +40,6 @@ from omnisparse.decoding.loading import (
     load_model,
 )
 from omnisparse.export.format import FORMAT_VERSION, check_format, write_artefact
-from omnisparse.sparsity.masks import MaskSpec
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 from omnisparse.train.checkpoint import resolve_checkpoint, sha256
 
@@ -71,11 +70,9 @@ class ExportResult:
 
 
 def space_for(lm: LoadedModel) -> SearchSpace:
-    """The search space of a loaded checkpoint, from its saved ``sparsity`` settings (granularity,
-    block, grid, prune_pred_joiner): the same space ``eval --subnet`` and the search use."""
-    sp = lm.config.sparsity
-    spec = MaskSpec(sp.granularity, sp.block)
-    return SearchSpace.from_model(lm.model, grid=tuple(sp.grid), prune_pred_joiner=sp.prune_pred_joiner, spec=spec)
+    """The search space of a loaded checkpoint, from its saved ``sparsity`` settings (the space
+    ``eval --subnet``, the search and the report use)."""
+    return SearchSpace.from_sparsity_config(lm.model, lm.config.sparsity)
 
 
 def _occupied(p: Path) -> bool:

@@ -38,7 +38,7 @@ def build_report(exp_dir: str | Path, dense_dir: str | Path | None = None, split
                  fmt: Optional[str] = None, rtf_utts: int = 20, test_subset: int = 0, progress: bool = True) -> dict:
     """Evaluate what is missing, render the report; returns ``{points, costs, search, headline, paths}``."""
     from omnisparse.report.collect import evaluate
-    from omnisparse.report.render import headline, markdown, plot
+    from omnisparse.report.render import headline, headline_split, markdown, plot
 
     layout = ExperimentLayout(Path(exp_dir), Path(dense_dir) if dense_dir else None)
     if not any(p.exists() for p in (layout.dense, layout.supernet)) and not layout.individual():
@@ -56,5 +56,5 @@ def build_report(exp_dir: str | Path, dense_dir: str | Path | None = None, split
     md = out / "report.md"
     md.write_text(markdown(points, fmt, splits, cost, search, png.name))
     return {"points": [asdict(p) for p in points], "costs": cost, "search": search, "format": fmt,
-            "headline": headline(points, fmt), "paths": {"markdown": str(md), "plot": str(png),
+            "headline": headline(points, fmt, headline_split(splits)), "paths": {"markdown": str(md), "plot": str(png),
                                                           "points": str(out / "points.json")}}

@@ -25,16 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def space_and_bank(lm):
-    """Search space and refreshed mask bank of a loaded model, from the sparsity settings it was trained with."""
-    from omnisparse.sparsity.masks import MaskBank, MaskSpec
-    from omnisparse.sparsity.space import SearchSpace
+    """Search space and refreshed mask bank of a loaded model, under the sparsity settings it was trained with."""
+    from omnisparse.sparsity.space import space_and_bank as of_model
 
-    sc = lm.config.sparsity
-    spec = MaskSpec(sc.granularity, sc.block)
-    space = SearchSpace.from_model(lm.model, grid=tuple(sc.grid), prune_pred_joiner=sc.prune_pred_joiner, spec=spec)
-    bank = MaskBank(lm.model, spec, genes=list(space.genes))
-    bank.refresh()
-    return space, bank
+    return of_model(lm.model, lm.config.sparsity, refresh=True)
 
 
 @contextlib.contextmanager

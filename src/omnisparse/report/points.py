@@ -106,9 +106,10 @@ def save_cache(path: Path, points: dict[str, Point]) -> None:
 
 
 def read_pareto(path: Path) -> tuple[str, list[dict]]:
-    """``(format, [{config, size_bytes, wer}, ...])`` of a search's pareto.json, sorted by size."""
+    """``(format, front)`` of a search's pareto.json: the monotone Pareto front ``[{config, size_bytes,
+    wer, ...}]`` sorted by size (the lowest WER under any size limit is always on it)."""
     data = json.loads(path.read_text())
-    rows = data.get("pareto", [])
+    rows = data.get("front", [])
     return data.get("format", "int8-sparse"), sorted(rows, key=lambda r: r["size_bytes"])
 
 

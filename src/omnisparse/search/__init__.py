@@ -6,7 +6,8 @@
 * :func:`run_search` (``run``): the whole job from a :class:`~omnisparse.config.Config`.
 """
 
-from omnisparse.search.evaluator import SubnetEvaluator, space_and_bank
+from omnisparse.search.evaluator import SubnetEvaluator
+from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.search.run import run_search
 

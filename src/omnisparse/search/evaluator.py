@@ -18,25 +18,15 @@ import torch
 from lhotse import CutSet
 from torch import nn
 
-from omnisparse.config import DecodeConfig, SparsityConfig
+from omnisparse.config import DecodeConfig
 from omnisparse.data.batching import AsrDataset
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.evaluate import decode_batch, word_error_rate
-from omnisparse.sparsity.masks import MaskBank, MaskSpec
+from omnisparse.sparsity.masks import MaskBank
 from omnisparse.sparsity.space import SearchSpace
 
 log = logging.getLogger(__name__)
-
-
-def space_and_bank(model: nn.Module, sparsity: SparsityConfig) -> tuple[SearchSpace, MaskBank]:
-    """The search space and the (not yet refreshed) mask bank of ``model`` under the ``sparsity``
-    settings it was trained with (grid, granularity, block, prune_pred_joiner), as the supernet
-    trainer and ``eval --subnet`` build them."""
-    spec = MaskSpec(sparsity.granularity, sparsity.block)
-    space = SearchSpace.from_model(model, grid=tuple(sparsity.grid), prune_pred_joiner=sparsity.prune_pred_joiner,
-                                   spec=spec)
-    return space, MaskBank(model, spec, genes=list(space.genes))
 
 
 @dataclass

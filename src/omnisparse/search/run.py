@@ -20,7 +20,8 @@ import torch
 
 from omnisparse.config import Config
 from omnisparse.decoding.loading import load_model
-from omnisparse.search.evaluator import SubnetEvaluator, space_and_bank
+from omnisparse.search.evaluator import SubnetEvaluator
+from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.export.format import check_format
 from omnisparse.train.trainer import load_split_cuts

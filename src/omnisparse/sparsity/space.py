@@ -25,7 +25,7 @@ from omnisparse.export.format import (
     describe_model,
     model_config_json,
 )
-from omnisparse.sparsity.masks import MaskSpec, check_sparsity, kept_weights
+from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_weights
 
 __all__ = ["FORMATS", "SearchSpace", "parse_subnet", "DEFAULT_GRID"]
 
@@ -83,6 +83,13 @@ class SearchSpace:
             if unknown:
                 raise ValueError(f"unknown gene(s) {unknown}; the model has {list(groups)}")
         return cls(genes, grid, spec, describe_model(model), model_config_json(model))
+
+    @classmethod
+    def from_sparsity_config(cls, model: nn.Module, sparsity) -> "SearchSpace":
+        """Space of ``model`` under a :class:`omnisparse.config.SparsityConfig` (grid, granularity, block,
+        prune_pred_joiner): the space a run was trained with, as every consumer must rebuild it."""
+        return cls.from_model(model, grid=tuple(sparsity.grid), prune_pred_joiner=sparsity.prune_pred_joiner,
+                              spec=MaskSpec(sparsity.granularity, sparsity.block))
 
     def __repr__(self) -> str:
         return (f"SearchSpace({len(self.genes)} genes, grid={list(self.grid)}, "
@@ -223,3 +230,13 @@ def parse_subnet(subnet: str | Mapping[str, float], space: SearchSpace) -> dict[
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object {{gene: sparsity}}")
     return space.check(data)
+
+
+def space_and_bank(model: nn.Module, sparsity, refresh: bool = False) -> tuple[SearchSpace, MaskBank]:
+    """The search space of ``model`` under ``sparsity`` (a SparsityConfig) and a mask bank over its genes;
+    ``refresh``: rank the current weights now (otherwise call ``bank.refresh()`` before ``apply``)."""
+    space = SearchSpace.from_sparsity_config(model, sparsity)
+    bank = MaskBank(model, space.spec, genes=list(space.genes))
+    if refresh:
+        bank.refresh()
+    return space, bank

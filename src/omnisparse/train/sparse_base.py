@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from omnisparse.config import Config
-from omnisparse.sparsity.masks import MaskBank, MaskSpec
-from omnisparse.sparsity.space import SearchSpace
+from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.trainer import Trainer
 
@@ -53,10 +52,8 @@ class SparseTrainerBase(Trainer):
     def __init__(self, cfg: Config, resume: bool = True):
         super().__init__(cfg, resume=resume)
         sc = cfg.sparsity
-        self.spec = MaskSpec(sc.granularity, sc.block)
-        self.space = SearchSpace.from_model(self.model, grid=tuple(sc.grid), prune_pred_joiner=sc.prune_pred_joiner,
-                                            spec=self.spec)
-        self.bank = MaskBank(self.model, self.spec, genes=list(self.space.genes))
+        self.space, self.bank = space_and_bank(self.model, sc)
+        self.spec = self.space.spec
         if not sc.init_from and sc.dense_steps <= 0:
             raise ValueError("sparse training needs dense weights to start from: set sparsity.init_from to a dense "
                              "checkpoint or run directory, or sparsity.dense_steps > 0")
