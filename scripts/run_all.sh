@@ -1,31 +1,59 @@
 #!/usr/bin/env bash
-# The main job, end to end on the default corpus. Every stage is resumable: re-running skips
-# finished corpus files and features, and training resumes from its last checkpoint.
-#   PRESET=small (default; the CPU demo) or PRESET=tiny (a smoke run in a minute or two)
+# The main job, end to end on the default corpus: a scaled-down run of the headline experiment
+# (bench/omni_vs_individual.py) - corpus -> dense -> supernet -> one pruned baseline -> search ->
+# export -> report -> streaming transcription with the exported model. Every stage is resumable:
+# re-running skips finished corpus files and features, training resumes from its last checkpoint,
+# the search from its last generation and the report from its last evaluated point.
+#   PRESET=small (default; the CPU demo, ~75 min on 2 cores) or PRESET=tiny (a smoke run, minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PRESET=${PRESET:-small}
 bash scripts/setup.sh
 OS=.venv/bin/omnisparse
 DATA=data/$PRESET
-EXP=exp/$PRESET/dense
-SUPERNET=exp/$PRESET/supernet
-echo "== 1/7 corpus: $DATA"
+EXP=exp/$PRESET/main
+case "$PRESET" in
+  small)  # scaled down from the bench presets so that the whole job fits in ~75 minutes
+    DENSE=small_x8
+    DENSE_ARGS=(--train.max_steps=3000 --train.max_wall_s=1800 --train.valid_every=1000)
+    SUPERNET_ARGS=(--train.max_steps=100 --sparsity.ramp_steps=50 --train.valid_every=0)
+    PRUNE_ARGS=(--train.max_steps=400 --sparsity.prune_steps=200 --train.valid_every=0)
+    SEARCH_ARGS=(--search.population=24 --search.generations=3 --search.mutations=12 --search.crossovers=12
+                 --search.dev_subset=60)
+    REPORT_ARGS=(--test-subset 200 --rtf-utts 10) ;;
+  *)
+    DENSE=$PRESET; DENSE_ARGS=(); SUPERNET_ARGS=(); PRUNE_ARGS=(); SEARCH_ARGS=(); REPORT_ARGS=(--rtf-utts 2) ;;
+esac
+echo "== 1/9 corpus: $DATA"
 $OS data build --preset "$PRESET" --out "$DATA"
-echo "== 2/7 features + tokenizer"
-VOCAB=$(.venv/bin/python -c "from omnisparse.config import load_config; print(load_config('$PRESET').data.vocab_size)")
+echo "== 2/9 features + tokenizer"
+VOCAB=$(.venv/bin/python -c "from omnisparse.config import load_config; print(load_config('$DENSE').data.vocab_size)")
 $OS data prepare --corpus "$DATA" --vocab-size "$VOCAB"
-echo "== 3/7 train (dense streaming RNN-T): $EXP"
-$OS train --config "$PRESET" --data.corpus_dir="$DATA" --train.out_dir="$EXP"
-echo "== 4/7 evaluate the dense model"
-$OS eval "$EXP"
-echo "== 5/7 supernet training from the dense model: $SUPERNET"
-$OS train --supernet --config "supernet_$PRESET" --data.corpus_dir="$DATA" --train.out_dir="$SUPERNET" \
-    --sparsity.init_from="$EXP"
-echo "== 6/7 evaluate the supernet: dense path and uniform 70% sparsity"
-$OS eval "$SUPERNET" --out "$SUPERNET/eval-dense"
-$OS eval "$SUPERNET" --subnet uniform:0.7 --out "$SUPERNET/eval-u0.7"
-echo "== 7/7 transcribe an example, streaming"
+echo "== 3/9 dense streaming RNN-T: $EXP/dense"
+$OS train --config "$DENSE" --data.corpus_dir="$DATA" --train.out_dir="$EXP/dense" "${DENSE_ARGS[@]}"
+echo "== 4/9 supernet from the dense model: $EXP/supernet"
+$OS train --supernet --config "supernet_$PRESET" --data.corpus_dir="$DATA" --train.out_dir="$EXP/supernet" \
+    --sparsity.init_from="$EXP/dense" "${SUPERNET_ARGS[@]}"
+echo "== 5/9 one individually pruned baseline (uniform 0.7): $EXP/prune-0.7"
+$OS prune --config "prune_$PRESET" --data.corpus_dir="$DATA" --train.out_dir="$EXP/prune-0.7" \
+    --sparsity.init_from="$EXP/dense" --sparsity.target=0.7 "${PRUNE_ARGS[@]}"
+echo "== 6/9 evolutionary search of the supernet: $EXP/supernet/search"
+$OS search --config "search_$PRESET" --data.corpus_dir="$DATA" --search.supernet="$EXP/supernet" \
+    --search.out_dir="$EXP/supernet/search" "${SEARCH_ARGS[@]}"
+echo "== 7/9 export the best sub-network no larger than the pruned baseline: $EXP/export"
+LIMIT=$(.venv/bin/python - "$EXP" <<'PY'
+import sys
+from omnisparse.decoding.loading import load_model
+from omnisparse.sparsity.space import SearchSpace
+lm = load_model(f"{sys.argv[1]}/prune-0.7")
+space = SearchSpace.from_sparsity_config(lm.model, lm.config.sparsity)
+print(space.size_bytes(space.uniform(lm.config.sparsity.target), "int8-sparse") / 1e6)
+PY
+)
+$OS export "$EXP/supernet" --size-mb "$LIMIT" --out "$EXP/export" --overwrite
+echo "== 8/9 report: WER vs size of every method"
+$OS report "$EXP" "${REPORT_ARGS[@]}"
+echo "== 9/9 transcribe an example with the exported model, streaming"
 EXAMPLE=$(ls "$DATA"/audio/test-clean/*.flac | head -n 1)
-$OS transcribe "$EXP" "$EXAMPLE" --stream
-echo "done: results in $EXP and $SUPERNET (metrics.csv, eval*/wer.json, tb/)"
+$OS transcribe "$EXP/export" "$EXAMPLE" --stream
+echo "done: report in $EXP/report (report.md, wer_vs_size.png), shippable model in $EXP/export"
