@@ -98,6 +98,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     loss_dtype: str = "float32"  # RNN-T recursion precision: float32 | float64
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
+    init_encoder_from: str = ""  # run dir/checkpoint (e.g. `omnisparse pretrain`) whose encoder.* weights start this run
 
 
 @dataclass
@@ -153,6 +154,32 @@ class SearchConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """wav2vec 2.0 self-supervised pre-training of the encoder (``omnisparse pretrain``). Defaults: fairseq
+    ``Wav2Vec2Config`` / ``wav2vec2_base_librispeech`` (PAPERS.md §2.4, checklist item 28)."""
+
+    mask_prob: float = 0.65  # fairseq convention: mask_prob / mask_length of the frames are span starts
+    mask_length: int = 10  # span length, encoder frames
+    min_masks: int = 2  # span starts per utterance at least (fairseq apply_mask)
+    num_negatives: int = 100  # distractors per masked frame, from other masked frames of the same utterance
+    logit_temp: float = 0.1  # cosine similarity / logit_temp
+    codebook_groups: int = 2  # G
+    codebook_entries: int = 320  # V per group
+    codevector_dim: int = 256  # quantized target and final projection dim (fairseq final_dim)
+    temp_max: float = 2.0  # Gumbel temperature: max(temp_max * temp_decay ** step, temp_min)
+    temp_min: float = 0.5
+    temp_decay: float = 0.999995
+    diversity_weight: float = 0.1
+    feature_penalty_weight: float = 10.0  # mean square of the subsampling output before its LayerNorm
+    supernet: bool = True  # per batch: (dense, full) + (masks at `sparsity`, stream) losses, one step
+    sparsity: float = 0.7  # s*: uniform magnitude sparsity of every encoder gene on the sparse path
+    sparsity_ramp_steps: int = 0  # cubic ramp of s* from 0 over this many steps (0 = s* from step 0)
+    audio_dir: str = ""  # pre-train on every wav/flac under this directory instead of the corpus's train splits
+    audio_stats: str = "auto"  # audio_dir normalisation: auto (corpus stats if present) | corpus | audio
+    valid_batches: int = 4  # dev batches for the validation contrastive loss (0 = no validation)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -160,6 +187,7 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -88,6 +88,16 @@ def chunk_mask(T: int, chunk_size: int, left_chunks: int, lookahead: int = 0,
     return allowed
 
 
+def apply_frame_mask(x: Tensor, input_mask: Optional[Tensor], mask_emb: Optional[Tensor]) -> Tensor:
+    """``x (B, T, d)`` with the frames where ``input_mask (B, T)`` is True replaced by ``mask_emb (d,)``;
+    ``x`` itself when ``input_mask`` is None."""
+    if input_mask is None:
+        return x
+    if mask_emb is None:
+        raise ValueError("input_mask given without mask_emb")
+    return torch.where(input_mask[:, :, None].to(x.device), mask_emb.to(x.dtype), x)
+
+
 class FeedForward(nn.Module):
     """``(B, T, d) -> (B, T, d)``: LN, ``w1`` (d->ffn), activation, dropout, ``w2`` (ffn->d)."""
 
@@ -311,17 +321,21 @@ class Encoder(nn.Module):
     # ------------------------------------------------------------------ masked forward
     def forward(self, feats: Tensor, feat_lens: Optional[Tensor] = None, mode: str = "stream",
                 chunk_size: Optional[int] = None, left_chunks: Optional[int] = None,
-                lookahead: Optional[int] = None) -> tuple[Tensor, Tensor]:
+                lookahead: Optional[int] = None, input_mask: Optional[Tensor] = None,
+                mask_emb: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """``feats (B, T, feat_dim)``, ``feat_lens (B,)`` -> ``(out (B, T // S, d), out_lens (B,))``.
 
         Frames past ``out_lens`` are zero. ``chunk_size``/``left_chunks``/``lookahead`` override the
-        configured chunking (stream mode only).
+        configured chunking (stream mode only). ``input_mask (B, T // S)`` bool with ``mask_emb (d,)``:
+        masked subsampled frames are replaced by ``mask_emb`` before the blocks (wav2vec 2.0
+        pre-training, :func:`apply_frame_mask`); None (default) changes nothing.
         """
         x, _ = self.subsampling(feats)
         if feat_lens is None:
             feat_lens = torch.full((feats.size(0),), feats.size(1), dtype=torch.long, device=feats.device)
         lens = self.output_lengths(feat_lens)
-        return self.forward_frames(self.input_dropout(x), lens, mode, chunk_size, left_chunks, lookahead), lens
+        x = apply_frame_mask(self.input_dropout(x), input_mask, mask_emb)
+        return self.forward_frames(x, lens, mode, chunk_size, left_chunks, lookahead), lens
 
     def forward_frames(self, x: Tensor, lengths: Tensor, mode: str = "stream",
                        chunk_size: Optional[int] = None, left_chunks: Optional[int] = None,
