@@ -155,6 +155,10 @@ class Trainer:
             self._maybe_resume()
         elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
             raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
+        if self.step == 0 and tc.init_encoder_from:  # a fresh run (not a resume) from another run's encoder
+            from omnisparse.train.encoder_init import init_encoder_from
+
+            self.cost["init_encoder_from"] = init_encoder_from(self.model, tc.init_encoder_from, cfg.model)
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
             write_run_record(self.run_dir, cfg.to_dict(), {"params": self.model.num_params()})

@@ -1,0 +1,66 @@
+"""Start a run from another run's encoder (``train.init_encoder_from``): typically a wav2vec 2.0
+pre-training run (``omnisparse pretrain``), or any RNN-T run.
+
+Only ``encoder.*`` tensors are loaded (subsampling, blocks, final LayerNorm); the predictor, joiner
+and CTC head keep their fresh initialisation, and the pre-training heads (quantizer, projections,
+mask embedding) are ignored. The encoder's shape-defining ModelConfig keys must match; chunking
+(``chunk_size``, ``left_chunks``, ``lookahead``) and ``dropout`` may differ (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from omnisparse.train import checkpoint as ck
+
+log = logging.getLogger(__name__)
+
+PREFIX = "encoder."
+# ModelConfig keys that define the encoder's tensors
+ENCODER_KEYS = ("feat_dim", "subsampling", "d_model", "n_heads", "ffn_dim", "n_layers", "conv_kernel", "rel_pos_clip")
+# ModelConfig keys of the encoder that may differ (behaviour, not tensors)
+ENCODER_SOFT_KEYS = ("chunk_size", "left_chunks", "lookahead", "dropout")
+
+
+def init_encoder_from(model: nn.Module, path: str | Path, model_cfg) -> dict[str, Any]:
+    """Copy the ``encoder.*`` weights of the checkpoint (or run directory's newest checkpoint) at
+    ``path`` into ``model`` (anything with an ``encoder`` submodule); ``model_cfg`` is this run's
+    ModelConfig. Raises :class:`CheckpointError` when the encoder configs or tensors differ.
+    Returns what was loaded: ``{"path", "kind", "step", "tensors", "params", "not_loaded"}``."""
+    ckpt, state = ck.resolve_checkpoint(path)
+    saved = state.get("model_config") or {}
+    own = model_cfg.__dict__
+    diff = {k: (saved[k], own.get(k)) for k in ENCODER_KEYS if k in saved and saved[k] != own.get(k)}
+    if diff:
+        raise ck.CheckpointError(
+            f"train.init_encoder_from={ckpt}: its encoder config differs from this run's "
+            f"(key: (checkpoint, this run)): {diff}; use a --model config whose encoder matches")
+    soft = {k: (saved[k], own.get(k)) for k in ENCODER_SOFT_KEYS if k in saved and saved[k] != own.get(k)}
+    if soft:
+        log.info("init_encoder_from: encoder settings that differ and are allowed to: %s", soft)
+    weights = {k: v for k, v in load_file(str(ckpt / "model.safetensors")).items() if k.startswith(PREFIX)}
+    if not weights:
+        raise ck.CheckpointError(f"{ckpt}: no {PREFIX}* weights in model.safetensors")
+    own_sd = model.state_dict()
+    own_enc = {k for k in own_sd if k.startswith(PREFIX)}
+    missing, unexpected = sorted(own_enc - set(weights)), sorted(set(weights) - own_enc)
+    wrong = sorted(k for k in own_enc & set(weights) if own_sd[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        raise ck.CheckpointError(
+            f"{ckpt}: encoder weights do not match this model: missing {missing[:4]}, unexpected "
+            f"{unexpected[:4]}, shape mismatch {[(k, tuple(weights[k].shape), tuple(own_sd[k].shape)) for k in wrong[:4]]}")
+    with torch.no_grad():
+        for k, v in weights.items():
+            own_sd[k].copy_(v)
+    info = {"path": str(ckpt), "kind": state.get("kind", "dense"), "step": state.get("step"),
+            "tensors": len(weights), "params": int(sum(v.numel() for v in weights.values())),
+            "not_loaded": sorted({k.split(".")[0] for k in own_sd if not k.startswith(PREFIX)})}
+    log.info("initialised the encoder from %s (%s, step %s): %d tensors, %d parameters; kept fresh: %s",
+             ckpt, info["kind"], info["step"], info["tensors"], info["params"], ", ".join(info["not_loaded"]) or "-")
+    return info
