@@ -58,3 +58,12 @@ def tiny_supernet_run(tiny_corpus, tiny_run, tmp_path_factory) -> Path:
                                         "--train.ckpt_every=10"])
     train(cfg, supernet=True)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every test starts on one intra-op thread, whatever the previous test (e.g. a Trainer with
+    ``train.threads``) left behind."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)

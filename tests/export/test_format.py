@@ -22,14 +22,6 @@ CONFIG = {"enc.0.attn": 0.5, "enc.0.conv": 0.9, "enc.0.ffn": 0.0, "enc.1.attn": 
           "joiner": 0.4}  # enc.1.conv and pred absent: dense
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(seed: int = 0, **kw) -> Transducer:
     cfg = load_config("tiny").model
     cfg.vocab_size = V

@@ -11,15 +11,6 @@ from omnisparse.models.subsampling import ConvSubsampling
 D, H, FFN, LAYERS, FEAT = 32, 2, 64, 2, 80
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: threads only add synchronisation cost (and stall badly on a loaded machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_encoder(seed: int = 0, **kw) -> Encoder:
     torch.manual_seed(seed)
     args = dict(feat_dim=FEAT, d_model=D, n_heads=H, ffn_dim=FFN, n_layers=LAYERS, conv_kernel=5,

@@ -17,14 +17,6 @@ from omnisparse.models.transducer import Transducer, TransducerOutput, add_blank
 V = 17
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_config(**kw) -> ModelConfig:
     cfg = ModelConfig(d_model=32, n_heads=2, ffn_dim=64, n_layers=2, conv_kernel=5, rel_pos_clip=8,
                       chunk_size=2, left_chunks=2, lookahead=1, vocab_size=V, pred_dim=24, joiner_dim=20)

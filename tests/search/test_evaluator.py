@@ -18,15 +18,6 @@ from omnisparse.search.run import run_search
 from omnisparse.train.trainer import load_split_cuts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding the tiny model is dominated by per-op overhead: one thread is ~20x faster on busy cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def loaded(tiny_supernet_run, tiny_corpus):
     lm = load_model(tiny_supernet_run)

@@ -25,14 +25,6 @@ V = 17
 GRID = tuple(round(0.1 * i, 1) for i in range(10))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(seed: int = 0, **kw) -> Transducer:
     cfg = load_config("tiny").model
     cfg.vocab_size = V
