@@ -6,6 +6,7 @@
     omnisparse train --config PRESET|FILE [--section.key=value ...]
     omnisparse eval RUN_DIR|CHECKPOINT [--splits dev test-clean] [--method greedy|beam] [--mode stream|full]
     omnisparse prune --config PRESET|FILE [--section.key=value ...]
+    omnisparse pretrain --config PRESET|FILE [--pretrain.audio_dir=DIR] [--section.key=value ...]
     omnisparse search --config PRESET|FILE [--section.key=value ...]
     omnisparse export SUPERNET (--size-mb X | --config uniform:S|FILE.json) --out DIR [--format F]
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream]
@@ -71,6 +72,15 @@ def _cmd_prune(args: argparse.Namespace, overrides: list[str]) -> int:
 
     cfg = load_config(args.config, overrides)
     prune(cfg, resume=not args.no_resume)
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
+    from omnisparse.config import load_config
+    from omnisparse.train.pretrain import pretrain
+
+    cfg = load_config(args.config, overrides)
+    pretrain(cfg, resume=not args.no_resume)
     return 0
 
 
@@ -188,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr2.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
     pr2.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     pr2.set_defaults(func=_cmd_prune, takes_overrides=True)
+
+    pt = sub.add_parser("pretrain", help="wav2vec 2.0 self-supervised pre-training of the encoder (section `pretrain`)")
+    pt.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
+    pt.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
+    pt.set_defaults(func=_cmd_pretrain, takes_overrides=True)
 
     e = sub.add_parser("eval", help="WER per split, hypotheses written beside the model")
     e.add_argument("model", help="run directory or checkpoint directory")
