@@ -51,7 +51,7 @@ def compute_mask_spans(lengths: Tensor, max_len: int, mask_prob: float = 0.65, m
     for n in lens:
         u = float(torch.rand((), generator=generator))
         num = max(min_masks, int(mask_prob * n / mask_length + u))
-        num = min(num, max(n - 1, 0))  # at least one frame left unmasked
+        num = min(num, max(n - 1, 0))  # fewer starts than frames (fairseq: sz - num - 1 >= 0)
         if num == 0:
             chosen.append(torch.zeros(0, dtype=torch.long))
             continue
