@@ -180,6 +180,22 @@ class PretrainConfig:
 
 
 @dataclass
+class DualModeConfig:
+    """Dual-mode training (``omnisparse train --dual-mode``, PAPERS.md §2.3, checklist items 26-27): one
+    weight set trained as a dense full-context server model and a sparse streaming on-device model.
+    Masks, granularity, grid and the dense start come from the ``sparsity`` section."""
+
+    sparsity: float = 0.7  # s*: uniform sparsity of every gene on the streaming path, in (0, max(sparsity.grid)]
+    full_weight: float = 1.0  # loss weight of the (dense, full-context) path
+    stream_weight: float = 1.0  # loss weight of the (s*, streaming) path and of the extra streaming paths
+    extra_sparsities: int = 0  # extra streaming paths per step at random configs from the grid up to the current s
+    ramp_steps: int = 1000  # cubic ramp of the streaming sparsity from 0 to s* (0 = s* from the first step)
+    stream_dropout: bool = False  # dropout on the s* streaming path too (off, like the supernet's sparse paths)
+    distill: bool = False  # in-place distillation: the full path's lattice posteriors teach the streaming paths
+    distill_weight: float = 1.0
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -188,6 +204,7 @@ class Config:
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    dual: DualModeConfig = field(default_factory=DualModeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
