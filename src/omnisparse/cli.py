@@ -3,12 +3,13 @@
     omnisparse data build --preset tiny|small|medium [--out DIR] [--seed N] [--jobs N]
     omnisparse data librispeech SRC_DIR [--out DIR] [--parts p1 p2 ...]
     omnisparse data prepare --corpus DIR [--vocab-size V] [--train-splits train ...]
-    omnisparse train --config PRESET|FILE [--section.key=value ...]
+    omnisparse train --config PRESET|FILE [--supernet | --dual-mode] [--section.key=value ...]
     omnisparse eval RUN_DIR|CHECKPOINT [--splits dev test-clean] [--method greedy|beam] [--mode stream|full]
     omnisparse prune --config PRESET|FILE [--section.key=value ...]
     omnisparse pretrain --config PRESET|FILE [--pretrain.audio_dir=DIR] [--section.key=value ...]
     omnisparse search --config PRESET|FILE [--section.key=value ...]
     omnisparse export SUPERNET (--size-mb X | --config uniform:S|FILE.json) --out DIR [--format F]
+    omnisparse export DUAL_RUN --mode full | --mode stream [--sparsity S] --out DIR [--format F]
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
 
@@ -62,7 +63,7 @@ def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from omnisparse.train.trainer import train
 
     cfg = load_config(args.config, overrides)
-    train(cfg, resume=not args.no_resume, supernet=args.supernet)
+    train(cfg, resume=not args.no_resume, supernet=args.supernet, dual_mode=args.dual_mode)
     return 0
 
 
@@ -134,6 +135,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     fmt = args.format
     extra = {}
+    if args.mode == "full" and (args.size_mb is not None or args.subnet is not None or args.sparsity is not None):
+        raise UserError("--mode full exports the dense server model: drop --size-mb/--config/--sparsity")
+    if args.mode is None and args.size_mb is None and args.subnet is None and args.sparsity is None:
+        raise UserError("export: give one of --size-mb, --config, --sparsity or --mode full|stream")
     if args.size_mb is not None:
         pareto = Path(args.pareto) if args.pareto else Path(args.model) / "search" / "pareto.json"
         row = _pick_from_search(pareto, args.size_mb)
@@ -143,9 +148,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         config = row["config"]
         extra = {"search_dev_wer": row["wer"], "search_size_bytes": row["size_bytes"], "search_format": searched_fmt,
                  "pareto": str(pareto)}
+    elif args.sparsity is not None:
+        config = f"uniform:{args.sparsity}"
     else:
-        config = args.subnet
-    res = export_subnet(args.model, config, fmt or "int8-sparse", args.out, extra_meta=extra, overwrite=args.overwrite)
+        config = args.subnet  # None with --mode: the dense network (full) or uniform s* (stream)
+    res = export_subnet(args.model, config, fmt or ("fp32-dense" if args.mode == "full" else "int8-sparse"),
+                        args.out, extra_meta=extra, overwrite=args.overwrite, mode=args.mode)
     print(f"exported {res.path} ({res.fmt}): model.safetensors {res.size_bytes:,} bytes "
           f"({res.size_bytes / 1e6:.4f} MB), {res.nonzero_params:,} nonzero parameters")
     return 0
@@ -192,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     t.add_argument("--supernet", action="store_true",
                    help="Omni-sparsity supernet training (sandwich rule; settings in the `sparsity` section)")
+    t.add_argument("--dual-mode", action="store_true",
+                   help="dual-mode training: dense full-context + sparse streaming paths (section `dual`)")
     t.set_defaults(func=_cmd_train, takes_overrides=True)
 
     pr2 = sub.add_parser("prune", help="individually pruned baseline: gradual magnitude pruning + fine-tuning")
@@ -228,12 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a sub-network as a standalone model directory")
     ex.add_argument("model", help="supernet run directory or checkpoint")
-    pick = ex.add_mutually_exclusive_group(required=True)
+    pick = ex.add_mutually_exclusive_group()  # one of them, or none with --mode
     pick.add_argument("--size-mb", type=float, help="the best searched sub-network of at most this size (MB = 1e6 B)")
     pick.add_argument("--config", dest="subnet", help="`uniform:S` or a JSON file {gene: sparsity}")
+    pick.add_argument("--sparsity", type=float, default=None,
+                      help="every gene at sparsity S (= --config uniform:S); with --mode stream default: "
+                           "the dual-mode checkpoint's dual.sparsity")
+    ex.add_argument("--mode", default=None, choices=["full", "stream"],
+                    help="export for one attention mode (dual-mode checkpoints): full = the dense server model "
+                         "(default format fp32-dense), stream = the sparse on-device model")
     ex.add_argument("--pareto", default=None, help="search result to pick from (default MODEL/search/pareto.json)")
     ex.add_argument("--format", default=None, choices=["fp32-dense", "fp32-sparse", "int8-sparse"],
-                    help="storage format (default: the search's with --size-mb, else int8-sparse)")
+                    help="storage format (default: the search's with --size-mb, fp32-dense with --mode full, "
+                         "else int8-sparse)")
     ex.add_argument("--out", required=True, help="output directory (model.safetensors, meta.json, tokenizer, stats)")
     ex.add_argument("--overwrite", action="store_true", help="replace an existing export directory")
     ex.set_defaults(func=_cmd_export)

@@ -10,6 +10,8 @@
   ``meta.json``, ``model.safetensors`` (the sparse artefact of :mod:`omnisparse.export.format`),
   ``tokenizer.model`` and ``global_stats.json``. It is read with :func:`read_artefact` into a plain
   dense :class:`Transducer` (pruned weights are exact zeros, no masks are set, no supernet code runs).
+  Its ``meta.json`` ``trained_modes`` (first = default decoding mode; an optional ``mode`` comes
+  first) say which attention modes it decodes in: an export of a dual-mode checkpoint is for one mode.
 
 Decoding with other streaming settings is refused: the weights were not trained for them.
 """
@@ -150,6 +152,11 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     modes = meta.get("trained_modes") or [cfg.train.mode]
     if not isinstance(modes, list) or not all(m in ("stream", "full") for m in modes):
         raise CheckpointError(f"{path}: {EXPORT_META}: bad trained_modes {modes!r}")
+    mode = meta.get("mode")  # exported for one mode (dual-mode checkpoints): decode in it by default
+    if mode is not None:
+        if mode not in modes:
+            raise CheckpointError(f"{path}: {EXPORT_META}: mode {mode!r} is not among trained_modes {modes!r}")
+        modes = [mode] + [m for m in modes if m != mode]
     return LoadedModel(model, tokenizer, normalizer, cfg, path, tuple(modes), export_meta=meta)
 
 

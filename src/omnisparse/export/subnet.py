@@ -17,6 +17,11 @@ The masks come from the checkpoint's weights (magnitude rankings, :class:`MaskBa
 ``sparsity`` settings (granularity, block, grid, prune_pred_joiner): the exported network is exactly
 the sub-network that ``eval --subnet`` decodes inside the supernet (bit-identical weights for the
 fp32 formats; int8-sparse adds per-row quantisation).
+
+Dual-mode checkpoints (``train --dual-mode``) hold two deployable models: ``mode="full"`` exports the
+dense server model (the all-zero config; ``meta.json`` ``trained_modes: ["full"]``, so it decodes in
+full-context mode by default) and ``mode="stream"`` the sparse on-device model (by default every gene at
+the checkpoint's ``stream_sparsity`` s*; ``trained_modes: ["stream"]``).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from omnisparse.export.format import FORMAT_VERSION, check_format, write_artefac
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 from omnisparse.train.checkpoint import resolve_checkpoint, sha256
 
-__all__ = ["EXPORT_VERSION", "ExportError", "ExportResult", "export_subnet", "space_for"]
+__all__ = ["EXPORT_VERSION", "ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
 
 EXPORT_VERSION = 1  # layout version of the export directory / meta.json
 
@@ -148,9 +153,44 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def export_subnet(source: str | os.PathLike, config: str | Mapping[str, float], fmt: str,
+def resolve_mode(lm: LoadedModel, state: Mapping[str, Any], space: SearchSpace,
+                 config: Optional[str | Mapping[str, float]], mode: Optional[str]
+                 ) -> tuple[dict[str, float], tuple[str, ...], Optional[str]]:
+    """The sub-network, ``trained_modes`` and ``mode`` of an export (see :func:`export_subnet`).
+
+    ``mode`` None: ``config`` is required; the checkpoint's trained modes, except for a dual-mode
+    checkpoint (both modes), where a sparse config means ``stream`` and the dense one ``full``.
+    ``mode`` given: it must be one the checkpoint was trained for; ``config`` None means the dense
+    network for ``full`` and uniform ``state["stream_sparsity"]`` (s*) for ``stream``; ``full``
+    refuses a sparse config (only the dense weights were trained in full-context mode)."""
+    if mode is not None and mode not in ("full", "stream"):
+        raise ExportError(f"mode must be 'full' or 'stream', got {mode!r}")
+    if mode is not None and mode not in lm.trained_modes:
+        raise ExportError(f"{lm.path} was trained for mode(s) {list(lm.trained_modes)}, not {mode!r}")
+    if config is None:
+        if mode == "full":
+            config = {}
+        elif mode == "stream":
+            s = state.get("stream_sparsity")
+            if s is None:
+                raise ExportError(f"{lm.path} records no streaming sparsity (not a dual-mode checkpoint): "
+                                  "give the sub-network (a config, or --sparsity S)")
+            config = space.uniform(float(s))
+        else:
+            raise ExportError("give the sub-network to export (a config) or a mode")
+    config = parse_subnet(config, space)
+    sparse = any(v > 0 for v in config.values())
+    if mode == "full" and sparse:
+        raise ExportError("mode 'full' exports the dense server model: only the dense weights were trained in "
+                          "full-context mode (give no sub-network, or export the sparse one with mode 'stream')")
+    if mode is None and set(lm.trained_modes) == {"full", "stream"}:
+        mode = "stream" if sparse else "full"
+    return config, ((mode,) if mode is not None else tuple(lm.trained_modes)), mode
+
+
+def export_subnet(source: str | os.PathLike, config: Optional[str | Mapping[str, float]], fmt: str,
                   out_dir: str | os.PathLike, extra_meta: Optional[Mapping[str, Any]] = None, *,
-                  overwrite: bool = False) -> ExportResult:
+                  overwrite: bool = False, mode: Optional[str] = None) -> ExportResult:
     """Export sub-network ``config`` of checkpoint ``source`` in storage format ``fmt`` to ``out_dir``.
 
     ``source``: a checkpoint directory or a run directory (its newest valid checkpoint); usually a
@@ -160,12 +200,16 @@ def export_subnet(source: str | os.PathLike, config: str | Mapping[str, float], 
     space (:func:`space_for`: known genes, sparsities in [0, 1); missing genes are dense). ``fmt``: one
     of ``fp32-dense | fp32-sparse | int8-sparse``. ``extra_meta``: JSON-serialisable mapping stored as
     ``meta.json["extra"]`` (e.g. the search's dev WER; NaN / infinite floats are stored as null).
+    ``mode`` (``full`` | ``stream`` | None): the attention mode the export is for, stored as
+    ``meta.json["mode"]`` and ``trained_modes: [mode]`` (its default decoding mode); ``config`` may
+    then be None (``full``: the dense network; ``stream``: uniform s* of a dual-mode checkpoint). See
+    :func:`resolve_mode` for the rules, also for ``mode=None`` on a dual-mode checkpoint.
 
     ``meta.json`` holds: ``kind``, ``export_version``, ``omnisparse_version``,
     ``artefact_format_version``, ``format``, ``granularity``, ``block``, ``config``, ``nonzero_params``,
     ``dense_params`` (same count at sparsity 0), ``size_bytes`` (of model.safetensors), ``model_config``
     (the full ModelConfig), ``streaming`` (chunk_size / left_chunks / lookahead / subsampling in frames
-    and ms), ``trained_modes``, ``run_config`` (the source's full Config: decoding and data settings
+    and ms), ``trained_modes`` (+ ``mode`` when exported for one), ``run_config`` (the source's full Config: decoding and data settings
     for ``eval``), ``source`` (``checkpoint`` absolute path, ``step``), ``files`` (sha256 of the other
     three files, verified on load), ``created`` (UTC ISO date) and ``extra``.
 
@@ -188,7 +232,7 @@ def export_subnet(source: str | os.PathLike, config: str | Mapping[str, float], 
     ckpt, state = resolve_checkpoint(source)
     lm = load_model(ckpt)
     space = space_for(lm)
-    config = parse_subnet(config, space)
+    config, trained_modes, mode = resolve_mode(lm, state, space, config, mode)
     expected = space.size_bytes(config, fmt)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +264,8 @@ def export_subnet(source: str | os.PathLike, config: str | Mapping[str, float], 
             "size_bytes": written,
             "model_config": mc,
             "streaming": _streaming_summary(mc),
-            "trained_modes": list(lm.trained_modes),
+            "trained_modes": list(trained_modes),
+            **({"mode": mode} if mode is not None else {}),
             "run_config": lm.config.to_dict(),
             "source": {"checkpoint": str(Path(ckpt).resolve()), "step": state.get("step")},
             "files": {name: sha256(tmp / name) for name in EXPORT_FILES},

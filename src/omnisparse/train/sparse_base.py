@@ -2,7 +2,9 @@
 sub-network validation.
 
 Both start from dense weights: a dense checkpoint (``sparsity.init_from``), or ``sparsity.dense_steps``
-dense steps at the start of the same run (stage 1). Magnitude masks of random weights mean nothing.
+dense steps at the start of the same run (stage 1). Magnitude masks of random weights mean nothing. (The
+dual-mode trainer, ``needs_dense_start = False``, may also start from scratch: its dense full path
+trains every weight while its streaming sparsity ramps up from 0.)
 """
 
 from __future__ import annotations
@@ -48,13 +50,14 @@ class SparseTrainerBase(Trainer):
     """A :class:`Trainer` that owns a :class:`MaskBank` and a :class:`SearchSpace` for its model."""
 
     kind = "sparse"
+    needs_dense_start = True  # refuse to start without sparsity.init_from or sparsity.dense_steps > 0
 
     def __init__(self, cfg: Config, resume: bool = True):
         super().__init__(cfg, resume=resume)
         sc = cfg.sparsity
         self.space, self.bank = space_and_bank(self.model, sc)
         self.spec = self.space.spec
-        if not sc.init_from and sc.dense_steps <= 0:
+        if self.needs_dense_start and not sc.init_from and sc.dense_steps <= 0:
             raise ValueError("sparse training needs dense weights to start from: set sparsity.init_from to a dense "
                              "checkpoint or run directory, or sparsity.dense_steps > 0")
         if self.step == 0 and sc.init_from:

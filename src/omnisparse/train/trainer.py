@@ -223,8 +223,9 @@ class Trainer:
             self.batches_in_epoch = 0
 
     # ---------------------------------------------------------------- steps
-    def backward_path(self, batch: dict, mode: str, **loss_kwargs) -> LossOutput | None:
-        """Forward + backward of the network as currently masked; gradients accumulate into ``.grad``.
+    def backward_path(self, batch: dict, mode: str, weight: float = 1.0, **loss_kwargs) -> LossOutput | None:
+        """Forward + backward of the network as currently masked; gradients of ``weight * loss``
+        accumulate into ``.grad`` (``out.loss`` stays unweighted).
 
         Returns None (and skips the backward) when the loss is not finite. ``loss_kwargs`` go to
         :class:`TransducerLoss` (distillation)."""
@@ -233,7 +234,7 @@ class Trainer:
                            batch["token_lens"].to(dev), mode=mode, **loss_kwargs)
         if not torch.isfinite(out.loss):
             return None
-        out.loss.backward()
+        (out.loss if weight == 1.0 else out.loss * weight).backward()
         self.cost["fwd_bwd_passes"] += 1
         self.cost["path_audio_seconds"] = self.cost.get("path_audio_seconds", 0.0) + \
             float(batch["feat_lens"].sum()) * 0.01 * self.dist.world_size
@@ -363,8 +364,16 @@ def run_trainer(trainer: Trainer) -> dict[str, Any]:
             dist.destroy_process_group()
 
 
-def train(cfg: Config, resume: bool = True, supernet: bool = False) -> dict[str, Any]:
-    """Run (or resume) dense training, or with ``supernet`` the Omni-sparsity supernet training."""
+def train(cfg: Config, resume: bool = True, supernet: bool = False, dual_mode: bool = False) -> dict[str, Any]:
+    """Run (or resume) dense training, or with ``supernet`` the Omni-sparsity supernet training, or with
+    ``dual_mode`` the dual-mode (dense full-context + sparse streaming) training."""
+    if supernet and dual_mode:
+        raise ValueError("supernet and dual-mode training are mutually exclusive (--supernet / --dual-mode): "
+                         "a dual-mode run trains its own dense full-context and sparse streaming paths")
+    if dual_mode:
+        from omnisparse.train.dual_mode import DualModeTrainer
+
+        return run_trainer(DualModeTrainer(cfg, resume=resume))
     if supernet:
         from omnisparse.train.supernet import SupernetTrainer
 
