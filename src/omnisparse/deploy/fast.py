@@ -1,0 +1,479 @@
+"""Fast CPU execution of a (sparse) sub-network in PyTorch: one execution kind per Linear, chosen by timing.
+
+Every :class:`PrunableLinear` of a model (an exported sub-network loaded with ``load_model``: pruned
+weights are exact zeros; or any Transducer, masks baked in) is replaced by one of these modules:
+
+``dense``            ``nn.Linear`` with the masked weight (the reference).
+``sparse-csr``       weight as a torch sparse CSR tensor, ``F.linear`` on it (pays off only at high
+                     unstructured sparsity on CPU, see DESIGN.md).
+``sparse-bsr``       weight as a sparse BSR tensor of ``b x b`` blocks, ``b`` the largest of 8, 4, 2
+                     dividing both dimensions (for ``block`` pruning).
+``row-compact``      :class:`RowCompactLinear`: only the nonzero rows of the weight are multiplied; the
+                     outputs of all-zero rows are their bias (a constant), put back in place with one
+                     ``cat`` + ``index_select``. Available when the weight has all-zero rows (``row``
+                     pruning, or any matrix that happens to have them).
+``int8``             ``torch.ao.quantization.quantize_dynamic`` of the dense Linear (int8 weights per
+                     tensor, activations quantised on the fly per call): not exact (see below).
+``row-compact-int8`` the compacted Linear of ``row-compact``, quantised the same way.
+
+Feed-forward shrinking (``ffn_shrink=True``, exact, structural, applied before the choice): in a
+:class:`FeedForward`, a pruned row ``j`` of ``w1`` makes hidden unit ``j`` the constant
+``act(b1[j])``, so ``w2 @ h = w2[:, kept] @ h[kept] + w2[:, pruned] @ act(b1[pruned])``: ``w1`` loses
+its pruned rows, ``w2`` the matching columns, and the constant goes into ``w2``'s bias. The hidden
+size really shrinks; both smaller Linears then get their kind chosen like every other one.
+
+How a kind is chosen (:func:`optimize_for_cpu` with ``measure=True``): one streaming step of the model
+(``Encoder.infer`` on two chunks, greedy decoding of the result) records the input each Linear really
+receives at batch 1 (``C`` or ``C + R`` frames for encoder Linears, one row for the predictor and the
+joiner step); each candidate kind is built, checked against the dense output, and timed on that input
+on ``threads`` threads (median of ``repeats`` timings of ``inner`` calls each, after a warm-up). A
+non-dense kind is chosen only when it beats dense by more than ``margin`` (relative). Kinds that torch
+cannot run for a shape (e.g. BSR when no block size divides it) are skipped and recorded with the
+reason. The plan records per layer the candidates' times (microseconds per call), the choice and the
+fallbacks; it is plain JSON (:func:`save_plan` / :func:`load_plan`) and can be re-applied without
+timing (``optimize_for_cpu(model, plan=...)``), as long as the weights are the same sub-network.
+
+Exactness: the fp32 kinds give the unoptimised model's outputs to float rounding (tests: 1e-5).
+The int8 kinds quantise weights and activations to 8 bits per tensor: on the tiny test model the
+encoder output moves by ~1e-2 (relative to unit-scale LayerNorm outputs) and greedy transcripts stay
+the same; check a real model with ``omnisparse eval``-style comparisons before relying on it.
+
+The optimised model keeps ``infer`` / ``init_stream_state`` / ``predictor.step`` / ``joiner`` as they
+were (only Linear submodules are swapped), so ``StreamingRecognizer`` and ``greedy_search`` run it
+unchanged. It is inference only (no gradients through sparse or quantised weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from omnisparse.models.encoder import FeedForward
+from omnisparse.models.layers import PrunableLinear
+
+PLAN_KIND = "omnisparse-cpu-plan"
+PLAN_VERSION = 1
+FP32_KINDS = ("dense", "sparse-csr", "sparse-bsr", "row-compact")
+INT8_KINDS = ("int8", "row-compact-int8")
+KINDS = FP32_KINDS + INT8_KINDS
+BSR_BLOCKS = (8, 4, 2)
+
+
+# ---------------------------------------------------------------------------------------------- modules
+class RowCompactLinear(nn.Module):
+    """``(..., in) -> (..., out)`` computing only the ``k`` nonzero rows of a weight ``(out, in)``.
+
+    ``inner``: ``nn.Linear(in, k)`` (or its dynamically quantised counterpart) holding the kept rows and
+    their biases; ``pruned_bias (out - k,)``: the outputs of the all-zero rows; ``perm (out,)``: position
+    of every output in ``cat([inner(x), pruned_bias])``; ``kept (k,)``: the kept rows. Eager mode writes
+    ``inner(x)`` into a copy of the full bias with ``index_copy_`` (cheapest measured); under ONNX export
+    it is ``cat`` + ``index_select`` (Concat + Gather)."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
+        super().__init__()
+        out_f, in_f = weight.shape
+        zero = (weight == 0).all(dim=1)
+        kept = (~zero).nonzero().flatten()
+        pruned = zero.nonzero().flatten()
+        b = bias if bias is not None else weight.new_zeros(out_f)
+        self.in_features, self.out_features = in_f, out_f
+        self.inner = nn.Linear(in_f, kept.numel())
+        with torch.no_grad():
+            self.inner.weight.copy_(weight[kept])
+            self.inner.bias.copy_(b[kept])
+        self.register_buffer("pruned_bias", b[pruned].detach().clone())
+        self.register_buffer("full_bias", b.detach().clone())
+        self.register_buffer("kept", kept)
+        self.register_buffer("perm", torch.argsort(torch.cat([kept, pruned])))
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.inner(x)
+        p = self.pruned_bias.numel()
+        if p == 0:
+            return y
+        if torch.onnx.is_in_onnx_export():
+            y = torch.cat([y, self.pruned_bias.expand(*y.shape[:-1], p)], dim=-1)
+            return y.index_select(-1, self.perm)
+        out = self.full_bias.expand(*y.shape[:-1], self.out_features).clone()
+        return out.index_copy_(-1, self.kept, y)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kept={self.inner.out_features}"
+
+
+class SparseLinear(nn.Module):
+    """``(..., in) -> (..., out)`` with the weight as a torch sparse CSR or BSR tensor (``layout``
+    ``"csr"`` / ``"bsr"``, ``block`` the BSR block side)."""
+
+    def __init__(self, weight: Tensor, bias: Optional[Tensor], layout: str, block: int = 0):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.layout, self.block = layout, block
+        w = weight.detach().clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            sw = w.to_sparse_csr() if layout == "csr" else w.to_sparse_bsr((block, block))
+        self.register_buffer("weight", sw)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        y = F.linear(x.reshape(-1, self.in_features), self.weight, self.bias)
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        nnz = int(self.weight.values().count_nonzero())
+        return (f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"
+                + (f", block={self.block}" if self.layout == "bsr" else "") + f", nnz={nnz}")
+
+
+def _dense(weight: Tensor, bias: Optional[Tensor]) -> nn.Linear:
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin.eval()
+
+
+def _quantise(module: nn.Module) -> nn.Module:
+    """``module`` with every ``nn.Linear`` in it replaced by torch's dynamic int8 Linear."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        if isinstance(module, nn.Linear):
+            return quantize_dynamic(nn.Sequential(module), {nn.Linear}, dtype=torch.qint8)[0]
+        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
+
+
+def bsr_block(shape: Sequence[int]) -> int:
+    """The BSR block side for a weight of ``shape``: the largest of :data:`BSR_BLOCKS` dividing both
+    dimensions, 0 when none does."""
+    return next((b for b in BSR_BLOCKS if shape[0] % b == 0 and shape[1] % b == 0), 0)
+
+
+def build_kind(kind: str, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
+    """The module executing ``kind`` for ``weight (out, in)``, ``bias (out,)`` (float32, CPU).
+    ValueError when the kind does not apply (no zero rows for row-compact, no block size for BSR)."""
+    weight = weight.detach().float().cpu()
+    bias = None if bias is None else bias.detach().float().cpu()
+    if kind == "dense":
+        return _dense(weight, bias)
+    if kind == "sparse-csr":
+        return SparseLinear(weight, bias, "csr")
+    if kind == "sparse-bsr":
+        b = bsr_block(weight.shape)
+        if not b:
+            raise ValueError(f"no BSR block size in {BSR_BLOCKS} divides {tuple(weight.shape)}")
+        return SparseLinear(weight, bias, "bsr", b)
+    if kind in ("row-compact", "row-compact-int8"):
+        if not bool((weight == 0).all(dim=1).any()):
+            raise ValueError("no all-zero rows to drop")
+        m = RowCompactLinear(weight, bias)
+        if kind == "row-compact-int8":
+            m.inner = _quantise(m.inner)
+        return m
+    if kind == "int8":
+        return _quantise(_dense(weight, bias))
+    raise ValueError(f"unknown execution kind {kind!r}; expected one of {KINDS}")
+
+
+# ---------------------------------------------------------------------------------------------- model surgery
+def _linear_targets(model: nn.Module) -> dict[str, nn.Module]:
+    """``{module name: PrunableLinear}`` in ``named_modules`` order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, PrunableLinear)}
+
+
+def _weight_bias(m: nn.Module) -> tuple[Tensor, Optional[Tensor]]:
+    w = m.effective_weight() if isinstance(m, PrunableLinear) else m.weight
+    return w.detach().float(), (None if m.bias is None else m.bias.detach().float())
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def shrink_ffns(model: nn.Module) -> dict[str, dict[str, int]]:
+    """In place: every :class:`FeedForward` whose ``w1`` has all-zero rows loses those hidden units
+    (see the module docstring). ``w1`` / ``w2`` stay :class:`PrunableLinear` (masks baked in) so that
+    the kind choice sees them. Returns ``{ffn module name: {"hidden": before, "kept": after}}``."""
+    out = {}
+    for name, ffn in list(model.named_modules()):
+        if not isinstance(ffn, FeedForward) or not isinstance(ffn.w1, PrunableLinear) \
+                or not isinstance(ffn.w2, PrunableLinear):
+            continue
+        w1, b1 = _weight_bias(ffn.w1)
+        w2, b2 = _weight_bias(ffn.w2)
+        zero = (w1 == 0).all(dim=1)
+        if not bool(zero.any()):
+            continue
+        kept, pruned = (~zero).nonzero().flatten(), zero.nonzero().flatten()
+        b1 = b1 if b1 is not None else w1.new_zeros(w1.shape[0])
+        with torch.no_grad():
+            const = ffn.act(b1[pruned])  # (p,) the constant hidden units
+            new_b2 = (b2 if b2 is not None else w2.new_zeros(w2.shape[0])) + w2[:, pruned] @ const
+            n1 = PrunableLinear(w1.shape[1], kept.numel())
+            n1.weight.copy_(w1[kept])
+            n1.bias.copy_(b1[kept])
+            n2 = PrunableLinear(kept.numel(), w2.shape[0])
+            n2.weight.copy_(w2[:, kept])
+            n2.bias.copy_(new_b2)
+        ffn.w1, ffn.w2 = n1.eval(), n2.eval()
+        out[name] = {"hidden": int(w1.shape[0]), "kept": int(kept.numel())}
+    return out
+
+
+@torch.no_grad()
+def capture_inputs(model: nn.Module) -> dict[str, Tensor]:
+    """The input each PrunableLinear of a Transducer receives in one batch-1 streaming step: the encoder
+    on two chunks of random features (``Encoder.infer``), then greedy decoding of its output.
+    ``{module name: input (..., in_features)}`` (the last call's input)."""
+    from omnisparse.decoding.greedy import greedy_step_frames, init_greedy
+
+    seen: dict[str, Tensor] = {}
+    handles = []
+    for name, m in _linear_targets(model).items():
+        handles.append(m.register_forward_pre_hook(
+            lambda mod, args, name=name: seen.__setitem__(name, args[0].detach().clone())))
+    try:
+        enc_mod = model.encoder
+        frames = (2 * enc_mod.chunk_size + enc_mod.lookahead) * enc_mod.subsampling_factor
+        gen = torch.Generator().manual_seed(0)
+        p = next(model.parameters())
+        feats = torch.randn(1, frames, enc_mod.subsampling.feat_dim, generator=gen).to(p)
+        enc, _ = model.infer(feats, model.init_stream_state(1))
+        gs = init_greedy(model, 1, p.device)
+        if enc.shape[1]:
+            greedy_step_frames(model, enc, gs, max_symbols=1)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def time_call(fn: Callable[[Tensor], Any], x: Tensor, repeats: int = 5, inner: int = 10) -> float:
+    """Median over ``repeats`` of the mean time of ``inner`` calls ``fn(x)``, in microseconds (after
+    two warm-up calls, without autograd)."""
+    with torch.no_grad():
+        fn(x)
+        fn(x)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn(x)
+            times.append((time.perf_counter() - t0) / inner * 1e6)
+    return float(statistics.median(times))
+
+
+def _candidate_kinds(kinds: Optional[Sequence[str]], int8: bool) -> list[str]:
+    if kinds is None:
+        return list(FP32_KINDS + (INT8_KINDS if int8 else ()))
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown execution kind(s) {bad}; expected some of {KINDS}")
+    return list(dict.fromkeys(kinds))
+
+
+# ---------------------------------------------------------------------------------------------- the optimiser
+def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLike | None = None,
+                     int8: bool = False, measure: bool = True, kinds: Optional[Sequence[str]] = None,
+                     ffn_shrink: bool = True, threads: int = 1, repeats: int = 5, inner: int = 10,
+                     margin: float = 0.05, inplace: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Replace every PrunableLinear of ``model`` (a Transducer) by its fastest execution kind.
+
+    ``plan``: a plan (dict or JSON path) from an earlier call: its kinds are applied without timing
+    (ValueError when a layer or shape does not match this model; a kind torch cannot build here falls
+    back to dense, noted under ``fallback``). Otherwise the kinds are chosen among ``kinds`` (default:
+    the fp32 kinds, plus the int8 ones when ``int8``): by timing when ``measure`` (see the module
+    docstring; ``threads``, ``repeats``, ``inner``, ``margin``), else by a rule (``row-compact`` where a
+    weight has all-zero rows and it is allowed, else the first allowed of dense / int8).
+    ``ffn_shrink``: shrink feed-forward hidden sizes first (exact). ``inplace=False`` works on a deep
+    copy. Returns ``(optimised model in eval mode, plan)``.
+    """
+    if plan is not None and not isinstance(plan, Mapping):
+        plan = load_plan(plan)
+    if plan is not None:
+        check_plan(plan)
+        ffn_shrink = bool(plan.get("ffn_shrink", True))
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    if not _linear_targets(model):
+        raise ValueError("the model has no PrunableLinear left (already optimised?)")
+    ffn = shrink_ffns(model) if ffn_shrink else {}
+    if plan is not None:
+        want = {k: v["kept"] for k, v in plan.get("ffn", {}).items()}
+        if want != {k: v["kept"] for k, v in ffn.items()}:
+            raise ValueError("plan does not match this model: feed-forward shrinking differs "
+                             f"(plan {want}, model {ffn})")
+    targets = _linear_targets(model)
+    allowed = _candidate_kinds(kinds, int8)
+    inputs = capture_inputs(model) if plan is None and measure else {}
+    saved_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    layers: dict[str, dict[str, Any]] = {}
+    try:
+        for name, m in targets.items():
+            w, b = _weight_bias(m)
+            entry: dict[str, Any] = {
+                "shape": [int(w.shape[0]), int(w.shape[1])],
+                "density": round(float((w != 0).float().mean()), 6),
+                "zero_rows": int((w == 0).all(dim=1).sum()),
+            }
+            if plan is not None:
+                entry = _apply_planned(name, w, b, plan, entry)
+                new = entry.pop("_module")
+            elif measure:
+                new, entry = _choose_by_timing(w, b, inputs.get(name), allowed, entry, repeats, inner, margin)
+            else:
+                new, entry = _choose_by_rule(w, b, allowed, entry)
+            _set_module(model, name, new.eval())
+            layers[name] = entry
+    finally:
+        torch.set_num_threads(saved_threads)
+    out_plan = {
+        "kind": PLAN_KIND, "version": PLAN_VERSION, "torch": torch.__version__,
+        "quantized_engine": torch.backends.quantized.engine,
+        "threads": threads, "repeats": repeats, "inner": inner, "margin": margin,
+        "measured": plan is None and measure, "int8": bool(int8) if plan is None else plan.get("int8", False),
+        "kinds": allowed if plan is None else plan.get("kinds"),
+        "ffn_shrink": ffn_shrink, "ffn": ffn, "layers": layers,
+    }
+    if plan is not None:
+        out_plan.update({k: plan[k] for k in ("threads", "repeats", "inner", "margin", "measured") if k in plan})
+    timed = [e for e in layers.values() if e.get("times_us")]
+    if timed:
+        out_plan["total_us"] = {
+            "dense": round(sum(e["times_us"]["dense"] for e in timed), 3),
+            "chosen": round(sum(e["times_us"][e["kind"]] for e in timed), 3)}
+    return model, out_plan
+
+
+def _choose_by_timing(w: Tensor, b: Optional[Tensor], x: Optional[Tensor], allowed: Sequence[str],
+                      entry: dict[str, Any], repeats: int, inner: int, margin: float
+                      ) -> tuple[nn.Module, dict[str, Any]]:
+    if x is None:
+        x = torch.randn(1, w.shape[1], generator=torch.Generator().manual_seed(0))
+    x = x.detach().float().cpu()
+    entry["input_shape"] = list(x.shape)
+    ref = F.linear(x, w, b)
+    modules: dict[str, nn.Module] = {"dense": build_kind("dense", w, b)}
+    times: dict[str, float] = {}
+    unavailable: dict[str, str] = {}
+    for kind in ["dense"] + [k for k in allowed if k != "dense"]:
+        try:
+            mod = modules.get(kind) or build_kind(kind, w, b)
+            with torch.no_grad():
+                y = mod(x)
+            tol = 1e-4 if kind in FP32_KINDS else 0.1 * float(ref.abs().max()) + 1e-3
+            if y.shape != ref.shape or not bool(torch.isfinite(y).all()) or float((y - ref).abs().max()) > tol:
+                raise RuntimeError(f"wrong result (max abs diff {float((y - ref).abs().max()):.3g})")
+        except (RuntimeError, ValueError, NotImplementedError) as e:
+            if kind != "dense":
+                unavailable[kind] = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            continue
+        modules[kind] = mod
+        times[kind] = round(time_call(mod, x, repeats, inner), 3)
+    choice = "dense" if "dense" in allowed else None
+    for kind, t in times.items():
+        if kind not in allowed:
+            continue
+        base = times["dense"] * (1.0 - margin) if kind != "dense" else times["dense"]
+        if choice is None or (t < base and t < times[choice]):
+            choice = kind
+    choice = choice or "dense"
+    entry.update(kind=choice, times_us=times, unavailable=unavailable)
+    if "sparse-bsr" in times:
+        entry["bsr_block"] = bsr_block(w.shape)
+    return modules[choice], entry
+
+
+def _choose_by_rule(w: Tensor, b: Optional[Tensor], allowed: Sequence[str], entry: dict[str, Any]
+                    ) -> tuple[nn.Module, dict[str, Any]]:
+    order = (["row-compact-int8", "row-compact"] if entry["zero_rows"] else []) + ["int8", "dense"]
+    for kind in [k for k in order if k in allowed] + ["dense"]:
+        try:
+            mod = build_kind(kind, w, b)
+        except (RuntimeError, ValueError, NotImplementedError):
+            continue
+        entry.update(kind=kind, times_us={}, unavailable={})
+        return mod, entry
+    raise AssertionError("unreachable: dense always builds")
+
+
+def _apply_planned(name: str, w: Tensor, b: Optional[Tensor], plan: Mapping[str, Any],
+                   entry: dict[str, Any]) -> dict[str, Any]:
+    planned = plan["layers"].get(name)
+    if planned is None:
+        raise ValueError(f"plan does not match this model: no entry for {name}")
+    if list(planned.get("shape", [])) != entry["shape"] or planned.get("zero_rows") != entry["zero_rows"]:
+        raise ValueError(f"plan does not match this model: {name} is {entry['shape']} with "
+                         f"{entry['zero_rows']} zero rows, the plan says {planned.get('shape')} with "
+                         f"{planned.get('zero_rows')}")
+    out = dict(planned)
+    try:
+        out["_module"] = build_kind(planned["kind"], w, b)
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        out["fallback"] = {"from": planned["kind"], "reason": str(e).splitlines()[0][:200]}
+        out["kind"] = "dense"
+        out["_module"] = build_kind("dense", w, b)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- plans on disk
+def check_plan(plan: Mapping[str, Any]) -> None:
+    """ValueError unless ``plan`` looks like a plan of this version."""
+    if not isinstance(plan, Mapping) or plan.get("kind") != PLAN_KIND:
+        raise ValueError(f"not an omnisparse CPU plan (expected \"kind\": \"{PLAN_KIND}\")")
+    if plan.get("version") != PLAN_VERSION:
+        raise ValueError(f"unsupported CPU plan version {plan.get('version')!r} (expected {PLAN_VERSION})")
+    layers = plan.get("layers")
+    if not isinstance(layers, Mapping) or not all(isinstance(e, Mapping) and e.get("kind") in KINDS
+                                                  for e in layers.values()):
+        raise ValueError(f"CPU plan: 'layers' must map module names to entries with a kind in {KINDS}")
+
+
+def save_plan(plan: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``plan`` as indented JSON (atomic: temporary file + rename). Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_plan(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a plan written by :func:`save_plan`."""
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable CPU plan ({e})") from None
+    check_plan(plan)
+    return plan
+
+
+def summarize_plan(plan: Mapping[str, Any]) -> str:
+    """One line per layer: name, shape, density, kind, measured times (for the CLI / logs)."""
+    lines = []
+    for name, e in plan["layers"].items():
+        times = " ".join(f"{k}={v:.1f}" for k, v in e.get("times_us", {}).items())
+        lines.append(f"{name:40s} {e['shape'][0]:5d}x{e['shape'][1]:<5d} density {e['density']:.2f} "
+                     f"-> {e['kind']:16s} {times}")
+    if "total_us" in plan:
+        t = plan["total_us"]
+        lines.append(f"Linears per step: dense {t['dense']:.1f} us, chosen {t['chosen']:.1f} us")
+    return "\n".join(lines)

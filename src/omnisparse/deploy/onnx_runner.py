@@ -1,0 +1,282 @@
+"""Streaming recognition with onnxruntime from an ``export-onnx`` directory, and its check against PyTorch.
+
+:class:`OnnxModel` opens the three graphs (CPU execution provider, ``threads`` intra-op threads) and
+reads their metadata; :class:`OnnxEncoderStream` turns normalised fbank frames into encoder frames
+chunk by chunk (the first call takes ``(C + R) * S`` frames, later ones ``C * S``; ``finalize`` pads
+the rest with zeros and passes the number of valid frames); :class:`OnnxStreamingRecognizer` chains
+:class:`StreamingFbank`, the normaliser, the encoder stream and frame-synchronous greedy decoding
+(the same loop as :func:`omnisparse.decoding.greedy.greedy_step_frames` at batch 1), so its transcript
+equals :class:`StreamingRecognizer`'s on the PyTorch model. :func:`check_onnx` measures both on a
+corpus split (``omnisparse check-onnx``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from omnisparse.data.features import FeatureNormalizer
+from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.decoding.streaming import SHIFT, StreamingFbank
+
+
+def _maybe_json(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+class OnnxModel:
+    """The three ONNX graphs of an export directory, with tokenizer, feature statistics and metadata
+    (``meta``: the ``metadata_props`` of ``encoder.onnx``, JSON values decoded)."""
+
+    def __init__(self, onnx_dir: str | Path, threads: int = 1):
+        import onnxruntime as ort
+
+        self.path = Path(onnx_dir)
+        for name in ("encoder.onnx", "predictor.onnx", "joiner.onnx", "tokenizer.model", "global_stats.json"):
+            if not (self.path / name).is_file():
+                raise FileNotFoundError(f"{self.path}: {name} missing (not an `omnisparse export-onnx` directory?)")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+
+        def session(name: str):
+            return ort.InferenceSession(str(self.path / name), opts, providers=["CPUExecutionProvider"])
+
+        self.encoder, self.predictor, self.joiner = session("encoder.onnx"), session("predictor.onnx"), session("joiner.onnx")
+        self.meta = {k: _maybe_json(v) for k, v in self.encoder.get_modelmeta().custom_metadata_map.items()}
+        if "omnisparse_onnx_version" not in self.meta:
+            raise ValueError(f"{self.path}/encoder.onnx carries no omnisparse metadata")
+        m = self.meta
+        self.C, self.R, self.S = int(m["chunk_size"]), int(m["lookahead"]), int(m["subsampling"])
+        self.blank = int(m["blank_id"])
+        self.d_model, self.feat_dim = int(m["d_model"]), int(m["feat_dim"])
+        self.max_symbols = int(m["max_symbols_per_frame"])
+        self.state_spec = [(s["name"], tuple(s["shape"]), s["dtype"]) for s in m["encoder_state"]]
+        self.tokenizer = Tokenizer(self.path / "tokenizer.model")
+        self.normalizer = FeatureNormalizer.from_file(self.path / "global_stats.json")
+        self.pred_inputs = [i.name for i in self.predictor.get_inputs()]
+
+    @property
+    def first_chunk_frames(self) -> int:
+        return (self.C + self.R) * self.S
+
+    @property
+    def frames_per_chunk(self) -> int:
+        return self.C * self.S
+
+    def initial_state(self) -> dict[str, np.ndarray]:
+        """Zeros for every encoder state input (``pending`` empty)."""
+        out = {}
+        for name, shape, dtype in self.state_spec:
+            shape = (1, 0, self.d_model) if name == "pending" else shape
+            out[name] = np.zeros(shape, dtype=np.int64 if dtype == "int64" else np.float32)
+        return out
+
+    def encoder_step(self, feats: np.ndarray, num_valid: int, state: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``feats (1, T, F)`` float32 -> ``(enc (1, C, d), new state)``."""
+        feeds = {"feats": np.ascontiguousarray(feats, dtype=np.float32),
+                 "num_valid": np.array([num_valid], dtype=np.int64), **state}
+        outs = self.encoder.run(None, feeds)
+        return outs[0], {name: o for (name, _, _), o in zip(self.state_spec, outs[1:])}
+
+    def predictor_init(self) -> tuple[np.ndarray, Any]:
+        """``(pred (1, P), state)`` after the start symbol (blank)."""
+        if self.pred_inputs == ["context"]:
+            ctx = np.full((1, int(self.meta["pred_context"])), -1, dtype=np.int64)
+            return self.predictor_step(self.blank, ctx)
+        n, P = int(self.meta["pred_layers"]), int(self.meta["pred_dim"])
+        z = np.zeros((n, 1, P), dtype=np.float32)
+        return self.predictor_step(self.blank, (z, z))
+
+    def predictor_step(self, token: int, state: Any) -> tuple[np.ndarray, Any]:
+        """Feed ``token``: stateless state = context ``(1, ctx)`` int64; LSTM state = ``(h, c)``."""
+        if self.pred_inputs == ["context"]:
+            ctx = np.concatenate([state[:, 1:], np.array([[token]], dtype=np.int64)], axis=1)
+            return self.predictor.run(None, {"context": ctx})[0], ctx
+        pred, h, c = self.predictor.run(None, {"token": np.array([token], dtype=np.int64),
+                                               "h": state[0], "c": state[1]})
+        return pred, (h, c)
+
+    def join(self, enc: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """``enc (N, d)``, ``pred (N, P)`` -> logits ``(N, V)``."""
+        return self.joiner.run(None, {"enc": enc, "pred": pred})[0]
+
+
+class OnnxEncoderStream:
+    """Normalised fbank frames ``(n, F)`` in, encoder frames ``(m, d)`` out, with explicit state."""
+
+    def __init__(self, model: OnnxModel):
+        self.model = model
+        self.state = model.initial_state()
+        self.buf = np.zeros((0, model.feat_dim), dtype=np.float32)
+        self.started = False
+        self.emitted = 0
+
+    def _step(self, feats: np.ndarray, num_valid: int) -> np.ndarray:
+        enc, self.state = self.model.encoder_step(feats[None], num_valid, self.state)
+        self.started = True
+        n = min(num_valid, self.model.C)
+        self.emitted += n
+        return enc[0, :n]
+
+    def accept(self, feats: np.ndarray) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, np.asarray(feats, dtype=np.float32)])
+        m, outs = self.model, []
+        while True:
+            need = m.frames_per_chunk if self.started else m.first_chunk_frames
+            if self.buf.shape[0] < need:
+                break
+            outs.append(self._step(self.buf[:need], m.C + m.R))
+            self.buf = self.buf[need:]
+        return np.concatenate(outs) if outs else np.zeros((0, m.d_model), dtype=np.float32)
+
+    def finalize(self) -> np.ndarray:
+        """The remaining frames: a last chunk (look-ahead cut at the end), like ``infer(final=True)``."""
+        m, outs = self.model, []
+        p = self.buf.shape[0] // m.S + (m.R if self.started else 0)
+        while p > 0:
+            need = m.frames_per_chunk if self.started else m.first_chunk_frames
+            feats = np.zeros((need, m.feat_dim), dtype=np.float32)
+            k = min(need, self.buf.shape[0])
+            feats[:k] = self.buf[:k]
+            self.buf = self.buf[k:]
+            outs.append(self._step(feats, p))
+            p -= m.C
+        self.buf = self.buf[:0]
+        return np.concatenate(outs) if outs else np.zeros((0, m.d_model), dtype=np.float32)
+
+
+class OnnxStreamingRecognizer:
+    """Feed audio pieces (16 kHz float32), read partial transcripts; the ONNX twin of
+    :class:`omnisparse.decoding.streaming.StreamingRecognizer`. ``keep_encoder``: keep every encoder
+    frame in ``self.enc_frames`` (for comparisons)."""
+
+    def __init__(self, model: OnnxModel | str | Path, threads: int = 1, max_symbols: Optional[int] = None,
+                 keep_encoder: bool = False):
+        self.model = model if isinstance(model, OnnxModel) else OnnxModel(model, threads)
+        self.max_symbols = self.model.max_symbols if max_symbols is None else max_symbols
+        self.fbank = StreamingFbank()
+        self.encoder = OnnxEncoderStream(self.model)
+        self.pred, self.pred_state = self.model.predictor_init()
+        self.hyp: list[int] = []
+        self.keep_encoder = keep_encoder
+        self.enc_frames: list[np.ndarray] = []
+
+    def _decode(self, enc: np.ndarray) -> None:
+        m = self.model
+        if self.keep_encoder and enc.shape[0]:
+            self.enc_frames.append(enc)
+        for t in range(enc.shape[0]):
+            frame = enc[t:t + 1]
+            for _ in range(self.max_symbols):
+                y = int(np.argmax(m.join(frame, self.pred)[0]))
+                if y == m.blank:
+                    break
+                self.hyp.append(y)
+                self.pred, self.pred_state = m.predictor_step(y, self.pred_state)
+
+    def accept_feats(self, feats: torch.Tensor | np.ndarray) -> str:
+        """Raw (unnormalised) fbank frames ``(n, F)``."""
+        feats = self.model.normalizer(torch.as_tensor(feats)).numpy()
+        self._decode(self.encoder.accept(feats))
+        return self.text
+
+    def accept_audio(self, samples: np.ndarray) -> str:
+        return self.accept_feats(self.fbank.accept(samples))
+
+    def finalize(self) -> str:
+        feats = self.model.normalizer(self.fbank.finalize()).numpy()
+        self._decode(self.encoder.accept(feats))
+        self._decode(self.encoder.finalize())
+        return self.text
+
+    @property
+    def text(self) -> str:
+        return self.model.tokenizer.decode(self.hyp)
+
+
+# ---------------------------------------------------------------------------------------------- check
+@torch.no_grad()
+def check_onnx(onnx_dir: str | Path, split: str = "dev", max_utts: int = 0, model: Optional[str] = None,
+               corpus: Optional[str] = None, threads: int = 1) -> dict[str, Any]:
+    """Compare the ONNX directory with its PyTorch source (``model``, default the metadata's
+    ``source``) on the first ``max_utts`` cuts (0 = all) of ``split`` of ``corpus`` (default: the
+    source's ``data.corpus_dir``), both streaming audio chunk by chunk at batch 1 on ``threads`` threads.
+
+    Returns ``{utterances, equal, max_abs_diff (encoder outputs), audio_s, onnx_s, torch_s, rows:
+    [{id, torch, onnx, equal, max_abs_diff}]}``."""
+    from lhotse import load_manifest
+
+    from omnisparse.data.layout import CorpusLayout
+    from omnisparse.decoding.loading import load_model
+    from omnisparse.decoding.streaming import StreamingRecognizer
+
+    om = OnnxModel(onnx_dir, threads)
+    src = model or om.meta.get("source")
+    if not src or not Path(src).exists():
+        raise FileNotFoundError(f"PyTorch model {src!r} of {onnx_dir} not found (give --model)")
+    lm = load_model(src)
+    corpus_dir = Path(corpus or lm.config.data.corpus_dir)
+    manifest = CorpusLayout(corpus_dir).cuts(split)
+    if not manifest.exists():
+        raise FileNotFoundError(f"no {split!r} split in corpus {corpus_dir} ({manifest} missing; give --corpus)")
+    cuts = load_manifest(manifest)
+    cuts = list(cuts)[:max_utts] if max_utts > 0 else list(cuts)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    rows, onnx_s, torch_s, audio_s = [], 0.0, 0.0, 0.0
+    try:
+        step = lm.model.encoder.frames_per_chunk * SHIFT
+        for cut in cuts:
+            x = cut.load_audio()[0].astype(np.float32)
+            audio_s += x.shape[0] / 16000
+            ref = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame)
+            t0 = time.perf_counter()
+            for i in range(0, x.shape[0], step):
+                ref.accept_audio(x[i:i + step])
+            ref_text = ref.finalize()
+            t1 = time.perf_counter()
+            rec = OnnxStreamingRecognizer(om, keep_encoder=True)
+            for i in range(0, x.shape[0], step):
+                rec.accept_audio(x[i:i + step])
+            text = rec.finalize()
+            t2 = time.perf_counter()
+            torch_s += t1 - t0
+            onnx_s += t2 - t1
+            diff = _encoder_diff(lm, ref_fbank(x), rec.enc_frames)
+            rows.append({"id": cut.id, "torch": ref_text, "onnx": text, "equal": ref_text == text,
+                         "max_abs_diff": diff})
+    finally:
+        torch.set_num_threads(saved)
+    return {"utterances": len(rows), "equal": sum(r["equal"] for r in rows),
+            "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0),
+            "audio_s": audio_s, "torch_s": torch_s, "onnx_s": onnx_s, "model": str(src), "split": split,
+            "rows": rows}
+
+
+def ref_fbank(samples: np.ndarray) -> torch.Tensor:
+    """Offline fbank ``(T, 80)`` of ``samples`` (what :class:`StreamingFbank` reproduces)."""
+    from omnisparse.data.features import fbank
+
+    return fbank(samples)
+
+
+def _encoder_diff(lm, feats: torch.Tensor, onnx_frames: list[np.ndarray]) -> float:
+    """Max abs difference between ``Encoder.infer`` on all of ``feats`` and the ONNX frames
+    (inf when the frame counts differ)."""
+    model = lm.model
+    enc, _ = model.infer(lm.normalizer(feats)[None], model.init_stream_state(1), final=True)
+    got = np.concatenate(onnx_frames) if onnx_frames else np.zeros((0, enc.shape[2]), dtype=np.float32)
+    if got.shape != tuple(enc.shape[1:]):
+        return float("inf")
+    return float(np.abs(got - enc[0].numpy()).max()) if got.size else 0.0
