@@ -12,6 +12,8 @@
     omnisparse export DUAL_RUN --mode full | --mode stream [--sparsity S] --out DIR [--format F]
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
+    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--no-compact] [--overwrite]
+    omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
 """
@@ -169,6 +171,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    from omnisparse.deploy.onnx_export import export_onnx
+
+    res = export_onnx(args.model, args.out, compact=not args.no_compact, overwrite=args.overwrite)
+    sizes = ", ".join(f"{n} {b:,} B" for n, b in res.files.items() if n.endswith(".onnx"))
+    print(f"exported {res.path}: {sizes}")
+    return 0
+
+
+def _cmd_check_onnx(args: argparse.Namespace) -> int:
+    from omnisparse.deploy.onnx_runner import check_onnx
+
+    r = check_onnx(args.onnx_dir, split=args.split, max_utts=args.max_utts, model=args.model, corpus=args.corpus,
+                   threads=args.threads)
+    for row in r["rows"]:
+        if not row["equal"]:
+            print(f"DIFF {row['id']}\n  torch: {row['torch']}\n  onnx:  {row['onnx']}")
+    print(f"{r['split']}: transcripts equal {r['equal']}/{r['utterances']}, encoder max abs diff "
+          f"{r['max_abs_diff']:.3g}; streaming compute {r['torch_s']:.2f} s (PyTorch) vs {r['onnx_s']:.2f} s "
+          f"(onnxruntime) for {r['audio_s']:.1f} s of audio")
+    return 0 if r["equal"] == r["utterances"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="omnisparse", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -266,6 +291,22 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--rtf-utts", type=int, default=20, help="utterances for the streaming RTF (0 = skip)")
     rp.add_argument("--test-subset", type=int, default=0, help="first N cuts per split (0 = all)")
     rp.set_defaults(func=_cmd_report)
+
+    eo = sub.add_parser("export-onnx", help="ONNX files of the streaming model (encoder chunk step, predictor, joiner)")
+    eo.add_argument("model", help="exported sub-network, run or checkpoint directory")
+    eo.add_argument("--out", required=True, help="output directory")
+    eo.add_argument("--no-compact", action="store_true", help="keep pruned rows / FFN units as zeros")
+    eo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    eo.set_defaults(func=_cmd_export_onnx)
+
+    co = sub.add_parser("check-onnx", help="ONNX vs PyTorch streaming: encoder outputs and transcripts")
+    co.add_argument("onnx_dir")
+    co.add_argument("--split", default="dev")
+    co.add_argument("--max-utts", type=int, default=0, help="first N utterances (0 = all)")
+    co.add_argument("--model", default=None, help="PyTorch model to compare with (default: the export's source)")
+    co.add_argument("--corpus", default=None, help="corpus directory (default: the model's data.corpus_dir)")
+    co.add_argument("--threads", type=int, default=1)
+    co.set_defaults(func=_cmd_check_onnx)
     return p
 
 
