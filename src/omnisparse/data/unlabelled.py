@@ -61,7 +61,8 @@ def audio_dir_cuts(audio_dir: str | Path, max_duration: float = 20.0, min_durati
     cuts = cuts.cut_into_windows(duration=max_duration).to_eager() if max_duration > 0 else cuts.to_eager()
     n = len(cuts)
     cuts = cuts.filter(lambda c: c.duration >= min_duration).to_eager()
-    skipped["too_short"] += n - len(cuts)
+    if len(cuts) < n:
+        skipped["too_short"] += n - len(cuts)
     if skipped:
         log.warning("audio_dir %s: %d files, skipped %s", root, len(files), dict(skipped))
     if len(cuts) == 0:
