@@ -169,7 +169,7 @@ def resolve_mode(lm: LoadedModel, state: Mapping[str, Any], space: SearchSpace,
         raise ExportError(f"{lm.path} was trained for mode(s) {list(lm.trained_modes)}, not {mode!r}")
     if config is None:
         if mode == "full":
-            config = {}
+            config = space.sample_max()  # every gene at 0.0
         elif mode == "stream":
             s = state.get("stream_sparsity")
             if s is None:
