@@ -299,8 +299,9 @@ def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLi
     (ValueError when a layer or shape does not match this model; a kind torch cannot build here falls
     back to dense, noted under ``fallback``). Otherwise the kinds are chosen among ``kinds`` (default:
     the fp32 kinds, plus the int8 ones when ``int8``): by timing when ``measure`` (see the module
-    docstring; ``threads``, ``repeats``, ``inner``, ``margin``), else by a rule (``row-compact`` where a
-    weight has all-zero rows and it is allowed, else the first allowed of dense / int8).
+    docstring; ``threads``, ``repeats``, ``inner``, ``margin``), else by :func:`rule_order` (the first
+    of ``kinds`` in the given order that applies to the layer; by default ``row-compact`` where a weight
+    has all-zero rows, int8 when ``int8``, else dense).
     ``ffn_shrink``: shrink feed-forward hidden sizes first (exact). ``inplace=False`` works on a deep
     copy. Returns ``(optimised model in eval mode, plan)``.
     """
@@ -339,7 +340,7 @@ def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLi
             elif measure:
                 new, entry = _choose_by_timing(w, b, inputs.get(name), allowed, entry, repeats, inner, margin)
             else:
-                new, entry = _choose_by_rule(w, b, allowed, entry)
+                new, entry = _choose_by_rule(w, b, rule_order(kinds, int8), entry)
             _set_module(model, name, new.eval())
             layers[name] = entry
     finally:
@@ -401,10 +402,17 @@ def _choose_by_timing(w: Tensor, b: Optional[Tensor], x: Optional[Tensor], allow
     return modules[choice], entry
 
 
-def _choose_by_rule(w: Tensor, b: Optional[Tensor], allowed: Sequence[str], entry: dict[str, Any]
+def rule_order(kinds: Optional[Sequence[str]], int8: bool) -> list[str]:
+    """Kinds tried in order without timing: ``kinds`` as given, or by default ``row-compact`` (then
+    ``int8`` when ``int8``), each only where it applies; dense last."""
+    if kinds is not None:
+        return _candidate_kinds(kinds, int8) + ["dense"]
+    return (["row-compact-int8", "row-compact", "int8"] if int8 else ["row-compact"]) + ["dense"]
+
+
+def _choose_by_rule(w: Tensor, b: Optional[Tensor], order: Sequence[str], entry: dict[str, Any]
                     ) -> tuple[nn.Module, dict[str, Any]]:
-    order = (["row-compact-int8", "row-compact"] if entry["zero_rows"] else []) + ["int8", "dense"]
-    for kind in [k for k in order if k in allowed] + ["dense"]:
+    for kind in order:
         try:
             mod = build_kind(kind, w, b)
         except (RuntimeError, ValueError, NotImplementedError):

@@ -301,7 +301,7 @@ def export_onnx(source, out_dir: str | os.PathLike, compact: bool = True, opset:
     model = lm.model
     compaction: dict[str, Any] = {"enabled": bool(compact)}
     if compact:
-        model, plan = optimize_for_cpu(model, kinds=["dense", "row-compact"], measure=False)
+        model, plan = optimize_for_cpu(model, kinds=["row-compact"], measure=False)
         compaction.update(ffn=plan["ffn"], row_compact=sorted(n for n, e in plan["layers"].items()
                                                               if e["kind"] == "row-compact"))
     model = model.eval()
