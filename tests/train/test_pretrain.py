@@ -196,3 +196,20 @@ def test_cli_pretrain(tiny_corpus, tmp_path):
     assert rc == 0 and (tmp_path / "c" / "ckpt-00000002").exists()
     assert main(["pretrain", "--config", "pretrain_tiny", "--pretrain.sparsity=1.5",
                  f"--train.out_dir={tmp_path / 'd'}"]) == 2
+
+
+@pytest.mark.slow
+def test_pretrain_ddp_two_gloo_processes(tiny_corpus, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           "-m", "omnisparse.cli", "pretrain", "--config", "pretrain_tiny", f"--data.corpus_dir={tiny_corpus}",
+           f"--train.out_dir={out}", "--train.max_steps=3", "--train.ckpt_every=3", "--train.threads=1", *SMALL_HEADS]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["world_size"] == 2 and cost["ddp_replicas_identical"] is True and cost["fwd_bwd_passes"] == 6

@@ -5,8 +5,9 @@ Each optimizer step, on one batch of audio without transcripts (PAPERS.md §2.4,
 1. one span mask over the encoder frames (:func:`compute_mask_spans`, from a generator seeded by
    (seed, step, rank): deterministic, resumable, different per DDP rank like the data);
 2. with ``pretrain.supernet`` (default): the dense network in ``full`` attention mode, then the
-   network under magnitude masks at ``pretrain.sparsity`` (s*, every encoder gene; rankings refreshed
-   from the current weights once per step, :class:`MaskBank`) in ``stream`` mode; each forward +
+   network under magnitude masks at ``pretrain.sparsity`` (s*, every encoder gene; granularity and block
+   from the ``sparsity`` section; rankings refreshed from the current weights once per step,
+   :class:`MaskBank`) in ``stream`` mode; each forward +
    backward, gradients accumulate, both paths share the quantizer (fed by the unmasked, un-pruned
    subsampled features), the mask embedding and the projections. Without ``supernet``: the dense
    network alone in ``train.mode``. Dropout is on in both paths (each is a model that gets deployed);
