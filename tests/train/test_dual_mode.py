@@ -288,3 +288,23 @@ def test_config_errors_are_clear(tiny_corpus, tmp_path, capsys):
             DualModeTrainer(_cfg(tiny_corpus, tmp_path / "c2", *extra))
     assert not (tmp_path / "c2").exists()
     check_dual_config(_cfg(tiny_corpus, tmp_path / "c", "--sparsity.grid=[0.0,0.5,0.75]", "--dual.sparsity=0.75"))
+
+
+@pytest.mark.slow
+def test_dual_mode_ddp_two_gloo_processes(tiny_corpus, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29521",
+           "-m", "omnisparse.cli", "train", "--dual-mode", "--config", "dual_tiny", f"--data.corpus_dir={tiny_corpus}",
+           f"--train.out_dir={out}", "--train.max_steps=3", "--train.ckpt_every=3", "--train.threads=1",
+           "--data.dev_subset=4", "--dual.ramp_steps=2", "--dual.extra_sparsities=1"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["world_size"] == 2 and cost["ddp_replicas_identical"] is True
+    assert cost["ddp_same_configs"] is True
+    assert cost["fwd_bwd_passes"] == 2 + 2 * 3
