@@ -209,9 +209,10 @@ def export_subnet(source: str | os.PathLike, config: Optional[str | Mapping[str,
     ``artefact_format_version``, ``format``, ``granularity``, ``block``, ``config``, ``nonzero_params``,
     ``dense_params`` (same count at sparsity 0), ``size_bytes`` (of model.safetensors), ``model_config``
     (the full ModelConfig), ``streaming`` (chunk_size / left_chunks / lookahead / subsampling in frames
-    and ms), ``trained_modes`` (+ ``mode`` when exported for one), ``run_config`` (the source's full Config: decoding and data settings
-    for ``eval``), ``source`` (``checkpoint`` absolute path, ``step``), ``files`` (sha256 of the other
-    three files, verified on load), ``created`` (UTC ISO date) and ``extra``.
+    and ms), ``trained_modes`` (+ ``mode`` when exported for one), ``run_config`` (the source's full
+    Config: decoding and data settings for ``eval``), ``source`` (``checkpoint`` absolute path,
+    ``step``), ``files`` (sha256 of the other three files, verified on load), ``created`` (UTC ISO
+    date) and ``extra``.
 
     Atomic: everything is written (and fsync'ed) into a temporary sibling directory that is renamed
     to ``out_dir`` at the end; a failure leaves no partial export. An existing non-empty ``out_dir`` is
