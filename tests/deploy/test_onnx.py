@@ -170,6 +170,16 @@ def test_cli_export_onnx_row_export(row_export, tmp_path, capsys):
     assert not OnnxModel(out).meta["compaction"]["enabled"]
 
 
+def test_cli_export_onnx_run_dir(tiny_run, tmp_path, dev_audio):
+    """A dense run directory exports too (its newest checkpoint; no sparsity metadata)."""
+    out = tmp_path / "dense"
+    assert main(["export-onnx", str(tiny_run), "--out", str(out)]) == 0
+    om = OnnxModel(out)
+    assert om.meta["sparsity"] == {} and om.meta["compaction"]["ffn"] == {}
+    ref, got = streaming_transcripts(load_model(tiny_run), out, dev_audio[:1])
+    assert got == ref
+
+
 def test_cli_check_onnx(row_export, chatty_export, chatty_onnx, tmp_path, capsys):
     assert main(["check-onnx", str(chatty_onnx), "--split", "dev", "--max-utts", "2"]) == 0
     out = capsys.readouterr().out

@@ -178,8 +178,18 @@ def bsr_block(shape: Sequence[int]) -> int:
 
 
 def build_kind(kind: str, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
-    """The module executing ``kind`` for ``weight (out, in)``, ``bias (out,)`` (float32, CPU).
-    ValueError when the kind does not apply (no zero rows for row-compact, no block size for BSR)."""
+    """The module executing ``kind`` for ``weight (out, in)``, ``bias (out,)`` (float32, CPU), after
+    one probe call on a ``(1, in)`` input. ValueError when the kind does not apply (no zero rows for
+    row-compact, no block size for BSR); RuntimeError / NotImplementedError when torch cannot run it."""
+    module = _build_kind(kind, weight, bias)
+    with torch.no_grad():
+        y = module(torch.zeros(1, weight.shape[1]))
+    if tuple(y.shape) != (1, weight.shape[0]):
+        raise RuntimeError(f"{kind}: output shape {tuple(y.shape)}, expected {(1, weight.shape[0])}")
+    return module
+
+
+def _build_kind(kind: str, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
     weight = weight.detach().float().cpu()
     bias = None if bias is None else bias.detach().float().cpu()
     if kind == "dense":
