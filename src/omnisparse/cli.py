@@ -12,7 +12,7 @@
     omnisparse export DUAL_RUN --mode full | --mode stream [--sparsity S] --out DIR [--format F]
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
-    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--no-compact] [--overwrite]
+    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--overwrite]
     omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
@@ -174,7 +174,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from omnisparse.deploy.onnx_export import export_onnx
 
-    res = export_onnx(args.model, args.out, compact=not args.no_compact, overwrite=args.overwrite)
+    res = export_onnx(args.model, args.out, compact=args.compact, overwrite=args.overwrite)
     sizes = ", ".join(f"{n} {b:,} B" for n, b in res.files.items() if n.endswith(".onnx"))
     print(f"exported {res.path}: {sizes}")
     return 0
@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     eo = sub.add_parser("export-onnx", help="ONNX files of the streaming model (encoder chunk step, predictor, joiner)")
     eo.add_argument("model", help="exported sub-network, run or checkpoint directory")
     eo.add_argument("--out", required=True, help="output directory")
-    eo.add_argument("--no-compact", action="store_true", help="keep pruned rows / FFN units as zeros")
+    eo.add_argument("--compact", default="ffn", choices=["none", "ffn", "rows"],
+                    help="exact reshaping first: shrink FFN hidden sizes (ffn, default), also drop pruned "
+                         "rows of every Linear (rows), or keep the zeros (none)")
     eo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     eo.set_defaults(func=_cmd_export_onnx)
 

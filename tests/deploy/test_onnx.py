@@ -109,7 +109,7 @@ def test_runner_transcripts_equal_pytorch(chatty, chatty_onnx, dev_audio):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_other_configs(chatty, dev_audio, tmp_path, variant):
     lm = variant_lm(chatty, VARIANTS[variant])
-    export_onnx(lm, tmp_path / "onnx")
+    export_onnx(lm, tmp_path / "onnx", compact="rows" if variant.startswith("no_left") else "ffn")
     check_encoder_steps(lm, tmp_path / "onnx", seed=1)
     ref, got = streaming_transcripts(lm, tmp_path / "onnx", dev_audio[:2])
     assert got == ref and all(ref)
@@ -147,27 +147,30 @@ def test_metadata(chatty, chatty_onnx):
 
 
 # ---------------------------------------------------------------------- CLI
-def test_cli_export_onnx_row_export(row_export, tmp_path, capsys):
+def test_cli_export_onnx_row_export(row_export, tmp_path, capsys, dev_audio):
     out = tmp_path / "onnx"
-    assert main(["export-onnx", str(row_export), "--out", str(out)]) == 0
+    assert main(["export-onnx", str(row_export), "--out", str(out), "--compact", "rows"]) == 0
     assert "encoder.onnx" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [*ONNX_FILES, "tokenizer.model", "global_stats.json", "onnx_meta.json"])
     assert not [p for p in tmp_path.iterdir() if p.name != "onnx"]  # no temporary left behind
     meta = OnnxModel(out).meta
     # the row-pruned FFN really shrinks; zero rows elsewhere are compacted
-    assert meta["compaction"]["enabled"] and meta["sparsity"]["granularity"] == "row"
+    assert meta["compaction"]["mode"] == "rows" and meta["sparsity"]["granularity"] == "row"
     ffn = meta["compaction"]["ffn"]["encoder.layers.0.ffn"]
     assert ffn["kept"] < ffn["hidden"]
     assert meta["compaction"]["row_compact"]
     w1 = [i for i in onnx.load(str(out / "encoder.onnx")).graph.initializer
           if list(i.dims) in ([ffn["kept"], 32], [32, ffn["kept"]])]
     assert w1, "the shrunk FFN matrices are in the graph"
+    check_encoder_steps(load_model(row_export), out)
     # a second export into the same directory needs --overwrite
     assert main(["export-onnx", str(row_export), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
-    assert main(["export-onnx", str(row_export), "--out", str(out), "--overwrite", "--no-compact"]) == 0
-    assert not OnnxModel(out).meta["compaction"]["enabled"]
+    assert main(["export-onnx", str(row_export), "--out", str(out), "--overwrite", "--compact", "none"]) == 0
+    assert OnnxModel(out).meta["compaction"] == {"mode": "none", "ffn": {}, "row_compact": []}
+    ref, got = streaming_transcripts(load_model(row_export), out, dev_audio[:1])
+    assert got == ref
 
 
 def test_cli_export_onnx_run_dir(tiny_run, tmp_path, dev_audio):

@@ -34,9 +34,13 @@ equal :meth:`Encoder.infer` (tests: 1e-4). Unbounded left context (``left_chunks
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` at opset 17. torch 2.13
 defaults to the dynamo (``torch.export``) exporter, which needs the extra ``onnxscript`` package;
 the TorchScript one needs nothing beyond ``onnx`` and handles the dynamic time axes used here.
-With ``compact=True`` (default) the model is first compacted with :func:`optimize_for_cpu` restricted
-to exact, exportable kinds (feed-forward shrinking, ``row-compact`` where a weight has all-zero rows),
-so a ``row``-pruned sub-network gives genuinely smaller matrices in the ONNX files.
+``compact`` reshapes the model first with :func:`optimize_for_cpu`, exactly: ``"ffn"`` (default)
+shrinks feed-forward hidden sizes (a pruned row of ``w1`` drops that unit and ``w2``'s column), so a
+``row``-pruned sub-network has genuinely smaller FFN matrices; ``"rows"`` also multiplies only the
+nonzero rows of every other Linear (``row-compact``: Gemm of the kept rows, Concat with the pruned
+rows' biases, Gather); ``"none"`` exports the zeros as they are. Measured with onnxruntime on one
+thread, one encoder step of a `small`-sized model with 70 % row sparsity: none 1.1 ms, ffn 0.95 ms,
+rows 1.27 ms (the Gathers cost more than the smaller Gemms save at d_model 144).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from omnisparse.models.encoder import Encoder, rel_pos_index
 ONNX_VERSION = "1"
 OPSET = 17
 ONNX_FILES = ("encoder.onnx", "predictor.onnx", "joiner.onnx")
+COMPACT = ("none", "ffn", "rows")
 NEG = -1e9  # additive mask of invalid keys (finite: an all-masked padding row stays NaN-free)
 
 
@@ -281,17 +286,19 @@ def model_metadata(lm, step: EncoderStep, compaction: dict[str, Any], source: st
 
 
 @torch.no_grad()
-def export_onnx(source, out_dir: str | os.PathLike, compact: bool = True, opset: int = OPSET,
+def export_onnx(source, out_dir: str | os.PathLike, compact: str = "ffn", opset: int = OPSET,
                 overwrite: bool = False) -> OnnxExportResult:
     """Export ``source`` (an export directory, run or checkpoint path, or a ``LoadedModel``) to
-    ``out_dir`` (see the module docstring). ``compact``: feed-forward shrinking and row compaction of
-    all-zero rows first (exact). An existing non-empty ``out_dir`` is a ValueError unless ``overwrite``.
-    The directory is written under a temporary name and renamed at the end."""
+    ``out_dir`` (see the module docstring). ``compact``: one of :data:`COMPACT` (exact reshaping
+    first). An existing non-empty ``out_dir`` is a ValueError unless ``overwrite``. The directory is
+    written under a temporary name and renamed at the end."""
     from omnisparse.decoding.loading import LoadedModel, load_model
     from omnisparse.deploy.fast import optimize_for_cpu
 
     if opset < 17:
         raise ValueError(f"opset {opset} < 17 is not supported")
+    if compact not in COMPACT:
+        raise ValueError(f"compact must be one of {COMPACT}, got {compact!r}")
     lm = source if isinstance(source, LoadedModel) else load_model(source)
     if "stream" not in lm.trained_modes:
         raise ValueError(f"{lm.path} was not trained for streaming (modes {list(lm.trained_modes)})")
@@ -299,9 +306,10 @@ def export_onnx(source, out_dir: str | os.PathLike, compact: bool = True, opset:
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out} exists and is not empty (use overwrite)")
     model = lm.model
-    compaction: dict[str, Any] = {"enabled": bool(compact)}
-    if compact:
-        model, plan = optimize_for_cpu(model, kinds=["row-compact"], measure=False)
+    compaction: dict[str, Any] = {"mode": compact, "ffn": {}, "row_compact": []}
+    if compact != "none":
+        kinds = ["row-compact"] if compact == "rows" else ["dense"]
+        model, plan = optimize_for_cpu(model, kinds=kinds, measure=False)
         compaction.update(ffn=plan["ffn"], row_compact=sorted(n for n, e in plan["layers"].items()
                                                               if e["kind"] == "row-compact"))
     model = model.eval()
