@@ -1,6 +1,6 @@
 """The headline experiment: one Omni-sparsity supernet + search against individually pruned models.
 
-    .venv/bin/python bench/omni_vs_individual.py [--exp exp/small/omni] [--dense exp/small/dense_x8]
+    .venv/bin/python bench/omni_vs_individual.py [--exp exp/small/omni] [--dense exp/small/dense]
         [--targets 0.5 0.7 0.8 0.9] [--supernet-preset supernet_small] [--prune-preset prune_small]
         [--search-preset search_small] [--test-subset 0] [--out bench/results/omni_vs_individual.json]
 
@@ -106,7 +106,7 @@ def stage_export(layout: ExperimentLayout, fmt: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", default="exp/small/omni")
-    ap.add_argument("--dense", default="exp/small/dense_x8", help="dense run (bench/dense_small.py)")
+    ap.add_argument("--dense", default="exp/small/dense", help="dense run (bench/dense_small.py)")
     ap.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9])
     ap.add_argument("--supernet-preset", default="supernet_small")
     ap.add_argument("--prune-preset", default="prune_small")

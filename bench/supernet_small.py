@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="supernet_small")
     ap.add_argument("--out", default="bench/results/supernet_small.json")
-    ap.add_argument("--dense-result", default="bench/results/dense_small_x8.json")
+    ap.add_argument("--dense-result", default="bench/results/dense_small.json")
     ap.add_argument("--uniform", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9])
     args, overrides = ap.parse_known_args(argv)
     cfg = load_config(args.preset, overrides)

@@ -14,7 +14,7 @@ DATA=data/$PRESET
 EXP=exp/$PRESET/main
 case "$PRESET" in
   small)  # scaled down from the bench presets so that the whole job fits in ~75 minutes
-    DENSE=small_x8
+    DENSE=small
     DENSE_ARGS=(--train.max_steps=3000 --train.max_wall_s=1800 --train.valid_every=1000)
     SUPERNET_ARGS=(--train.max_steps=100 --sparsity.ramp_steps=50 --train.valid_every=0)
     PRUNE_ARGS=(--train.max_steps=400 --sparsity.prune_steps=200 --train.valid_every=0)
