@@ -1,0 +1,436 @@
+"""Dual-mode ASR via self-pruning (PAPERS.md §2) against single-mode models of the same budget.
+
+    .venv/bin/python bench/dual_mode.py [--preset-suffix small] [--exp exp/small/dual] [--dense exp/small/dense]
+        [--systems dual-mode dual-mode+ssl dense-full-only dense-stream-only individual-pruned-stream]
+        [--steps N] [--sparsity 0.7] [--pretrain-steps N] [--test-subset 0] [--format int8-sparse]
+        [--out bench/results/dual_mode.json] [--section.key=value ...]
+
+Systems (one run directory each under ``--exp``):
+
+  dual-mode                 ``train --dual-mode`` (``dual_<suffix>``): one weight set, a dense full-context
+                            path + a uniform-s* streaming path per step. Rows (full, 0) and (stream, s*).
+  dual-mode+ssl             wav2vec 2.0 supernet pre-training (``pretrain_<suffix>``, ``EXP/pretrain``), then
+                            the SAME dense recipe as ``--dense`` from that encoder (``EXP/dense-ssl``), then
+                            dual mode exactly as ``dual-mode`` from it (``EXP/dual-mode-ssl``). Same two rows.
+  dense-full-only           dense training in ``full`` attention mode; row (full, 0).
+  dense-stream-only         dense training in ``stream`` mode; row (stream, 0).
+  individual-pruned-stream  gradual magnitude pruning to uniform s* (``prune_<suffix>``), stream mode;
+                            row (stream, s*): exactly the size of the dual-mode streaming model.
+
+Fairness (the issue's rule: every comparison model gets the same number of optimizer steps as the
+dual-mode model). Every system starts from the same dense streaming checkpoint ``--dense`` (the model
+of bench/dense_small.py) and trains N more optimizer steps (N = ``dual_<suffix>``'s ``train.max_steps``,
+600 on ``small``, or ``--steps``) with the dual preset's optimizer (lr, warm-up, cosine decay to N,
+weight decay, clipping), data, SpecAugment and dropout. This is the cheap variant of "everything from
+scratch for N steps" and keeps every baseline meaningful: ``dense-full-only`` is the dense model turned
+into a full-context model with N steps of full-mode training, ``dense-stream-only`` the same N steps in
+stream mode (a control: what N more steps buy without sparsity or a second mode), and the pruned
+baseline ramps its sparsity with the same cubic schedule as the dual-mode streaming path
+(``sparsity.prune_steps`` = ``dual.ramp_steps``) then fine-tunes with fixed masks. A dual-mode step runs
+two forward/backward passes (full + stream), the single-mode ones one: equal optimizer steps, twice
+the passes for dual mode (``fwd_bwd_passes`` is in every row).
+
+SSL. Giving dual-mode+ssl the pre-trained encoder *instead of* the dense checkpoint would compare
+1,500 unsupervised + N supervised steps with 9,000 + N supervised ones, which says nothing about
+pre-training. So pre-training is placed where it can only change the starting point: the dense stage
+is re-run with the same config (the ``--dense`` run's own ``config.json``: same steps, schedule and
+data) from the pre-trained encoder (``train.init_encoder_from``; predictor, joiner and CTC head fresh),
+and dual mode follows with the same N steps. The two dual-mode pipelines differ only in the encoder
+initialisation of the dense stage. Its rows also give ``pretrain_wall_s`` and ``dense_init_wall_s``.
+Pre-training follows ``pretrain_<suffix>`` with ``pretrain.sparsity`` = s*.
+
+Every run ignores its preset's wall-clock cap (``train.max_wall_s=0``): steps, not time, are the
+budget. Stages are resumable: a run whose newest checkpoint has reached its step count is skipped, an
+unfinished one resumes from its last checkpoint, and WERs are cached in ``EXP/eval.json`` per (row,
+sha256 of the checkpoint's weights, test subset). A missing ``--dense`` run is trained first with
+``<suffix>``'s preset (the tiny smoke path; on ``small`` it is bench/dense_small.py's run).
+
+Evaluation: greedy WER on dev, test-clean and test-other (``--test-subset N``: first N cuts of each)
+in the row's attention mode; sparse rows decode with magnitude masks at uniform s* computed from the
+final weights (the individually pruned model's pruned weights are zeros, so its masks are exactly its
+zeros). ``size_bytes`` is the exact size of the exported artefact in ``--format`` (default
+``int8-sparse``, every row in the same format); ``size_bytes_by_format`` gives fp32-dense and
+fp32-sparse too. ``train_wall_s`` is the run's own ``cost.json`` wall time (the shared dense start's in
+``dense_init_wall_s``). The JSON's ``targets`` section evaluates the issue's three targets per split
+(True/False, None when a row is missing) and ``shortfalls`` says where they are missed. A PNG of WER
+per system and mode, one panel per split, lies beside the JSON.
+
+Expected CPU time on ``small`` (2 idle cores, 60 s batches, ~0.42 s per dense step, ~0.84 s per
+dual step of two passes; estimates from step counts, not measured end to end): dual-mode 600 dual
+steps ~9 min; dense-full-only, dense-stream-only and individual-pruned-stream 600 steps each ~4-5 min;
+dual-mode+ssl: pre-training 1,500 steps (2.3 s/step measured on one thread of a loaded machine, so
+~30-60 min), dense-ssl 9,000 steps ~63 min, dual 600 steps ~9 min; evaluation of the 7 rows x 2,500
+utterances a few minutes (batched greedy; in-run validation of 200 dev utterances takes ~1-2 s).
+About 25 min without dual-mode+ssl, 2.5-3 h with it.
+
+Smoke test (seconds to minutes)::
+
+    .venv/bin/python bench/dual_mode.py --preset-suffix tiny --exp /tmp/dual/exp --dense /tmp/dual/exp/dense \\
+        --data.corpus_dir=data/tiny --pretrain-steps 20 --test-subset 20 --out /tmp/dual/dual_mode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omnisparse.config import Config, apply_overrides, config_from_dict, load_config
+from omnisparse.sparsity.space import FORMATS
+from omnisparse.train import checkpoint as ck
+from omnisparse.train.sparse_base import SparseTrainerBase
+from omnisparse.utils.provenance import atomic_write_text, write_result
+
+log = logging.getLogger("bench.dual_mode")
+
+SYSTEMS = ("dual-mode", "dual-mode+ssl", "dense-full-only", "dense-stream-only", "individual-pruned-stream")
+# train settings every run copies from the dual-mode config: optimizer, schedule, validation cadence
+TRAIN_KEYS = ("lr", "warmup_steps", "decay", "min_lr_ratio", "weight_decay", "betas", "grad_clip", "seed",
+              "valid_every", "ckpt_every")
+SPARSITY_KEYS = ("granularity", "block", "grid", "prune_pred_joiner")
+
+
+class DenseFromInit(SparseTrainerBase):
+    """Dense training in ``train.mode`` that starts from the weights of ``sparsity.init_from`` (fresh
+    optimizer, like the dual-mode and pruning runs started from the same checkpoint). No mask is ever
+    set during training; validation decodes the dense model in ``train.mode``."""
+
+    kind = "dense"
+
+
+# ---------------------------------------------------------------------------- runs and configs
+class Experiment:
+    def __init__(self, args: argparse.Namespace, extra: list[str]):
+        sfx = args.preset_suffix
+        self.base, self.dual_preset = sfx, f"dual_{sfx}"
+        self.prune_preset, self.pretrain_preset = f"prune_{sfx}", f"pretrain_{sfx}"
+        self.root = Path(args.exp or f"exp/{sfx}/dual")
+        self.dense = Path(args.dense or f"exp/{sfx}/dense")
+        self.extra = extra
+        self.pretrain_steps = args.pretrain_steps
+        d = load_config(self.dual_preset, extra)
+        self.steps = args.steps or d.train.max_steps
+        # the streaming ramp keeps its share of the run when --steps changes it (300 of 600 on small)
+        frac = d.dual.ramp_steps / max(1, d.train.max_steps)
+        self.ramp = max(1, min(self.steps, round(frac * self.steps)))
+        self.s_star = args.sparsity if args.sparsity is not None else d.dual.sparsity
+        self.dual_cfg0 = d
+        self.dirs = {"dual-mode": self.root / "dual-mode", "dual-mode+ssl": self.root / "dual-mode-ssl",
+                     "pretrain": self.root / "pretrain", "dense-ssl": self.root / "dense-ssl",
+                     "dense-full-only": self.root / "dense-full-only",
+                     "dense-stream-only": self.root / "dense-stream-only",
+                     "individual-pruned-stream": self.root / f"prune-{self.s_star:g}"}
+
+    def common(self, out: Path, init: Path) -> list[str]:
+        d = self.dual_cfg0
+        optim = [f"--train.{k}={json.dumps(getattr(d.train, k))}" for k in TRAIN_KEYS]
+        sparsity = [f"--sparsity.{k}={json.dumps(getattr(d.sparsity, k))}" for k in SPARSITY_KEYS]
+        return [f"--train.out_dir={out}", f"--sparsity.init_from={init}", "--sparsity.dense_steps=0",
+                f"--train.max_steps={self.steps}", "--train.max_wall_s=0", *optim, *sparsity, *self.extra]
+
+    def dual_config(self, out: Path, init: Path) -> Config:
+        return load_config(self.dual_preset, [*self.common(out, init), f"--dual.sparsity={self.s_star}",
+                                              f"--dual.ramp_steps={self.ramp}"])
+
+    def dense_config(self, out: Path, mode: str) -> Config:
+        return load_config(self.dual_preset, [*self.common(out, self.dense), f"--train.mode={mode}"])
+
+    def prune_config(self, out: Path) -> Config:
+        every = load_config(self.prune_preset, self.extra).sparsity.prune_every
+        return load_config(self.prune_preset, [*self.common(out, self.dense), f"--sparsity.target={self.s_star}",
+                                               f"--sparsity.prune_steps={self.ramp}",
+                                               f"--sparsity.prune_every={max(1, min(every, self.ramp))}",
+                                               "--train.mode=stream"])
+
+    def pretrain_config(self) -> Config:
+        steps = [f"--train.max_steps={self.pretrain_steps}"] if self.pretrain_steps else []
+        return load_config(self.pretrain_preset, [f"--train.out_dir={self.dirs['pretrain']}", "--train.max_wall_s=0",
+                                                  f"--pretrain.sparsity={self.s_star}", *steps, *self.extra])
+
+    def dense_ssl_config(self) -> Config:
+        """The --dense run's own config, from the pre-trained encoder, into EXP/dense-ssl."""
+        cfg = config_from_dict(json.loads((self.dense / "config.json").read_text()))
+        return apply_overrides(cfg, [f"--train.out_dir={self.dirs['dense-ssl']}",
+                                     f"--train.init_encoder_from={self.dirs['pretrain']}", "--train.max_wall_s=0",
+                                     *self.extra])
+
+
+def run_state(run_dir: Path) -> Optional[dict]:
+    found = ck.latest_checkpoint(run_dir) if run_dir.exists() else None
+    return found[1] if found else None
+
+
+def stage(name: str, run_dir: Path, cfg: Config, fn: Callable[[Config], Any]) -> None:
+    """Train ``cfg`` with ``fn`` unless ``run_dir`` already holds its last step; refuse a run directory
+    that was started with another step count (another budget, another learning-rate schedule)."""
+    state = run_state(run_dir)
+    if state is not None:
+        saved = state.get("config", {}).get("train", {}).get("max_steps")
+        if saved is not None and saved != cfg.train.max_steps:
+            raise SystemExit(f"{run_dir} was trained for train.max_steps={saved}, this run asks for "
+                             f"{cfg.train.max_steps}: use another --exp (or the same --steps)")
+        if state["step"] >= cfg.train.max_steps:
+            print(f"== {name}: done ({run_dir}, step {state['step']}), skipped", flush=True)
+            return
+    print(f"== {name} -> {run_dir} ({cfg.train.max_steps} steps"
+          f"{', resuming at ' + str(state['step']) if state else ''})", flush=True)
+    fn(cfg)
+
+
+def train_dense_init(exp: Experiment) -> None:
+    from omnisparse.train.trainer import train
+
+    cfg = load_config(exp.base, [f"--train.out_dir={exp.dense}", "--train.max_wall_s=0", *exp.extra])
+    state = run_state(exp.dense)
+    if state is not None and state["step"] >= cfg.train.max_steps:
+        return
+    stage(f"dense start ({exp.base})", exp.dense, cfg, train)
+
+
+def train_system(exp: Experiment, system: str) -> None:
+    from omnisparse.train.prune import prune
+    from omnisparse.train.pretrain import pretrain
+    from omnisparse.train.trainer import run_trainer, train
+
+    dual = lambda c: train(c, dual_mode=True)  # noqa: E731
+    dense_ft = lambda c: run_trainer(DenseFromInit(c))  # noqa: E731
+    out = exp.dirs[system]
+    if system == "dual-mode":
+        stage(system, out, exp.dual_config(out, exp.dense), dual)
+    elif system == "dense-full-only":
+        stage(system, out, exp.dense_config(out, "full"), dense_ft)
+    elif system == "dense-stream-only":
+        stage(system, out, exp.dense_config(out, "stream"), dense_ft)
+    elif system == "individual-pruned-stream":
+        stage(system, out, exp.prune_config(out), prune)
+    elif system == "dual-mode+ssl":
+        stage("dual-mode+ssl: pretrain", exp.dirs["pretrain"], exp.pretrain_config(), pretrain)
+        stage("dual-mode+ssl: dense from the pre-trained encoder", exp.dirs["dense-ssl"], exp.dense_ssl_config(), train)
+        stage("dual-mode+ssl: dual mode", out, exp.dual_config(out, exp.dirs["dense-ssl"]), dual)
+    else:
+        raise ValueError(system)
+
+
+# ---------------------------------------------------------------------------- evaluation
+ROWS = (("dual-mode", "full", False), ("dual-mode", "stream", True), ("dual-mode+ssl", "full", False),
+        ("dual-mode+ssl", "stream", True), ("dense-full-only", "full", False),
+        ("dense-stream-only", "stream", False), ("individual-pruned-stream", "stream", True))
+
+
+def cost_of(run_dir: Path) -> dict:
+    p = run_dir / "cost.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def evaluate_rows(exp: Experiment, test_subset: int, fmt: str) -> list[dict]:
+    """One row per (system, mode) whose run has finished its N steps; WER from EXP/eval.json when cached."""
+    from omnisparse.decoding.evaluate import evaluate_cuts
+    from omnisparse.decoding.loading import load_model
+    from omnisparse.report.collect import space_and_bank
+    from omnisparse.train.trainer import load_split_cuts
+
+    cache_path = exp.root / "eval.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    dense_cost = cost_of(exp.dense)
+    loaded: dict[Path, tuple] = {}
+    cuts: dict[str, Any] = {}
+    rows = []
+    for system, mode, sparse in ROWS:
+        run = exp.dirs[system]
+        state = run_state(run)
+        if state is None or state["step"] < exp.steps:
+            continue
+        if run not in loaded:
+            lm = load_model(run)
+            loaded = {run: (lm, *space_and_bank(lm))}  # one model in memory at a time
+        lm, space, bank = loaded[run]
+        s = exp.s_star if sparse else 0.0
+        config = space.uniform(s)
+        splits = [lm.config.data.dev_split, *lm.config.data.test_splits]
+        key = f"{system}:{mode}:{s:g}"
+        weights = state.get("sha256", {}).get("model.safetensors")  # the newest checkpoint's, as load_model's
+        hit = cache.get(key)
+        if (hit and hit.get("weights") == weights and hit["test_subset"] == test_subset
+                and set(splits) <= set(hit["wer"])):
+            wer, utts = hit["wer"], hit["utterances"]
+        else:
+            if sparse:
+                bank.apply(config)
+            else:
+                bank.clear()
+            wer, utts = {}, {}
+            for split in splits:
+                if split not in cuts:
+                    c = load_split_cuts(lm.config, [split])
+                    cuts[split] = c.subset(first=min(test_subset, len(c))) if test_subset > 0 else c
+                r = evaluate_cuts(lm.model, cuts[split], lm.tokenizer, lm.normalizer, mode=mode,
+                                  decode=lm.config.decode, progress=True)
+                wer[split], utts[split] = r["wer"], r["utterances"]
+                print(f"   {key} {split}: WER {r['wer']:.4f} ({r['utterances']} utterances, {r['decode_s']:.0f} s)",
+                      flush=True)
+            bank.clear()
+            cache[key] = {"checkpoint": str(lm.path), "weights": weights, "test_subset": test_subset, "wer": wer,
+                          "utterances": utts}
+            atomic_write_text(cache_path, json.dumps(cache, indent=2))
+        cost = cost_of(run)
+        row = {"system": system, "mode": mode, "sparsity": s, "size_bytes": space.size_bytes(config, fmt),
+               "size_format": fmt, "size_bytes_by_format": {f: space.size_bytes(config, f) for f in FORMATS},
+               "nonzero_params": space.nonzero_params(config), "wer": wer, "utterances": utts,
+               "train_wall_s": cost.get("wall_s"), "optimizer_steps": cost.get("optimizer_steps"),
+               "fwd_bwd_passes": cost.get("fwd_bwd_passes"), "run_dir": str(run), "checkpoint": str(lm.path)}
+        if system == "dual-mode+ssl":
+            pre, dssl = cost_of(exp.dirs["pretrain"]), cost_of(exp.dirs["dense-ssl"])
+            row.update(init=str(exp.dirs["dense-ssl"]), pretrain_wall_s=pre.get("wall_s"),
+                       pretrain_steps=pre.get("optimizer_steps"), dense_init_wall_s=dssl.get("wall_s"),
+                       dense_init_steps=dssl.get("optimizer_steps"))
+        else:
+            row.update(init=str(exp.dense), dense_init_wall_s=dense_cost.get("wall_s"),
+                       dense_init_steps=dense_cost.get("optimizer_steps"))
+        parts = [row.get("pretrain_wall_s"), row["dense_init_wall_s"], row["train_wall_s"]]
+        row["total_wall_s"] = sum(p for p in parts if p is not None)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------- targets and plot
+def compare(rows: list[dict], a: tuple[str, str], b: tuple[str, str], strict: bool) -> dict:
+    """Per split: is WER of row ``a`` <= (``strict``: <) that of row ``b``; ``met`` over all splits (None
+    when a row is missing)."""
+    find = {(r["system"], r["mode"]): r for r in rows}
+    ra, rb = find.get(a), find.get(b)
+    out: dict[str, Any] = {"a": f"{a[0]} ({a[1]})", "b": f"{b[0]} ({b[1]})", "relation": "<" if strict else "<="}
+    if ra is None or rb is None:
+        return {**out, "met": None, "missing": [f"{x[0]} ({x[1]})" for x, r in ((a, ra), (b, rb)) if r is None]}
+    per = {}
+    for split in ra["wer"]:
+        if split in rb["wer"]:
+            wa, wb = ra["wer"][split], rb["wer"][split]
+            per[split] = {"a": wa, "b": wb, "delta": wa - wb, "ok": wa < wb if strict else wa <= wb}
+    out.update(per_split=per, met=all(p["ok"] for p in per.values()), size_bytes=[ra["size_bytes"], rb["size_bytes"]])
+    return out
+
+
+def targets(rows: list[dict], steps: int) -> tuple[dict, list[str]]:
+    t = {
+        "stream_dual_no_worse_than_individual": compare(rows, ("dual-mode", "stream"),
+                                                        ("individual-pruned-stream", "stream"), strict=False),
+        "full_dual_no_worse_than_dense_full": compare(rows, ("dual-mode", "full"), ("dense-full-only", "full"),
+                                                      strict=False),
+    }
+    sf = compare(rows, ("dual-mode+ssl", "full"), ("dual-mode", "full"), strict=True)
+    ss = compare(rows, ("dual-mode+ssl", "stream"), ("dual-mode", "stream"), strict=True)
+    both = None if sf["met"] is None or ss["met"] is None else bool(sf["met"] and ss["met"])
+    t["ssl_improves_both"] = {"met": both, "full": sf, "stream": ss}
+    st = t["stream_dual_no_worse_than_individual"]
+    if st.get("size_bytes"):
+        st["same_size"] = st["size_bytes"][0] == st["size_bytes"][1]
+    steps_of = {f"{r['system']} ({r['mode']})": r["optimizer_steps"] for r in rows}
+    init_steps = {f"{r['system']} ({r['mode']})": r["dense_init_steps"] for r in rows}
+    t["equal_optimizer_steps"] = {"steps": steps, "per_row": steps_of, "dense_init_steps": init_steps,
+                                  "met": (all(v == steps for v in steps_of.values())
+                                          and len(set(init_steps.values())) == 1) if steps_of else None}
+    short = []
+    for name, c in [("dual-mode stream vs individually pruned stream (<=)", st),
+                    ("dual-mode full vs dense full-only (<=)", t["full_dual_no_worse_than_dense_full"]),
+                    ("SSL, full mode (<)", sf), ("SSL, stream mode (<)", ss)]:
+        if c["met"] is None:
+            short.append(f"{name}: not measured (missing {', '.join(c['missing'])})")
+        elif not c["met"]:
+            bad = [f"{s} {p['a']:.4f} vs {p['b']:.4f}" for s, p in c["per_split"].items() if not p["ok"]]
+            short.append(f"{name}: missed on {'; '.join(bad)}")
+    if st.get("same_size") is False:
+        short.append(f"stream models differ in size: {st['size_bytes']}")
+    if t["equal_optimizer_steps"]["met"] is False:
+        short.append(f"optimizer steps differ: {steps_of}, dense start {init_steps}")
+    return t, short
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = list(rows[0]["wer"]) if rows else []
+    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 4.6), sharey=True,
+                             squeeze=False)
+    labels = [f"{r['system']}\n{r['mode']}" + (f", s={r['sparsity']:g}" if r["sparsity"] else "") for r in rows]
+    colors = ["tab:blue" if r["mode"] == "full" else "tab:orange" for r in rows]
+    for ax, split in zip(axes[0], splits):
+        vals = [r["wer"].get(split, float("nan")) for r in rows]
+        bars = ax.bar(range(len(rows)), vals, color=colors)
+        for b, v in zip(bars, vals):
+            ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(split)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("WER (greedy; blue: full context, orange: streaming)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset-suffix", default="small", help="presets <suffix>, dual_<suffix>, prune_<suffix>, "
+                                                            "pretrain_<suffix> (small | tiny)")
+    ap.add_argument("--exp", default=None, help="experiment directory (default exp/<suffix>/dual)")
+    ap.add_argument("--dense", default=None, help="dense streaming run every system starts from "
+                                                  "(default exp/<suffix>/dense; trained first when missing)")
+    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="systems to train")
+    ap.add_argument("--steps", type=int, default=0, help="optimizer steps of every system (default: the dual preset's)")
+    ap.add_argument("--sparsity", type=float, default=None, help="s* (default: the dual preset's dual.sparsity)")
+    ap.add_argument("--pretrain-steps", type=int, default=0, help="pre-training steps (default: the preset's)")
+    ap.add_argument("--test-subset", type=int, default=0, help="first N cuts of each split (0 = all)")
+    ap.add_argument("--format", default="int8-sparse", choices=FORMATS, help="storage format of size_bytes")
+    ap.add_argument("--out", default="bench/results/dual_mode.json")
+    args, extra = ap.parse_known_args(argv)
+    bad = [e for e in extra if not (e.startswith("--") and "." in e.split("=", 1)[0] and "=" in e)]
+    if bad:
+        raise SystemExit(f"unknown arguments {bad} (config overrides look like --section.key=value)")
+    if any(e.split("=", 1)[0] in ("--train.max_steps", "--train.out_dir", "--sparsity.init_from") for e in extra):
+        raise SystemExit("set the step count with --steps, run directories with --exp/--dense")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    exp = Experiment(args, extra)
+    exp.root.mkdir(parents=True, exist_ok=True)
+    print(f"== {exp.root}: {exp.steps} steps per system from {exp.dense}, s* = {exp.s_star:g}, "
+          f"streaming ramp {exp.ramp} steps", flush=True)
+
+    train_dense_init(exp)
+    for system in [s for s in SYSTEMS if s in args.systems]:
+        train_system(exp, system)
+
+    print("== evaluate", flush=True)
+    rows = evaluate_rows(exp, args.test_subset, args.format)
+    tg, short = targets(rows, exp.steps)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, out.with_suffix(".png"), f"{exp.base}: dual mode vs single-mode models ({exp.steps} steps each "
+                                        f"from {exp.dense.name}, s*={exp.s_star:g})")
+    payload = {"preset_suffix": args.preset_suffix, "exp_dir": str(exp.root), "dense_init": str(exp.dense),
+               "steps": exp.steps, "stream_sparsity": exp.s_star, "ramp_steps": exp.ramp, "size_format": args.format,
+               "test_subset": args.test_subset, "rows": rows, "targets": tg, "shortfalls": short,
+               "design": "every system starts from dense_init and trains `steps` optimizer steps with the dual "
+                         "preset's optimizer; dual-mode+ssl re-runs dense_init's recipe from the wav2vec 2.0 "
+                         "encoder first (see bench/dual_mode.py's docstring)",
+               "plot": str(out.with_suffix(".png"))}
+    write_result(out, payload, command=" ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
+    splits = list(rows[0]["wer"]) if rows else []
+    print(f"\n{'system':26} {'mode':6} {'s':>4} {'size MB':>8} " + " ".join(f"{s:>10}" for s in splits)
+          + f" {'wall s':>8}")
+    for r in rows:
+        print(f"{r['system']:26} {r['mode']:6} {r['sparsity']:4g} {r['size_bytes'] / 1e6:8.3f} "
+              + " ".join(f"{w:10.4f}" for w in r["wer"].values()) + f" {r['train_wall_s'] or 0:8.0f}")
+    print("\ntargets: " + ", ".join(f"{k} {v['met']}" for k, v in tg.items()))
+    for s in short:
+        print(f"  short: {s}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
