@@ -21,12 +21,14 @@ Errors a user can cause (missing files, bad configs, bad audio) print one line a
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from pathlib import Path
 
 from omnisparse.config import ConfigError
+from omnisparse.errors import FatalRunError
 
 log = logging.getLogger("omnisparse")
 
@@ -312,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # a full disk: one line, not a traceback
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -326,9 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "takes_overrides", False):
             return int(args.func(args, overrides) or 0)
         return int(args.func(args) or 0)
+    except FatalRunError as e:  # a run stopped by a fault (disk full, NaNs, OOM): last checkpoint usable
+        print(f"omnisparse: error: {e}", file=sys.stderr)
+        return 1
     except (UserError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"omnisparse: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        print(f"omnisparse: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("omnisparse: interrupted (checkpoints written so far are kept)", file=sys.stderr)
         return 130
