@@ -24,6 +24,7 @@ are reused by name.  Manifests hold absolute audio paths: move a corpus by rebui
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -362,7 +363,8 @@ def _write_flac(path: Path, samples: np.ndarray) -> None:
 def synthesize(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
     """Worker: make ``path`` from ``plan`` unless a valid file is already there.
 
-    Returns ``{utt_id, status: done|skipped|failed, num_samples, error}``; one retry on failure.
+    Returns ``{utt_id, status: done|skipped|failed, num_samples, error}``; one retry on failure. A full
+    disk is not a per-utterance failure: it is raised (the build stops; finished files are kept).
     """
     plan, path_str = job
     path = Path(path_str)
@@ -376,6 +378,9 @@ def synthesize(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
             _write_flac(path, samples)
             return {"utt_id": plan["utt_id"], "status": "done", "num_samples": int(len(samples)), "error": None}
         except Exception as e:  # noqa: BLE001 - reported and counted by the parent
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise OSError(e.errno, f"cannot write {path}: {e.strerror}; the corpus build stopped (files "
+                                       "written so far are kept and reused when it is run again)") from None
             error = f"{type(e).__name__}: {e}"
     return {"utt_id": plan["utt_id"], "status": "failed", "num_samples": 0, "error": error}
 

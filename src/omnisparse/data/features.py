@@ -27,6 +27,7 @@ from omnisparse.utils.provenance import atomic_write_text
 log = logging.getLogger(__name__)
 
 NUM_MEL_BINS = 80
+MIN_SAMPLES = 140  # shortest input lhotse's Fbank (25 ms window, snip_edges=False) turns into a frame
 
 
 def make_extractor() -> Fbank:
@@ -35,10 +36,23 @@ def make_extractor() -> Fbank:
 
 
 def fbank(samples: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """``samples`` float mono (N,) at 16 kHz -> (T, 80) float32 log-mel, T = ~N/160."""
+    """``samples`` float mono (N,) at 16 kHz -> (T, 80) float32 log-mel, T = ~N/160.
+
+    ValueError (never a crash deeper down, never non-finite output) for multi-channel arrays, fewer
+    than ``MIN_SAMPLES`` samples, NaN / infinite samples, or amplitudes so large the power overflows."""
     if sampling_rate != SAMPLE_RATE:
         raise ValueError(f"fbank expects {SAMPLE_RATE} Hz audio, got {sampling_rate} (resample first)")
-    feats = make_extractor().extract(np.asarray(samples, dtype=np.float32).reshape(1, -1), SAMPLE_RATE)
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim > 1 and sum(d > 1 for d in x.shape) > 1:
+        raise ValueError(f"fbank expects mono samples, got an array of shape {x.shape} (downmix first)")
+    x = x.reshape(1, -1)
+    if x.shape[1] < MIN_SAMPLES:
+        raise ValueError(f"audio too short for one fbank frame: {x.shape[1]} samples (need {MIN_SAMPLES})")
+    if not np.isfinite(x).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    feats = make_extractor().extract(x, SAMPLE_RATE)
+    if not np.isfinite(feats).all():
+        raise ValueError("fbank of this audio is not finite (samples of absurd amplitude?)")
     return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
 
 

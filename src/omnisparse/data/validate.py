@@ -5,6 +5,8 @@ Problems found, by reason:
   ``unreadable``    soundfile cannot open/decode it, or it has zero samples
   ``sample_rate``   the file's rate differs from the manifest's (the manifest is wrong: skipped)
   ``resampled``     the manifest's rate is not 16 kHz: fixed by resampling on load (counted, kept)
+  ``multichannel``  a stereo / multi-channel recording: fixed by keeping its first channel (the one
+                    lhotse computes features of; counted, kept)
   ``empty_text``    no supervision, or the transcript normalises to nothing
   ``too_long``      longer than ``max_duration`` seconds (would not fit a batch)
   ``zero_length``   duration <= 0
@@ -19,13 +21,14 @@ from pathlib import Path
 
 import soundfile as sf
 from lhotse import CutSet
+from lhotse.cut import MultiCut
 
 from omnisparse.data.text import normalize_text
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-KEPT_REASONS = {"resampled"}
+KEPT_REASONS = {"resampled", "multichannel"}
 
 
 @dataclass
@@ -108,6 +111,11 @@ def validate_cuts(cuts: CutSet, max_duration: float = float("inf"), check_audio:
                 if info.samplerate != cut.recording.sampling_rate:
                     report.add("sample_rate", f"{path} ({info.samplerate} Hz, manifest says {cut.recording.sampling_rate})")
                     continue
+        if cut.has_recording and len(getattr(cut.recording, "channel_ids", [0])) > 1:
+            report.add("multichannel", f"{cid} ({len(cut.recording.channel_ids)} channels)")
+            if isinstance(cut, MultiCut):  # -> the MonoCut of its first channel (same file, no copy)
+                mono = cut.to_mono(mono_downmix=False)
+                cut = (mono[0] if isinstance(mono, list) else mono).with_id(cid)
         if cut.has_recording and cut.sampling_rate != SAMPLE_RATE:
             report.add("resampled", f"{cid} ({cut.sampling_rate} Hz)")
             cut = cut.resample(SAMPLE_RATE)

@@ -10,7 +10,8 @@ A checkpoint is a directory ``RUN/ckpt-<step:08d>/``::
     global_stats.json       feature normalisation (mean / std per mel bin)
 
 It is written into ``.ckpt-<step>.tmp`` (every file fsync'ed) and renamed into place, so a kill or a
-full disk leaves either the whole new checkpoint or none of it: the previous one stays intact.
+full disk leaves either the whole new checkpoint or none of it: the previous one stays intact (a
+failed write raises :class:`CheckpointWriteError`, naming the cause and the intact checkpoint).
 ``latest_checkpoint`` verifies checksums and falls back to an older checkpoint with a warning.
 """
 
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from omnisparse.errors import CheckpointWriteError
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +115,10 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
     run_dir = Path(run_dir)
     final = run_dir / f"{CKPT_PREFIX}{step:08d}"
     tmp = run_dir / f".{CKPT_PREFIX}{step:08d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         files = ["model.safetensors"]
@@ -138,8 +141,13 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(run_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and not isinstance(e, CheckpointWriteError):
+            prev = list_checkpoints(run_dir)
+            intact = f"the previous checkpoint {prev[-1]} is intact" if prev else "no earlier checkpoint exists"
+            raise CheckpointWriteError(e.errno, f"cannot write checkpoint {final.name} in {run_dir}: "
+                                                f"{e.strerror or e}; {intact}") from e
         raise
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:

@@ -8,6 +8,19 @@ all-reduced by DDP, rank 0 writes checkpoints and logs.
 Exact resume: the checkpoint stores the optimizer, the step, the epoch and the number of batches
 already drawn from it, and every RNG state; resuming re-creates the epoch's sampler and skips
 those batches, so an interrupted run ends with the same weights as an uninterrupted one on CPU.
+
+Faults (each counted in ``cost.json``, with a warning, and summarised at the end of the run):
+
+* a NaN / infinite loss or gradient skips its batch (``skipped_by_reason["non_finite"]``);
+* a batch that runs out of memory is retried once as two halves (gradients weighted so that the
+  step equals the whole batch's, ``oom_split_batches``), else skipped (``skipped_by_reason["out_of_memory"]``);
+* ``train.max_bad_steps`` skipped batches in a row stop the run (:class:`NonFiniteLossError` /
+  :class:`OutOfMemoryStop`, one line on the command line); the last checkpoint stays usable;
+* a checkpoint that cannot be written (disk full) stops the run with :class:`CheckpointWriteError`,
+  the previous checkpoint intact; newer checkpoints that fail their checksum on resume are moved
+  aside (``ckpt-N.corrupt``) with a warning and the run resumes from the newest valid one;
+* utterances that cannot be used (too long, empty transcript, unloadable audio/features) are
+  skipped with a warning and counted in ``skipped_utterances``.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +46,7 @@ from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.errors import NonFiniteLossError, OutOfMemoryStop
 from omnisparse.losses.transducer import LossOutput, TransducerLoss
 from omnisparse.models.transducer import Transducer
 from omnisparse.train import checkpoint as ck
@@ -40,9 +55,39 @@ from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)
 
+__all__ = ["NonFiniteLossError", "OutOfMemoryStop", "Trainer", "train", "is_out_of_memory", "split_batch"]
 
-class NonFiniteLossError(RuntimeError):
-    pass
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+                 "failed to allocate")
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """True for the errors an allocation failure raises: ``torch.OutOfMemoryError`` (CUDA),
+    ``MemoryError``, and RuntimeErrors of the CPU allocator (``DefaultCPUAllocator: can't allocate memory``)."""
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(e, RuntimeError) and any(m in str(e).lower() for m in _OOM_MESSAGES)
+
+
+def split_batch(batch: dict) -> tuple[dict, dict]:
+    """A batch as two halves (first ``ceil(B/2)`` utterances, the rest), padding trimmed to each half."""
+    n = len(batch["ids"])
+    k = (n + 1) // 2
+    halves = []
+    for sl in (slice(0, k), slice(k, n)):
+        half = {}
+        for key, v in batch.items():
+            if torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n:
+                half[key] = v[sl]
+            elif isinstance(v, list) and len(v) == n:
+                half[key] = v[sl]
+            else:
+                half[key] = v
+        for data, lens in (("feats", "feat_lens"), ("tokens", "token_lens")):
+            if data in half and lens in half and half[lens].numel():
+                half[data] = half[data][:, : int(half[lens].max())].contiguous()
+        halves.append(half)
+    return halves[0], halves[1]
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -86,7 +131,8 @@ def setup_distributed(device_pref: str) -> Dist:
     return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
 
 
-def load_split_cuts(cfg: Config, splits: list[str], max_duration: float | None = None) -> CutSet:
+def load_split_cuts(cfg: Config, splits: list[str], max_duration: float | None = None,
+                    report: dict | None = None) -> CutSet:
     layout = CorpusLayout(cfg.data.corpus_dir)
     sets = []
     for split in splits:
@@ -100,6 +146,8 @@ def load_split_cuts(cfg: Config, splits: list[str], max_duration: float | None =
         cuts = cuts.filter(lambda c: c.duration <= max_duration).to_eager()
         if len(cuts) < n:
             log.warning("skipped %d utterances longer than %.1f s (data.max_cut_duration)", n - len(cuts), max_duration)
+            if report is not None:
+                report["too_long"] = report.get("too_long", 0) + n - len(cuts)
     return cuts
 
 
@@ -133,7 +181,8 @@ class Trainer:
                 self.loss_module, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
                                            weight_decay=tc.weight_decay)
-        self.train_cuts = load_split_cuts(cfg, cfg.data.train_splits, cfg.data.max_cut_duration)
+        self.too_long: dict = {}
+        self.train_cuts = load_split_cuts(cfg, cfg.data.train_splits, cfg.data.max_cut_duration, report=self.too_long)
         spec = SpecAugmentConfig(cfg.data.freq_masks, cfg.data.freq_mask_width, cfg.data.time_masks,
                                  cfg.data.time_mask_fraction) if cfg.data.spec_augment else None
         self.dataset = AsrDataset(self.tokenizer, self.normalizer, cfg.data.on_the_fly_features, spec, seed=tc.seed)
@@ -165,6 +214,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
+        self.cost["skipped_utterances"] = self.skipped_utterances()
         return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch, "rng": ck.rng_state(),
                 "config": self.cfg.to_dict(), "cost": self.cost, "best_wer": self.best_wer,
                 "model_config": self.cfg.model.__dict__}
@@ -176,14 +226,45 @@ class Trainer:
         extra = {"tokenizer.model": self.tokenizer.model_bytes(), "global_stats.json": layout.global_stats.read_bytes()}
         path = ck.save_checkpoint(self.run_dir, self.step, self.model, self.checkpoint_state(), self.optimizer,
                                   extra_files=extra, keep_last=self.cfg.train.keep_last)
-        atomic_write_text(self.run_dir / "cost.json", json.dumps(self.cost, indent=2))
+        self._write_cost()
         return path
+
+    def _write_cost(self) -> None:
+        """cost.json beside the checkpoints (a copy of what each checkpoint holds: failure only warns)."""
+        try:
+            atomic_write_text(self.run_dir / "cost.json", json.dumps(self.cost, indent=2))
+        except OSError as e:
+            log.warning("could not write %s (%s); the checkpoint holds the same numbers", self.run_dir / "cost.json", e)
+
+    def skipped_utterances(self) -> dict[str, int]:
+        """Utterances left out so far, by reason: too long (when the run started) and those the dataset
+        dropped from its batches (cumulative across resumes)."""
+        out = dict(getattr(self, "too_long", {}) or {})
+        for k, v in getattr(getattr(self, "dataset", None), "skipped", {}).items():
+            out[k] = out.get(k, 0) + int(v)
+        return out
+
+    def _set_aside_newer(self, path: Path | None) -> None:
+        """Checkpoints newer than ``path`` (all, for None) failed verification: rename them
+        ``ckpt-N.corrupt`` so that keep_last pruning never counts them and the step is written afresh."""
+        for newer in ck.list_checkpoints(self.run_dir):
+            if path is None or newer.name > path.name:
+                aside = newer.with_name(newer.name + ".corrupt")
+                if aside.exists():
+                    shutil.rmtree(aside, ignore_errors=True)
+                os.replace(newer, aside)
+                log.warning("moved the corrupt checkpoint %s aside to %s; %s", newer, aside.name,
+                            f"resuming from {path.name}" if path else "no valid checkpoint: starting from step 0")
 
     def _maybe_resume(self) -> None:
         found = ck.latest_checkpoint(self.run_dir)
         if found is None:
+            if self.dist.is_main:
+                self._set_aside_newer(None)
             return
         path, state = found
+        if self.dist.is_main:
+            self._set_aside_newer(path)
         saved_model = state.get("model_config", {})
         diff = {k: (v, self.cfg.model.__dict__.get(k)) for k, v in saved_model.items() if self.cfg.model.__dict__.get(k) != v}
         if diff:
@@ -195,6 +276,13 @@ class Trainer:
         self.epoch = state["epoch"]
         self.batches_in_epoch = state["batches_in_epoch"]
         self.cost = state["cost"]
+        dataset = getattr(self, "dataset", None)
+        if dataset is not None and hasattr(dataset, "skipped"):  # continue the counts of the interrupted run
+            saved = dict(self.cost.get("skipped_utterances", {}))
+            for k, v in getattr(self, "too_long", {}).items():
+                saved[k] = saved.get(k, 0) - v
+            dataset.skipped.clear()
+            dataset.skipped.update({k: v for k, v in saved.items() if v > 0})
         self.best_wer = state.get("best_wer")
         ck.set_rng_state(state["rng"])
         if self.logger is not None:
@@ -251,17 +339,92 @@ class Trainer:
         loss, parts = self.forward_backward(batch, self.cfg.train.mode)
         return {"loss": loss, **parts}
 
+    def _skip_batch(self, reason: str) -> None:
+        """Drop the current batch (gradients cleared), count it, warn; stop the run after
+        ``train.max_bad_steps`` skipped batches in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_in_row += 1
+        self.cost["skipped_batches"] = self.cost.get("skipped_batches", 0) + 1
+        by = self.cost.setdefault("skipped_by_reason", {})
+        by[reason] = by.get(reason, 0) + 1
+        what = {"non_finite": "non-finite loss or gradient", "out_of_memory": "out of memory"}.get(reason, reason)
+        log.warning("%s at step %d: batch skipped (%d in a row, %d in all)", what, self.step, self.bad_in_row,
+                    self.cost["skipped_batches"])
+        if self.bad_in_row >= self.cfg.train.max_bad_steps:
+            ckpts = ck.list_checkpoints(self.run_dir)
+            last = f"last good checkpoint: {ckpts[-1]}" if ckpts else f"no checkpoint was written yet in {self.run_dir}"
+            if reason == "out_of_memory":
+                raise OutOfMemoryStop(f"{self.bad_in_row} batches in a row ran out of memory, even split in half, at "
+                                      f"step {self.step} (lower data.max_duration or data.max_cut_duration); {last}")
+            raise NonFiniteLossError(f"{self.bad_in_row} non-finite batches in a row at step {self.step} "
+                                     f"(train.max_bad_steps={self.cfg.train.max_bad_steps}); {last}")
+
+    def _free_memory(self) -> None:
+        import gc
+
+        self.optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.dist.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def guarded_step(self, batch: dict) -> dict[str, Any] | None:
+        """``train_step`` with out-of-memory recovery: on OOM, memory is freed and the batch is run again
+        as two halves whose gradients add up to the whole batch's (the losses are means over utterances);
+        if a half runs out of memory too, the batch is skipped (None). Under DDP a retry on one rank
+        would desynchronise the others: the batch is skipped on no rank and the run stops."""
+        try:
+            return self.train_step(batch)
+        except Exception as e:  # noqa: BLE001 - only OOM is handled; everything else re-raised
+            if not is_out_of_memory(e):
+                raise
+            reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        # outside the except block: the traceback (and the autograd graph it holds) is released
+        self._free_memory()
+        self.cost["oom_batches"] = self.cost.get("oom_batches", 0) + 1
+        n = len(batch["ids"])
+        if self.dist.world_size > 1:
+            raise OutOfMemoryStop(f"out of memory at step {self.step} under DDP ({reason}); a batch cannot be retried "
+                                  "on one rank: lower data.max_duration")
+        if n >= 2:
+            log.warning("out of memory at step %d on a batch of %d utterances (%s): retrying it as two halves",
+                        self.step, n, reason)
+            try:
+                metrics = self._step_in_halves(batch)
+                self.cost["oom_split_batches"] = self.cost.get("oom_split_batches", 0) + 1
+                return metrics
+            except Exception as e:  # noqa: BLE001
+                if not is_out_of_memory(e):
+                    raise
+            self._free_memory()
+        self._skip_batch("out_of_memory")
+        return None
+
+    @torch.no_grad()
+    def _scale_grads(self, factor: float) -> None:
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(factor)
+
+    def _step_in_halves(self, batch: dict) -> dict[str, Any]:
+        a, b = split_batch(batch)
+        na, nb = len(a["ids"]), len(b["ids"])
+        ma = self.train_step(a)
+        if not math.isfinite(ma["loss"]):
+            return ma
+        self._scale_grads(na / nb)  # grads: na/nb * g_a, then + g_b, then * nb/N = (na g_a + nb g_b) / N
+        mb = self.train_step(b)
+        if not math.isfinite(mb["loss"]):
+            return mb
+        self._scale_grads(nb / (na + nb))
+        merged = {k: (na * v + nb * mb[k]) / (na + nb) for k, v in ma.items()
+                  if isinstance(v, float) and isinstance(mb.get(k), float)}
+        return {**ma, **merged}
+
     def _apply_step(self, metrics: dict) -> bool:
         tc = self.cfg.train
         grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in self.model.parameters())
         if not math.isfinite(metrics["loss"]) or not grads_ok:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.bad_in_row += 1
-            self.cost["skipped_batches"] += 1
-            log.warning("non-finite loss or gradient at step %d: batch skipped (%d in a row)", self.step, self.bad_in_row)
-            if self.bad_in_row >= tc.max_bad_steps:
-                raise NonFiniteLossError(f"{self.bad_in_row} non-finite batches in a row at step {self.step}; "
-                                         f"last good checkpoint is in {self.run_dir}")
+            self._skip_batch("non_finite")
             return False
         self.bad_in_row = 0
         metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
@@ -288,33 +451,35 @@ class Trainer:
         pbar = tqdm(total=tc.max_steps, initial=self.step, desc="train", disable=not self.dist.is_main, dynamic_ncols=True)
         batches = self.batches()
         stopped_by_time = False
-        while self.step < tc.max_steps:
-            if tc.max_wall_s > 0 and wall_before + time.time() - start_wall >= tc.max_wall_s:
-                stopped_by_time = True
-                break
-            batch = next(batches)
-            if len(batch["ids"]) == 0:
-                continue
-            t0 = time.time()
-            metrics = self.train_step(batch)
-            if not self._apply_step(metrics):
-                continue
-            self.step += 1
-            audio_s = float(batch["feat_lens"].sum()) * 0.01 * self.dist.world_size
-            self.cost["optimizer_steps"] = self.step
-            self.cost["audio_seconds"] += audio_s
-            self.cost["wall_s"] = wall_before + time.time() - start_wall
-            metrics["audio_s_per_s"] = audio_s / max(1e-9, time.time() - t0)
-            pbar.update(1)
-            pbar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics.get('lr', 0):.2e}")
-            if self.logger is not None and (self.step % tc.log_every == 0 or self.step == 1):
-                self.logger.log(self.step, epoch=self.epoch, wall_s=round(self.cost["wall_s"], 2),
-                                **{k: v for k, v in metrics.items() if isinstance(v, float)})
-            if tc.valid_every > 0 and self.step % tc.valid_every == 0:
-                self._validate_and_log()
-            if self.step % tc.ckpt_every == 0:
-                self.save()
-        pbar.close()
+        try:
+            while self.step < tc.max_steps:
+                if tc.max_wall_s > 0 and wall_before + time.time() - start_wall >= tc.max_wall_s:
+                    stopped_by_time = True
+                    break
+                batch = next(batches)
+                if len(batch["ids"]) == 0:
+                    continue
+                t0 = time.time()
+                metrics = self.guarded_step(batch)
+                if metrics is None or not self._apply_step(metrics):
+                    continue
+                self.step += 1
+                audio_s = float(batch["feat_lens"].sum()) * 0.01 * self.dist.world_size
+                self.cost["optimizer_steps"] = self.step
+                self.cost["audio_seconds"] += audio_s
+                self.cost["wall_s"] = wall_before + time.time() - start_wall
+                metrics["audio_s_per_s"] = audio_s / max(1e-9, time.time() - t0)
+                pbar.update(1)
+                pbar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{metrics.get('lr', 0):.2e}")
+                if self.logger is not None and (self.step % tc.log_every == 0 or self.step == 1):
+                    self.logger.log(self.step, epoch=self.epoch, wall_s=round(self.cost["wall_s"], 2),
+                                    **{k: v for k, v in metrics.items() if isinstance(v, float)})
+                if tc.valid_every > 0 and self.step % tc.valid_every == 0:
+                    self._validate_and_log()
+                if self.step % tc.ckpt_every == 0:
+                    self.save()
+        finally:  # a fault stops the run: the error line must not land on the progress bar's line
+            pbar.close()
         self.cost["wall_s"] = wall_before + time.time() - start_wall
         if not stopped_by_time and (tc.valid_every <= 0 or self.step % tc.valid_every != 0):
             self._validate_and_log()
@@ -323,8 +488,27 @@ class Trainer:
         path = self.save()
         if self.logger is not None:
             self.logger.close()
+        self._log_fault_summary()
         return {"step": self.step, "checkpoint": str(path) if path else None, "cost": self.cost,
                 "best_wer": self.best_wer, "stopped_by_time": stopped_by_time}
+
+    def _log_fault_summary(self) -> None:
+        """One line at the end of a run: what was skipped or retried (nothing is dropped silently)."""
+        if not self.dist.is_main:
+            return
+        parts = []
+        utts = self.cost.get("skipped_utterances") or {}
+        if utts:
+            parts.append(f"{sum(utts.values())} utterances skipped ({', '.join(f'{k} {v}' for k, v in sorted(utts.items()))})")
+        by = self.cost.get("skipped_by_reason") or {}
+        if by:
+            parts.append(f"{sum(by.values())} batches skipped ({', '.join(f'{k} {v}' for k, v in sorted(by.items()))})")
+        if self.cost.get("oom_split_batches"):
+            parts.append(f"{self.cost['oom_split_batches']} batches retried in halves after running out of memory")
+        if parts:
+            log.warning("run summary: %s", "; ".join(parts))
+        else:
+            log.info("run summary: no utterance or batch skipped")
 
     def replicas_identical(self) -> bool:
         """True when every DDP rank holds bitwise the same parameters (checked by all-gather)."""
