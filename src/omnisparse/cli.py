@@ -10,9 +10,9 @@
     omnisparse search --config PRESET|FILE [--section.key=value ...]
     omnisparse export SUPERNET (--size-mb X | --config uniform:S|FILE.json) --out DIR [--format F]
     omnisparse export DUAL_RUN --mode full | --mode stream [--sparsity S] --out DIR [--format F]
-    omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream]
+    omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream] [--fast [--dtype fp32|int8] [--plan PLAN.json]]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
-    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--overwrite]
+    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--dtype fp32|int8] [--overwrite]
     omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
@@ -102,7 +102,8 @@ def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from omnisparse.decoding.transcribe import transcribe_files
 
-    return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method)
+    return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method, fast=args.fast,
+                            dtype=args.dtype, plan=args.plan)
 
 
 def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -176,7 +177,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
     from omnisparse.deploy.onnx_export import export_onnx
 
-    res = export_onnx(args.model, args.out, compact=args.compact, overwrite=args.overwrite)
+    res = export_onnx(args.model, args.out, compact=args.compact, overwrite=args.overwrite, dtype=args.dtype)
     sizes = ", ".join(f"{n} {b:,} B" for n, b in res.files.items() if n.endswith(".onnx"))
     print(f"exported {res.path}: {sizes}")
     return 0
@@ -256,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("audio", nargs="+")
     tr.add_argument("--stream", action="store_true", help="decode chunk by chunk and print partial results")
     tr.add_argument("--method", default="greedy", choices=["greedy", "beam"])
+    tr.add_argument("--fast", action="store_true",
+                    help="fast CPU execution: per-Linear kind chosen by timing here (deploy/fast.py)")
+    tr.add_argument("--dtype", default="fp32", choices=["fp32", "int8"], help="with --fast: int8 combined with sparsity")
+    tr.add_argument("--plan", default=None, help="with --fast: a saved CPU plan (JSON) applied without timing")
     tr.set_defaults(func=_cmd_transcribe)
 
     sp = sub.add_parser("search", help="evolutionary search of a supernet's WER-vs-size Pareto front")
@@ -300,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--compact", default="ffn", choices=["none", "ffn", "rows"],
                     help="exact reshaping first: shrink FFN hidden sizes (ffn, default), also drop pruned "
                          "rows of every Linear (rows), or keep the zeros (none)")
+    eo.add_argument("--dtype", default="fp32", choices=["fp32", "int8"],
+                    help="int8: onnxruntime dynamic quantisation of the graphs (after the compaction)")
     eo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     eo.set_defaults(func=_cmd_export_onnx)
 

@@ -45,6 +45,13 @@ exact structure: feed-forward shrinking took one streaming encoder step of a `sm
 70 %-sparse rows from 4.8 ms to 4.0 ms. Larger matrices (d_model >= 256) move the balance toward the
 other kinds; the measurement decides per machine.
 
+Data type (``dtype``): ``"fp32"`` (default) chooses among the fp32 kinds (plus the int8 ones as timed
+candidates with ``int8=True``). ``"int8"`` combines int8 with sparsity: every Linear that stays dense
+becomes ``int8`` and every row-compacted one ``row-compact-int8`` (dynamic quantisation of the
+physically smaller matrix, after feed-forward shrinking); ``sparse-csr`` / ``sparse-bsr`` stay fp32
+(torch has no int8 sparse matmul) and are chosen only when measured faster than ``int8`` by ``margin``.
+Without timing (``measure=False``): ``row-compact-int8`` where a weight has all-zero rows, else ``int8``.
+
 Exactness: the fp32 kinds give the unoptimised model's outputs to float rounding (tests: 1e-5).
 The int8 kinds quantise weights (per tensor) and activations (per call) to 8 bits: on the tiny test
 model with random weights the encoder output moves by ~0.02 (LayerNorm-scaled outputs), the
@@ -61,6 +68,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import statistics
 import time
@@ -77,10 +85,12 @@ from omnisparse.models.layers import PrunableLinear
 
 PLAN_KIND = "omnisparse-cpu-plan"
 PLAN_VERSION = 1
+DTYPES = ("fp32", "int8")
 FP32_KINDS = ("dense", "sparse-csr", "sparse-bsr", "row-compact")
 INT8_KINDS = ("int8", "row-compact-int8")
 KINDS = FP32_KINDS + INT8_KINDS
 BSR_BLOCKS = (8, 4, 2)
+INT8_DTYPE_KINDS = ("int8", "row-compact-int8", "sparse-csr", "sparse-bsr")  # candidates of dtype="int8"
 
 
 # ---------------------------------------------------------------------------------------------- modules
@@ -333,7 +343,7 @@ def _candidate_kinds(kinds: Optional[Sequence[str]], int8: bool) -> list[str]:
 def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLike | None = None,
                      int8: bool = False, measure: bool = True, kinds: Optional[Sequence[str]] = None,
                      ffn_shrink: bool = True, threads: int = 1, repeats: int = 5, inner: int = 10,
-                     margin: float = 0.05, cache: str = "cold", inplace: bool = False
+                     margin: float = 0.05, cache: str = "cold", inplace: bool = False, dtype: str = "fp32"
                      ) -> tuple[nn.Module, dict[str, Any]]:
     """Replace every PrunableLinear of ``model`` (a Transducer) by its fastest execution kind.
 
@@ -345,10 +355,18 @@ def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLi
     of ``kinds`` in the given order that applies to the layer; by default ``row-compact`` where a weight
     has all-zero rows, int8 when ``int8``, else dense).
     ``ffn_shrink``: shrink feed-forward hidden sizes first (exact). ``inplace=False`` works on a deep
-    copy. Returns ``(optimised model in eval mode, plan)``.
+    copy. ``dtype``: ``"fp32"`` or ``"int8"`` (int8 combined with sparsity, see the module docstring;
+    default candidates :data:`INT8_DTYPE_KINDS`, reference kind ``int8``). Returns ``(optimised model in
+    eval mode, plan)``.
     """
     if cache not in ("cold", "hot"):
         raise ValueError(f"cache must be 'cold' or 'hot', got {cache!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "int8":
+        int8 = True
+        if kinds is None:
+            kinds = list(INT8_DTYPE_KINDS)
     if plan is not None and not isinstance(plan, Mapping):
         plan = load_plan(plan)
     if plan is not None:
@@ -385,9 +403,11 @@ def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLi
                 entry = _apply_planned(name, w, b, plan, entry)
                 new = entry.pop("_module")
             elif measure:
-                new, entry = _choose_by_timing(w, b, inputs.get(name), allowed, entry, repeats, inner, margin, flush)
+                new, entry = _choose_by_timing(w, b, inputs.get(name), allowed, entry, repeats, inner, margin, flush,
+                                               base="int8" if dtype == "int8" else "dense")
             else:
-                new, entry = _choose_by_rule(w, b, rule_order(kinds, int8), entry)
+                order = rule_order(None, True) if dtype == "int8" else rule_order(kinds, int8)
+                new, entry = _choose_by_rule(w, b, order, entry)
             _set_module(model, name, new.eval())
             layers[name] = entry
     finally:
@@ -397,6 +417,7 @@ def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLi
         "quantized_engine": torch.backends.quantized.engine,
         "threads": threads, "repeats": repeats, "inner": inner, "margin": margin, "cache": cache,
         "measured": plan is None and measure, "int8": bool(int8) if plan is None else plan.get("int8", False),
+        "dtype": dtype if plan is None else plan.get("dtype", "int8" if plan.get("int8") else "fp32"),
         "kinds": allowed if plan is None else plan.get("kinds"),
         "ffn_shrink": ffn_shrink, "ffn": ffn, "layers": layers,
     }
@@ -434,8 +455,11 @@ def time_encoder_step(model: nn.Module, threads: int = 1, repeats: int = 5, inne
 
 
 def _choose_by_timing(w: Tensor, b: Optional[Tensor], x: Optional[Tensor], allowed: Sequence[str],
-                      entry: dict[str, Any], repeats: int, inner: int, margin: float, flush: Optional[Tensor]
-                      ) -> tuple[nn.Module, dict[str, Any]]:
+                      entry: dict[str, Any], repeats: int, inner: int, margin: float, flush: Optional[Tensor],
+                      base: str = "dense") -> tuple[nn.Module, dict[str, Any]]:
+    """Time ``dense`` (always, as the reference of the check and the report) and every kind of
+    ``allowed``; the choice is ``base`` (when allowed and built) unless another allowed kind is more
+    than ``margin`` faster than it."""
     if x is None:
         x = torch.randn(1, w.shape[1], generator=torch.Generator().manual_seed(0))
     x = x.detach().float().cpu()
@@ -458,12 +482,16 @@ def _choose_by_timing(w: Tensor, b: Optional[Tensor], x: Optional[Tensor], allow
             continue
         modules[kind] = mod
         times[kind] = round(time_call(mod, x, repeats, inner, flush), 3)
-    choice = "dense" if "dense" in allowed else None
+    ref_kind = base if base in allowed and base in times else ("dense" if "dense" in allowed else None)
+    choice = ref_kind
     for kind, t in times.items():
         if kind not in allowed:
             continue
-        base = times["dense"] * (1.0 - margin) if kind != "dense" else times["dense"]
-        if choice is None or (t < base and t < times[choice]):
+        if choice is None:
+            choice = kind
+            continue
+        bar = times[ref_kind] * (1.0 - margin) if ref_kind is not None and kind != ref_kind else math.inf
+        if t < bar and t < times[choice]:
             choice = kind
     choice = choice or "dense"
     entry.update(kind=choice, times_us=times, unavailable=unavailable)
