@@ -82,6 +82,21 @@ def _atomic_cuts_write(cuts: CutSet, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _count_undecodable(cuts: CutSet, stored: CutSet, report: ValidationReport, split: str) -> None:
+    """Cuts lhotse dropped while computing features (a file whose header reads but whose samples do
+    not decode: lhotse suppresses the error and leaves the cut out): counted as ``unreadable``."""
+    kept = set(stored.ids)
+    lost = [c for c in cuts if c.id not in kept]
+    names = [c.recording.sources[0].source if c.has_recording and c.recording.sources else c.id for c in lost]
+    for name in names:
+        report.add("unreadable", f"{name} (samples do not decode)")
+    report.kept -= len(lost)
+    if lost:
+        msg = (f"{split}: {len(lost)} more utterances skipped, their audio does not decode: "
+               f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+        log.warning(msg)
+
+
 def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, num_jobs: int | None = None,
                      max_duration: float = float("inf"), overwrite: bool = False) -> dict[str, ValidationReport]:
     """Validate cuts and store fbank for each split (skips splits already done unless ``overwrite``)."""
@@ -102,8 +117,8 @@ def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, nu
             raise FileNotFoundError(f"missing manifest {src}")
         cuts, report = validate_cuts(load_manifest_lazy(src), max_duration=max_duration, name=split)
         reports[split] = report
-        print(report.summary(split))
         if len(cuts) == 0:
+            print(report.summary(split))
             raise ValueError(f"split {split!r} has no usable utterances (see the report above)")
         storage = layout.feature_storage(split)
         if storage.exists():  # a partial store from an interrupted run: recompute it whole
@@ -114,7 +129,12 @@ def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, nu
                 extractor=make_extractor(), storage_path=storage, num_jobs=jobs,
                 storage_type=LilcomChunkyWriter, progress_bar=True,
             )
-        _atomic_cuts_write(with_feats.to_eager(), out)
+        with_feats = with_feats.to_eager()
+        _count_undecodable(cuts, with_feats, report, split)
+        print(report.summary(split))  # final: includes the files that did not decode
+        if len(with_feats) == 0:
+            raise ValueError(f"split {split!r} has no decodable utterances (see the report above)")
+        _atomic_cuts_write(with_feats, out)
         atomic_write_text(layout.fbank / f"validation_{split}.json", json.dumps(report.to_dict(), indent=2))
     return reports
 

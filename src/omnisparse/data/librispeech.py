@@ -3,7 +3,8 @@
 ``DIR`` holds LibriSpeech parts (``train-clean-100/``, ``dev-clean/``, ``test-other/`` ...; the
 usual ``LibriSpeech/`` top folder is also accepted). Each utterance is parsed with lhotse's own
 ``parse_utterance``; one that cannot be read (missing or corrupt FLAC) is skipped and reported
-instead of aborting the whole part. Transcripts are normalised with the scoring normaliser.
+instead of aborting the whole part. Transcripts are normalised with the scoring normaliser; one
+holding non-ASCII characters is counted as fixed (``fixed["non_ascii"]``), one left empty is skipped.
 
 The parts keep their LibriSpeech names as split names; ``conf/librispeech_*.yaml`` say which of
 them form train / dev / test.
@@ -38,7 +39,7 @@ def find_parts(root: Path) -> tuple[Path, list[str]]:
 
 def prepare_librispeech(src_dir: str | Path, out_dir: str | Path, parts: list[str] | None = None,
                         overwrite: bool = False) -> dict[str, dict]:
-    """Write manifests for each part; returns per-part counts ``{utterances, hours, speakers, skipped}``."""
+    """Write manifests for each part; returns per-part counts ``{utterances, hours, speakers, skipped, fixed}``."""
     base, found = find_parts(Path(src_dir))
     parts = parts or found
     missing = sorted(set(parts) - set(found))
@@ -51,7 +52,7 @@ def prepare_librispeech(src_dir: str | Path, out_dir: str | Path, parts: list[st
         if layout.cuts(part).exists() and not overwrite:
             log.info("%s already prepared", part)
             continue
-        recs, sups, skipped, examples = [], [], Counter(), []
+        recs, sups, skipped, examples, fixed = [], [], Counter(), [], Counter()
         lines = [(t, line) for t in sorted((base / part).rglob("*.trans.txt")) for line in t.read_text().splitlines() if line.strip()]
         for trans, line in tqdm(lines, desc=f"LibriSpeech {part}"):
             if len(line.split(maxsplit=1)) < 2:
@@ -74,12 +75,17 @@ def prepare_librispeech(src_dir: str | Path, out_dir: str | Path, parts: list[st
                 skipped["empty_text"] += 1
                 examples.append(rec.id)
                 continue
+            if not sup.text.isascii():
+                fixed["non_ascii"] += 1
+                log.warning("%s: non-ASCII transcript normalised to %r", rec.id, text)
             sup.text = text
             recs.append(rec)
             sups.append(sup)
         if skipped:
             log.warning("LibriSpeech %s: skipped %s, e.g. %s", part, dict(skipped), examples[:5])
             print(f"LibriSpeech {part}: skipped {sum(skipped.values())} utterances {dict(skipped)}: {', '.join(examples[:5])}")
+        if fixed:
+            print(f"LibriSpeech {part}: fixed {dict(fixed)} (transcripts normalised)")
         if not recs:
             raise ValueError(f"LibriSpeech part {part} has no usable utterances")
         rset, sset = fix_manifests(RecordingSet.from_recordings(recs), SupervisionSet.from_segments(sups))
@@ -90,7 +96,7 @@ def prepare_librispeech(src_dir: str | Path, out_dir: str | Path, parts: list[st
             obj.to_file(tmp)
             tmp.replace(path)
         summary[part] = {"utterances": len(cuts), "hours": round(sum(c.duration for c in cuts) / 3600, 3),
-                         "speakers": len({s.speaker for s in sset}), "skipped": dict(skipped)}
+                         "speakers": len({s.speaker for s in sset}), "skipped": dict(skipped), "fixed": dict(fixed)}
     if summary:
         atomic_write_text(layout.root / "librispeech.json", json.dumps(summary, indent=2))
     return summary

@@ -2,12 +2,16 @@
 
 Problems found, by reason:
   ``missing``       audio file does not exist
-  ``unreadable``    soundfile cannot open/decode it, or it has zero samples
+  ``unreadable``    soundfile cannot open/decode it, or it has zero samples (a file whose header
+                    reads but whose samples do not decode is found, and counted under the same
+                    reason, when features are computed: ``features.prepare_features``)
   ``sample_rate``   the file's rate differs from the manifest's (the manifest is wrong: skipped)
   ``resampled``     the manifest's rate is not 16 kHz: fixed by resampling on load (counted, kept)
   ``multichannel``  a stereo / multi-channel recording: fixed by keeping its first channel (the one
                     lhotse computes features of; counted, kept)
   ``empty_text``    no supervision, or the transcript normalises to nothing
+  ``non_ascii``     the transcript holds non-ASCII characters: fixed by the normaliser (accents
+                    stripped, other scripts and symbols dropped; counted, kept)
   ``too_long``      longer than ``max_duration`` seconds (would not fit a batch)
   ``zero_length``   duration <= 0
 """
@@ -28,7 +32,7 @@ from omnisparse.data.text import normalize_text
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-KEPT_REASONS = {"resampled", "multichannel"}
+KEPT_REASONS = {"resampled", "multichannel", "non_ascii"}
 
 
 @dataclass
@@ -88,6 +92,7 @@ def validate_cuts(cuts: CutSet, max_duration: float = float("inf"), check_audio:
         if not sups or not any(normalize_text(s.text) for s in sups):
             report.add("empty_text", cid)
             continue
+        odd = next((s.text for s in sups if not s.text.isascii()), None)
         if cut.duration <= 0:
             report.add("zero_length", cid)
             continue
@@ -116,6 +121,8 @@ def validate_cuts(cuts: CutSet, max_duration: float = float("inf"), check_audio:
             if isinstance(cut, MultiCut):  # -> the MonoCut of its first channel (same file, no copy)
                 mono = cut.to_mono(mono_downmix=False)
                 cut = (mono[0] if isinstance(mono, list) else mono).with_id(cid)
+        if odd is not None:
+            report.add("non_ascii", f"{cid} ({odd[:40]!r})")
         if cut.has_recording and cut.sampling_rate != SAMPLE_RATE:
             report.add("resampled", f"{cid} ({cut.sampling_rate} Hz)")
             cut = cut.resample(SAMPLE_RATE)

@@ -34,6 +34,7 @@ from omnisparse.train.checkpoint import CheckpointError, load_weights, resolve_c
 STREAMING_KEYS = ("chunk_size", "left_chunks", "lookahead", "subsampling")
 
 EXPORT_KIND = "omnisparse-subnet-export"  # meta.json "kind" of an exported sub-network
+EXPORT_VERSION = 1  # layout version of the export directory / meta.json ("export_version")
 EXPORT_META = "meta.json"
 EXPORT_FILES = ("model.safetensors", "tokenizer.model", "global_stats.json")
 EXCLUDED_PREFIXES = ("ctc_head.",)  # state_dict entries an export does not hold
@@ -83,6 +84,11 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("kind") != EXPORT_KIND:
         raise CheckpointError(f"{path}: {EXPORT_META} does not describe an omnisparse export "
                               f"(expected \"kind\": \"{EXPORT_KIND}\")")
+    version = meta.get("export_version", EXPORT_VERSION)  # exports before the field existed: version 1
+    if version != EXPORT_VERSION:
+        by = meta.get("omnisparse_version") or "an unknown release"
+        raise CheckpointError(f"{path}: export layout version {version!r} (written by omnisparse {by}); this "
+                              f"omnisparse reads version {EXPORT_VERSION} only")
     for key in ("model_config", "format", "config"):
         if key not in meta:
             raise CheckpointError(f"{path}: {EXPORT_META} lacks {key!r}")
@@ -123,7 +129,10 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: model.safetensors: {e}") from None
     if art_model_config != meta["model_config"]:
-        raise CheckpointError(f"{path}: the model config of model.safetensors differs from {EXPORT_META}'s")
+        a, m = dict(art_model_config or {}), dict(meta["model_config"])
+        diff = {k: (a.get(k), m.get(k)) for k in sorted(set(a) | set(m)) if a.get(k) != m.get(k)}
+        raise CheckpointError(f"{path}: the model config of model.safetensors differs from {EXPORT_META}'s; "
+                              f"differing keys (model.safetensors, {EXPORT_META}): {diff}")
     if fmt != meta["format"]:
         raise CheckpointError(f"{path}: model.safetensors is {fmt!r}, {EXPORT_META} says {meta['format']!r}")
     model = Transducer.from_config(mcfg)

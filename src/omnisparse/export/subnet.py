@@ -40,6 +40,7 @@ from omnisparse.decoding.loading import (
     EXPORT_FILES,
     EXPORT_KIND,
     EXPORT_META,
+    EXPORT_VERSION,
     LoadedModel,
     is_export_dir,
     load_model,
@@ -49,8 +50,6 @@ from omnisparse.sparsity.space import SearchSpace, parse_subnet
 from omnisparse.train.checkpoint import resolve_checkpoint, sha256
 
 __all__ = ["EXPORT_VERSION", "ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
-
-EXPORT_VERSION = 1  # layout version of the export directory / meta.json
 
 
 class ExportError(ValueError):

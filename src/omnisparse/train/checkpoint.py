@@ -12,7 +12,9 @@ A checkpoint is a directory ``RUN/ckpt-<step:08d>/``::
 It is written into ``.ckpt-<step>.tmp`` (every file fsync'ed) and renamed into place, so a kill or a
 full disk leaves either the whole new checkpoint or none of it: the previous one stays intact (a
 failed write raises :class:`CheckpointWriteError`, naming the cause and the intact checkpoint).
-``latest_checkpoint`` verifies checksums and falls back to an older checkpoint with a warning.
+``latest_checkpoint`` verifies checksums and falls back to an older checkpoint with a warning. A
+checkpoint of another format version is not corrupt: it is refused (:class:`CheckpointVersionError`,
+naming both versions and the omnisparse release that wrote it), never skipped or set aside.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from omnisparse import __version__ as OMNISPARSE_VERSION
 from omnisparse.errors import CheckpointWriteError
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,11 @@ CKPT_PREFIX = "ckpt-"
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or does not match what it is loaded into."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A checkpoint written in another format version (by another omnisparse release): intact, but
+    not readable by this one. Refused rather than treated as corrupt."""
 
 
 def sha256(path: Path) -> str:
@@ -132,6 +140,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
             (tmp / name).write_bytes(data)
             files.append(name)
         state["format_version"] = FORMAT_VERSION
+        state["omnisparse_version"] = OMNISPARSE_VERSION
         state["step"] = step
         state["sha256"] = {f: sha256(tmp / f) for f in files}
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
@@ -172,8 +181,17 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
         state = json.loads(state_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{ckpt}: state.json is corrupt ({e})") from e
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{ckpt}: format version {state.get('format_version')} != {FORMAT_VERSION}")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{ckpt}: state.json is corrupt (not a JSON object)")
+    version = state.get("format_version")
+    if version != FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool):
+            by = state.get("omnisparse_version") or "an unknown release"
+            raise CheckpointVersionError(
+                f"{ckpt}: checkpoint format version {version} (written by omnisparse {by}); this omnisparse "
+                f"({OMNISPARSE_VERSION}) reads format version {FORMAT_VERSION} only")
+        raise CheckpointError(f"{ckpt}: state.json has no valid format_version ({version!r}): not an omnisparse "
+                              "checkpoint, or corrupt")
     for name, digest in state.get("sha256", {}).items():
         p = ckpt / name
         if not p.exists():
@@ -184,10 +202,13 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
 
 
 def latest_checkpoint(run_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that verifies; corrupt newer ones are skipped with a warning."""
+    """The newest checkpoint that verifies; corrupt newer ones are skipped with a warning. One of
+    another format version raises :class:`CheckpointVersionError` (the run is not ours to resume)."""
     for ckpt in reversed(list_checkpoints(run_dir)):
         try:
             return ckpt, verify_checkpoint(ckpt)
+        except CheckpointVersionError:
+            raise
         except CheckpointError as e:
             log.warning("ignoring checkpoint: %s; trying an older one", e)
     return None
