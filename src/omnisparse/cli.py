@@ -112,9 +112,11 @@ def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
 
     cfg = load_config(args.config, overrides)
     s = run_search(cfg, resume=not args.no_resume)
-    print(f"{'size (MB)':>10}  {'dev WER':>8}  nonzero params")
+    lat = any("latency_ms" in r for r in s["pareto"])
+    print(f"{'size (MB)':>10}  " + (f"{'step (ms)':>9}  " if lat else "") + f"{'dev WER':>8}  nonzero params")
     for r in s["pareto"]:
-        print(f"{r['size_mb']:10.4f}  {r['wer']:8.4f}  {r['nonzero_params']:,}")
+        print(f"{r['size_mb']:10.4f}  " + (f"{r['latency_ms']:9.3f}  " if lat else "")
+              + f"{r['wer']:8.4f}  {r['nonzero_params']:,}")
     c = s["cost"]
     print(f"{c['evaluated']} candidates, {c['generations']} generations, {c['wall_s']:.0f} s -> {s['out_dir']}")
     return 0

@@ -151,6 +151,18 @@ class SearchConfig:
     max_tries: int = 100  # rejection sampling: draws per child before giving up on the range
     dev_subset: int = 200  # fitness = greedy WER on the first N cuts of data.dev_split
     seed: int = 0
+    # cost: bytes (front on size) | latency (front on measured latency, search/latency.py) | both (front on
+    # one, a constraint on the other: max_latency_ms -> front on bytes; size_max_mb -> front on latency)
+    cost: str = "bytes"
+    front: str = ""  # with cost=both: bytes | latency ("" = the one without a constraint set)
+    max_latency_ms: float = 0.0  # per streaming step (one chunk, batch 1); latency: range top (0 = none)
+    min_latency_ms: float = 0.0  # latency: range bottom
+    bucket_ms: float = 0.02  # Pareto table bucket width when the front is on latency
+    latency_table: str = ""  # reuse this latency table JSON instead of measuring (or the cache)
+    latency_cache_dir: str = ""  # "" = $OMNISPARSE_CACHE/latency or ~/.cache/omnisparse/latency; none = off
+    latency_dtype: str = "fp32"  # kinds a cell's fastest time is taken among: fp32 | int8
+    latency_threads: int = 1
+    latency_repeats: int = 5  # timed calls per kind and cell (cold cache, median)
 
 
 @dataclass

@@ -2,8 +2,11 @@
 
 :class:`EvolutionFinder` knows only three things: a search space (``sample_min``, ``sample_random``,
 ``mutate``, ``crossover``, ``encode`` and ``genes`` / ``grid``, e.g. :class:`~omnisparse.sparsity.space.SearchSpace`),
-an evaluator ``config -> WER`` (a fraction, lower is better) and a cost ``config -> bytes``. The
-algorithm (PAPERS.md §1.6):
+an evaluator ``config -> WER`` (a fraction, lower is better) and a cost ``config -> bytes`` (or any other
+integer cost: ``cost_key`` names it, e.g. ``latency_us`` for the measured latency of
+:mod:`omnisparse.search.latency`; the size range and bucket width are then in that unit; a cost of
+``None`` marks a config as infeasible, e.g. over a constraint on another quantity, and it is never
+drawn). The algorithm (PAPERS.md §1.6):
 
 1. initial parents: the sparsest config (every gene at the largest grid value, when its size is in the
    range) + random configs whose size lies in ``[size_min, size_max]`` (rejection sampling);
@@ -144,16 +147,24 @@ class EvolutionFinder:
     """Evolutionary search of sub-network configs minimising WER per size bucket.
 
     ``space``: see :class:`Space`; ``evaluator``: config -> WER (fraction, lower is better; must be
-    deterministic for exact resumption); ``cost``: config -> size in bytes; ``nonzero_params``: optional
-    config -> parameter count, reported in ``pareto.json``; ``fingerprint``: JSON-safe facts about the
-    evaluator/cost (model, data, format) that a resumed search must share with the saved one.
+    deterministic for exact resumption); ``cost``: config -> size in bytes (or, with ``cost_key`` other
+    than ``"bytes"``, another integer cost such as ``latency_us``; ``None`` = infeasible);
+    ``nonzero_params``: optional config -> parameter count, reported in ``pareto.json``; ``describe``:
+    optional config -> extra JSON fields of a reported row (e.g. the size when the cost is latency);
+    ``fingerprint``: JSON-safe facts about the evaluator/cost (model, data, format) that a resumed search
+    must share with the saved one. Rows carry ``size_bytes`` / ``size_mb`` for ``cost_key="bytes"``,
+    else ``<cost_key>`` (and ``<name>_ms`` for a ``<name>_us`` key); history records store the cost under
+    ``cost_key``.
     """
 
     def __init__(self, space: Space, evaluator: Callable[[Config], float], cost: Callable[[Config], int],
                  settings: EvolutionSettings, nonzero_params: Optional[Callable[[Config], int]] = None,
                  fingerprint: Optional[Mapping[str, Any]] = None, progress: bool = True,
-                 tensorboard: bool = False):
+                 tensorboard: bool = False, cost_key: str = "bytes",
+                 describe: Optional[Callable[[Config], Mapping[str, Any]]] = None):
         self.space = space
+        self.cost_key = cost_key
+        self.describe = describe
         self.evaluator = evaluator
         self.cost_fn = cost
         self.settings = settings
@@ -170,15 +181,18 @@ class EvolutionFinder:
         self.population: list[dict[str, Any]] = []  # [{config, origin}] to evaluate next
         self.history: list[dict[str, Any]] = []
         self.cache: dict[tuple, int] = {}  # encoded config -> index in history
-        self._sizes: dict[tuple, int] = {}  # encoded config -> bytes (memo of the cost function)
+        self._sizes: dict[tuple, Optional[int]] = {}  # encoded config -> cost (memo of the cost function)
         self.table: dict[int, int] = {}  # size bucket -> index in history
         self.log_rows: list[dict[str, Any]] = []
         self.cost = {"evaluated": 0, "generations": 0, "wall_s": 0.0, "rejected_children": 0,
                      "duplicates_skipped": 0, "evaluator_s": 0.0}
 
     def _settings_json(self) -> dict[str, Any]:
-        return {**self.settings.resumable_fields(), "genes": list(self.space.genes), "grid": list(self.space.grid),
-                "fingerprint": self.fingerprint}
+        out = {**self.settings.resumable_fields(), "genes": list(self.space.genes), "grid": list(self.space.grid),
+               "fingerprint": self.fingerprint}
+        if self.cost_key != "bytes":  # only then: states saved before cost keys existed still resume
+            out["cost_key"] = self.cost_key
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-safe state after :attr:`generation` generations (the Pareto table and cache are rebuilt
@@ -207,26 +221,28 @@ class EvolutionFinder:
             self._record(dict(rec))
 
     # ------------------------------------------------------------------ algorithm
-    def size_of(self, config: Config) -> int:
-        """``cost(config)`` in bytes, memoised by the encoded config."""
+    def size_of(self, config: Config) -> Optional[int]:
+        """``cost(config)`` (bytes, or the unit of ``cost_key``; None = infeasible), memoised by the
+        encoded config."""
         key = tuple(self.space.encode(config))
-        size = self._sizes.get(key)
-        if size is None:
-            size = self._sizes[key] = int(self.cost_fn(config))
-        return size
+        if key not in self._sizes:
+            c = self.cost_fn(config)
+            self._sizes[key] = None if c is None else int(c)
+        return self._sizes[key]
 
-    def _in_range(self, size: int) -> bool:
-        return self.settings.size_min <= size <= self.settings.size_max
+    def _in_range(self, size: Optional[int]) -> bool:
+        return size is not None and self.settings.size_min <= size <= self.settings.size_max
 
     def _record(self, rec: dict[str, Any]) -> None:
         """Append an evaluation to the history, the cache and the Pareto table."""
         idx = len(self.history)
         self.history.append(rec)
         self.cache[tuple(self.space.encode(rec["config"]))] = idx
-        bucket = rec["bytes"] // self.settings.bucket_bytes
+        ck = self.cost_key
+        bucket = rec[ck] // self.settings.bucket_bytes
         cur = self.table.get(bucket)
-        if cur is None or (_sort_wer(rec["wer"]), rec["bytes"]) < (_sort_wer(self.history[cur]["wer"]),
-                                                                   self.history[cur]["bytes"]):
+        if cur is None or (_sort_wer(rec["wer"]), rec[ck]) < (_sort_wer(self.history[cur]["wer"]),
+                                                              self.history[cur][ck]):
             self.table[bucket] = idx
 
     def _members(self) -> list[Config]:
@@ -300,7 +316,7 @@ class EvolutionFinder:
             t0 = time.perf_counter()
             wer = float(self.evaluator(config))
             self.cost["evaluator_s"] += time.perf_counter() - t0
-            self._record({"generation": self.generation, "config": dict(config), "bytes": size, "wer": wer,
+            self._record({"generation": self.generation, "config": dict(config), self.cost_key: size, "wer": wer,
                           "origin": cand["origin"]})
             new += 1
         self.cost["evaluated"] = len(self.history)
@@ -309,9 +325,17 @@ class EvolutionFinder:
     # ------------------------------------------------------------------ results
     def _row(self, idx: int) -> dict[str, Any]:
         rec = self.history[idx]
-        row = {"size_bytes": rec["bytes"], "size_mb": rec["bytes"] / 1e6}
+        ck = self.cost_key
+        if ck == "bytes":
+            row = {"size_bytes": rec[ck], "size_mb": rec[ck] / 1e6}
+        else:
+            row = {ck: rec[ck]}
+            if ck.endswith("_us"):
+                row[ck[:-3] + "_ms"] = rec[ck] / 1000.0
         if self.nonzero_params is not None:
             row["nonzero_params"] = int(self.nonzero_params(rec["config"]))
+        if self.describe is not None:
+            row.update({k: v for k, v in self.describe(rec["config"]).items() if k not in row})
         row.update(wer=rec["wer"], generation=rec["generation"], origin=rec["origin"], config=rec["config"])
         return row
 
@@ -335,7 +359,7 @@ class EvolutionFinder:
         row = {"generation": self.generation, "new_evaluations": new, "evaluated": len(self.history),
                "table_buckets": len(self.table), "pareto_points": len(front),
                "best_wer": min((r["wer"] for r in front), default=math.nan),
-               "smallest_mb": front[0]["size_mb"] if front else math.nan,
+               "smallest_mb": front[0].get("size_mb", math.nan) if front else math.nan,
                "wer_at_smallest": front[0]["wer"] if front else math.nan,
                "rejected_children": self.cost["rejected_children"], "wall_s": round(self.cost["wall_s"], 3)}
         self.log_rows.append(row)

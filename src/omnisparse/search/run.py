@@ -6,6 +6,16 @@ the ``sparsity`` settings it was trained with, takes the first ``search.dev_subs
 configs as ``space.size_bytes(config, search.format)`` and runs :class:`EvolutionFinder` into
 ``search.out_dir`` (default ``<supernet run dir>/search``). For reference it also evaluates every
 uniform config of the grid (``pareto.json["uniform"]``). Sizes: bytes; MB = 1e6 bytes.
+
+``search.cost`` picks what the front is on: ``bytes`` (above), ``latency`` (the measured latency of one
+batch-1 streaming step on this machine, :mod:`omnisparse.search.latency`: a per-gene table measured once,
+or reused from ``search.latency_table`` / the cache / a previous run in the output directory, saved as
+``OUT/latency_table.json``; range ``[search.min_latency_ms, search.max_latency_ms]``, 0 = unbounded,
+buckets ``search.bucket_ms``) or ``both``: the front on one with a constraint on the other
+(``search.max_latency_ms`` set: front on bytes, configs slower than it infeasible; ``search.size_max_mb``
+set: front on latency, configs larger than it infeasible; ``search.front`` decides when both are set).
+The finder only ever sees one cost function. Whenever a table exists every reported row carries both
+``size_bytes`` and ``latency_ms``; ``pareto.json["cost_key"]`` says which one the front is on.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import torch
 from omnisparse.config import Config
 from omnisparse.decoding.loading import load_model
 from omnisparse.search.evaluator import SubnetEvaluator
+from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.export.format import check_format
@@ -44,6 +55,30 @@ def mb_to_bytes(mb: float) -> int:
     return int(round(mb * 1e6))
 
 
+def cost_mode(sc) -> tuple[str, str]:
+    """``(cost, front)`` of a SearchConfig: cost ``bytes`` | ``latency`` | ``both`` and the quantity the
+    front is on (``bytes`` | ``latency``); ValueError on an inconsistent setting."""
+    cost = getattr(sc, "cost", "bytes")
+    if cost not in ("bytes", "latency", "both"):
+        raise ValueError(f"search.cost must be bytes, latency or both, got {cost!r}")
+    if cost != "both":
+        return cost, cost
+    front = getattr(sc, "front", "")
+    if front not in ("", "bytes", "latency"):
+        raise ValueError(f"search.front must be bytes or latency, got {front!r}")
+    lat_set, size_set = sc.max_latency_ms > 0, sc.size_max_mb > 0
+    if not front:
+        if lat_set == size_set:
+            raise ValueError("search.cost=both needs one constraint: search.max_latency_ms (front on bytes) or "
+                             "search.size_max_mb (front on latency); with both set, choose with search.front")
+        front = "bytes" if lat_set else "latency"
+    if front == "bytes" and not lat_set:
+        raise ValueError("search.cost=both with the front on bytes needs search.max_latency_ms > 0")
+    if front == "latency" and not size_set:
+        raise ValueError("search.cost=both with the front on latency needs search.size_max_mb > 0")
+    return cost, front
+
+
 def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorboard: bool = True) -> dict[str, Any]:
     """Search ``cfg.search.supernet``; returns ``{pareto, uniform, table, cost, out_dir, size_range_bytes}``.
 
@@ -59,6 +94,7 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
         raise ValueError("search.supernet is empty: set it to a supernet run directory or checkpoint "
                          "(e.g. --search.supernet=exp/small/supernet)")
     check_format(sc.format)
+    cost_name, front_on = cost_mode(sc)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     lm = load_model(sc.supernet, device=search_device(cfg.train.device))
@@ -79,13 +115,48 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
     evaluator = SubnetEvaluator(lm.model, space, bank, cuts, lm.tokenizer, lm.normalizer, mode, decode,
                                 on_the_fly=cfg.data.on_the_fly_features)
 
-    def cost(config: dict[str, float]) -> int:
+    def size_cost(config: dict[str, float]) -> int:
         return space.size_bytes(config, sc.format)
 
+    out = Path(sc.out_dir) if sc.out_dir else lm.path.parent / "search"
+    table: LatencyTable | None = None
+    finder_kw: dict[str, Any] = {}
+    if cost_name != "bytes":
+        table, source = load_or_measure(lm.model, space, out / TABLE_FILE, table_path=sc.latency_table,
+                                        cache_dir=sc.latency_cache_dir or None, threads=sc.latency_threads,
+                                        repeats=sc.latency_repeats, dtype=sc.latency_dtype, progress=progress)
+        log.info("latency table (%s): fixed %.1f us + genes; dense step %.1f us", source, table.fixed_us,
+                 table.latency_us(space.sample_max()))
+
+        def describe(config: dict[str, float]) -> dict[str, Any]:
+            size = size_cost(config)
+            return {"size_bytes": size, "size_mb": size / 1e6, "latency_ms": round(table.latency_ms(config), 4)}
+
+        finder_kw["describe"] = describe
     sparsest, dense = space.sample_min(1.0), space.sample_max()
-    size_min = mb_to_bytes(sc.size_min_mb) if sc.size_min_mb > 0 else cost(sparsest)
-    size_max = mb_to_bytes(sc.size_max_mb) if sc.size_max_mb > 0 else cost(dense)
-    settings = EvolutionSettings(size_min=size_min, size_max=size_max, bucket_bytes=mb_to_bytes(sc.bucket_mb),
+    size_min = mb_to_bytes(sc.size_min_mb) if sc.size_min_mb > 0 else size_cost(sparsest)
+    size_max = mb_to_bytes(sc.size_max_mb) if sc.size_max_mb > 0 else size_cost(dense)
+    range_lo, range_hi, bucket = size_min, size_max, mb_to_bytes(sc.bucket_mb)
+    if front_on == "bytes":
+        if cost_name == "both":
+            max_us = sc.max_latency_ms * 1000.0
+
+            def cost(config: dict[str, float]) -> int | None:
+                return size_cost(config) if table.latency_us(config) <= max_us else None
+        else:
+            cost = size_cost
+    else:
+        finder_kw["cost_key"] = "latency_us"
+        range_lo = int(round(sc.min_latency_ms * 1000))
+        range_hi = int(round(sc.max_latency_ms * 1000)) if cost_name == "latency" and sc.max_latency_ms > 0 \
+            else 2 ** 62
+        bucket = max(1, int(round(sc.bucket_ms * 1000)))
+
+        def cost(config: dict[str, float]) -> int | None:
+            if cost_name == "both" and size_cost(config) > size_max:
+                return None
+            return int(round(table.latency_us(config)))
+    settings = EvolutionSettings(size_min=range_lo, size_max=range_hi, bucket_bytes=bucket,
                                  population=sc.population, generations=sc.generations, mutations=sc.mutations,
                                  crossovers=sc.crossovers, mutate_prob=sc.mutate_prob, max_tries=sc.max_tries,
                                  seed=sc.seed)
@@ -93,29 +164,40 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
                    "corpus_dir": str(cfg.data.corpus_dir), "dev_split": cfg.data.dev_split,
                    "dev_cuts": [c.id for c in cuts], "max_symbols_per_frame": decode.max_symbols_per_frame,
                    "granularity": space.spec.granularity, "block": space.spec.block}
-    out = Path(sc.out_dir) if sc.out_dir else lm.path.parent / "search"
+    if cost_name != "bytes":
+        fingerprint.update(cost=cost_name, front=front_on, latency_table=table.data.get("key_digest"),
+                           max_latency_ms=sc.max_latency_ms, size_max_mb=sc.size_max_mb)
     log.info("searching %s (%s, mode %s) in [%.4f, %.4f] MB of %s, %d dev utterances -> %s", lm.path, space, mode,
              size_min / 1e6, size_max / 1e6, sc.format, evaluator.utterances, out)
     finder = EvolutionFinder(space, evaluator, cost, settings, nonzero_params=space.nonzero_params,
-                             fingerprint=fingerprint, progress=progress, tensorboard=tensorboard)
+                             fingerprint=fingerprint, progress=progress, tensorboard=tensorboard, **finder_kw)
     result = finder.run(out, resume=resume)
 
     uniform = []
     for s in space.grid:
         config = space.uniform(s)
-        size = cost(config)
-        uniform.append({"sparsity": s, "size_bytes": size, "size_mb": size / 1e6,
-                        "nonzero_params": space.nonzero_params(config), "wer": evaluator(config),
-                        "in_range": size_min <= size <= size_max, "config": config})
+        size = size_cost(config)
+        row = {"sparsity": s, "size_bytes": size, "size_mb": size / 1e6,
+               "nonzero_params": space.nonzero_params(config), "wer": evaluator(config),
+               "in_range": finder._in_range(finder.size_of(config)), "config": config}
+        if table is not None:
+            row["latency_ms"] = round(table.latency_ms(config), 4)
+        uniform.append(row)
     cost_report = {**result["cost"], "decode_s": evaluator.decode_s, "decodes": evaluator.evaluations,
                    "feature_load_s": evaluator.prepare_s, "device": str(next(lm.model.parameters()).device)}
     pareto = json.loads((out / "pareto.json").read_text())
     pareto.update(uniform=uniform, cost=cost_report, supernet=str(lm.path), mode=mode, format=sc.format,
                   dev_split=cfg.data.dev_split, dev_utterances=evaluator.utterances, space=repr(space),
                   size_range_bytes=[size_min, size_max], provenance=provenance())
+    if cost_name != "bytes":
+        pareto.update(cost_key=finder.cost_key, search_cost=cost_name, front_on=front_on,
+                      latency_table=str(out / TABLE_FILE), latency_range_us=[range_lo, range_hi]
+                      if front_on == "latency" else None, max_latency_ms=sc.max_latency_ms or None,
+                      chunk_ms=table.chunk_ms, latency_fixed_us=table.fixed_us)
     atomic_write_text(out / "pareto.json", json.dumps(pareto, indent=1) + "\n")
     atomic_write_text(out / "config.json", cfg.to_json() + "\n")
     for row in result["front"]:
-        log.info("pareto %.4f MB  WER %.4f", row["size_mb"], row["wer"])
+        log.info("pareto %.4f MB  %s WER %.4f", row["size_mb"],
+                 f"{row['latency_ms']:.3f} ms " if "latency_ms" in row else "", row["wer"])
     return {"pareto": result["front"], "uniform": uniform, "table": result["table"], "cost": cost_report,
             "out_dir": str(out), "size_range_bytes": [size_min, size_max]}
