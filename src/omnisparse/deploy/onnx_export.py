@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -361,9 +362,13 @@ def _quantise_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     q = path.with_name(path.stem + ".int8.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True)
+    logging.disable(logging.WARNING)  # "consider pre-processing" notices on the root logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(path), str(q), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
     os.replace(q, path)
 
 

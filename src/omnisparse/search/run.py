@@ -167,8 +167,15 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
     if cost_name != "bytes":
         fingerprint.update(cost=cost_name, front=front_on, latency_table=table.data.get("key_digest"),
                            max_latency_ms=sc.max_latency_ms, size_max_mb=sc.size_max_mb)
-    log.info("searching %s (%s, mode %s) in [%.4f, %.4f] MB of %s, %d dev utterances -> %s", lm.path, space, mode,
-             size_min / 1e6, size_max / 1e6, sc.format, evaluator.utterances, out)
+    if front_on == "bytes":
+        span = f"[{size_min / 1e6:.4f}, {size_max / 1e6:.4f}] MB of {sc.format}"
+    else:
+        span = f"[{range_lo / 1e3:.3f}, {'inf' if range_hi >= 2 ** 62 else f'{range_hi / 1e3:.3f}'}] ms per step"
+    if cost_name == "both":
+        span += (f", latency <= {sc.max_latency_ms} ms" if front_on == "bytes"
+                 else f", size <= {size_max / 1e6:.4f} MB of {sc.format}")
+    log.info("searching %s (%s, mode %s) in %s, %d dev utterances -> %s", lm.path, space, mode, span,
+             evaluator.utterances, out)
     finder = EvolutionFinder(space, evaluator, cost, settings, nonzero_params=space.nonzero_params,
                              fingerprint=fingerprint, progress=progress, tensorboard=tensorboard, **finder_kw)
     result = finder.run(out, resume=resume)
