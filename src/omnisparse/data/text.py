@@ -195,6 +195,9 @@ def normalize_text(s: str) -> str | None:
 
     # everything that is not a letter, an apostrophe or a space is a word boundary
     s = _RE_NOT_ALLOWED.sub(" ", s)
+    # a title glued to a number or a dropped symbol ("3mr", "1etc") is a word only now: expand it, or
+    # the output would change when normalised again (references are, at scoring time)
+    s = _RE_TITLES.sub(lambda m: f" {_TITLES[m.group(1)]} ", s)
     s = _RE_LONE_APOSTROPHE.sub(" ", s)
     s = _RE_SPACES.sub(" ", s).strip()
     return s or None
