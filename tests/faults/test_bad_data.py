@@ -12,67 +12,21 @@ load during training (``tests/data/test_batching.py``), bad files given to ``tra
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from lhotse import load_manifest
 
 from omnisparse.cli import main
 from omnisparse.config import load_config
 from omnisparse.data.layout import CorpusLayout
+from omnisparse.utils.faults import UTTERANCE_FAULTS, plant_utterance
 
 SPK, TRAIN_CHAP, DEV_CHAP = "1089", "134686", "134691"
 N_TRAIN, N_DEV = 40, 6
 LONG_S = 20.0  # seconds: the too-long utterance (the training run drops cuts longer than 15 s)
-
-# utterance index in train-clean-100 -> the fault planted there
-FAULTS = {
-    0: "missing",  # listed in the transcript, no FLAC
-    1: "garbage",  # not audio at all
-    2: "zero_length",  # a valid FLAC header with 0 samples
-    3: "truncated",  # a valid FLAC header, the samples cut off halfway
-    4: "rate_8k",  # a real 8 kHz file (LibriSpeech is 16 kHz)
-    5: "stereo",
-    6: "empty_text",
-    7: "non_ascii",  # accents and another script: normalised, counted
-    8: "only_non_ascii",  # nothing left after normalisation
-    9: "too_long",
-}
-
-
-def _plant(d: Path, uid: str, src: str, text: str, fault: str | None) -> str | None:
-    """Write utterance ``uid`` (audio copied from ``src``) with ``fault``; returns its transcript
-    line (None: no line)."""
-    flac = d / f"{uid}.flac"
-    x, sr = sf.read(src, dtype="float32")
-    if fault == "missing":
-        return f"{uid} {text.upper()}"
-    if fault == "garbage":
-        flac.write_bytes(b"fLaC" + bytes(range(256)) * 4)
-    elif fault == "zero_length":
-        sf.write(flac, np.zeros(0, dtype=np.float32), sr)
-    elif fault == "truncated":
-        sf.write(flac, np.concatenate([x] * 4), sr)
-        blob = flac.read_bytes()
-        flac.write_bytes(blob[: len(blob) // 2])
-    elif fault == "rate_8k":
-        sf.write(flac, x[::2], 8000)
-    elif fault == "stereo":
-        sf.write(flac, np.stack([x, 0.5 * x], axis=1), sr)
-    elif fault == "too_long":
-        sf.write(flac, np.tile(x, int(LONG_S * sr / len(x)) + 1), sr)
-    else:
-        shutil.copy(src, flac)
-    if fault == "empty_text":
-        return f"{uid} "
-    if fault == "non_ascii":
-        return f"{uid} {text.upper()} CAFÉ NAÏVE 東京"
-    if fault == "only_non_ascii":
-        return f"{uid} 東京 。"
-    return f"{uid} {text.upper()}"
+FAULTS = dict(enumerate(UTTERANCE_FAULTS))  # utterance index in train-clean-100 -> the fault planted there
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +39,8 @@ def bad_librispeech(tiny_corpus, tmp_path_factory) -> Path:
         d.mkdir(parents=True)
         lines = []
         for i, c in enumerate(load_manifest(L.cuts(split)).subset(first=n)):
-            line = _plant(d, f"{SPK}-{chap}-{i:04d}", c.recording.sources[0].source, c.supervisions[0].text,
-                          faults.get(i))
-            if line is not None:
-                lines.append(line)
+            lines.append(plant_utterance(d / f"{SPK}-{chap}-{i:04d}.flac", c.recording.sources[0].source,
+                                         c.supervisions[0].text, faults.get(i), long_s=LONG_S))
         (d / f"{SPK}-{chap}.trans.txt").write_text("\n".join(lines) + "\n")
     return root
 

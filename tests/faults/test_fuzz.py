@@ -23,6 +23,7 @@ from omnisparse.data.features import MIN_SAMPLES, NUM_MEL_BINS, fbank
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.text import normalize_text
 from omnisparse.data.tokenizer import BLANK_ID, Tokenizer
+from omnisparse.utils.faults import DAMAGES, damage_file
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -159,20 +160,12 @@ def test_transcribe_odd_but_valid_files(tiny_run, tmp_path, capsys, rate, channe
 
 
 @SLOW
-@given(st.integers(0, 2**31 - 1), st.sampled_from(["truncate", "flip", "zero_header"]))
+@given(st.integers(0, 2**31 - 1), st.sampled_from(DAMAGES))
 def test_transcribe_damaged_real_audio(tiny_run, tiny_corpus, tmp_path, capsys, seed, damage):
     from lhotse import load_manifest
 
     src = load_manifest(CorpusLayout(tiny_corpus).cuts("dev"))[0].recording.sources[0].source
-    blob = bytearray(Path(src).read_bytes())
-    rng = np.random.default_rng(seed)
-    if damage == "truncate":
-        blob = blob[: int(rng.integers(0, len(blob)))]
-    elif damage == "flip":
-        for i in rng.integers(0, len(blob), 8):
-            blob[i] ^= 1 << int(rng.integers(0, 8))
-    else:
-        blob[: int(rng.integers(1, 64))] = b"\x00" * 64
     path = tmp_path / "damaged.flac"
-    path.write_bytes(bytes(blob))
+    path.write_bytes(Path(src).read_bytes())
+    damage_file(path, damage, seed)
     _check_one_result(*_transcribe(tiny_run, path, capsys), path)

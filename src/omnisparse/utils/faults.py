@@ -5,7 +5,9 @@
   or a lost machine would;
 * :func:`disk_full` makes a function raise ``OSError(ENOSPC)`` after it has been called ``n`` times;
 * comparisons: :func:`weights_equal` (bitwise, every tensor of two ``.safetensors`` files) and
-  :func:`tree_digest` (sha256 of every file under a directory).
+  :func:`tree_digest` (sha256 of every file under a directory);
+* bad input: :func:`damage_file` (truncate, flip bits, zero the header, replace by garbage) and
+  :func:`plant_utterance` (one LibriSpeech utterance with one of :data:`UTTERANCE_FAULTS`).
 
 Nothing here is used by training or inference.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 __all__ = ["KillResult", "omnisparse_cmd", "run_killed", "checkpoint_exists", "disk_full", "weights_equal",
-           "tree_digest", "child_env"]
+           "tree_digest", "child_env", "damage_file", "plant_utterance", "UTTERANCE_FAULTS", "DAMAGES"]
 
 
 @dataclass
@@ -131,3 +133,85 @@ def tree_digest(root: str | os.PathLike, pattern: str = "*", exclude: Sequence[s
         if p.is_file() and not any(rel.startswith(e) for e in exclude):
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+DAMAGES = ("truncate", "flip", "zero_header", "garbage")
+
+
+def damage_file(path: str | os.PathLike, kind: str, seed: int = 0) -> None:
+    """Damage ``path`` in place: ``truncate`` (cut at a random byte), ``flip`` (8 random bit flips),
+    ``zero_header`` (its first 1..64 bytes zeroed), ``garbage`` (random bytes, same length)."""
+    import numpy as np
+
+    path = Path(path)
+    blob = bytearray(path.read_bytes())
+    rng = np.random.default_rng(seed)
+    if kind == "truncate":
+        blob = blob[: int(rng.integers(0, max(1, len(blob))))]
+    elif kind == "flip":
+        for i in rng.integers(0, max(1, len(blob)), 8):
+            if blob:
+                blob[int(i)] ^= 1 << int(rng.integers(0, 8))
+    elif kind == "zero_header":
+        n = int(rng.integers(1, 65))
+        blob[:n] = b"\x00" * n
+    elif kind == "garbage":
+        blob = bytearray(rng.integers(0, 256, len(blob), dtype=np.uint8).tobytes())
+    else:
+        raise ValueError(f"unknown damage {kind!r}; one of {DAMAGES}")
+    path.write_bytes(bytes(blob))
+
+
+# fault -> what omnisparse must do with it: "skip" (left out, counted) or "fix" (kept, counted)
+UTTERANCE_FAULTS = {
+    "missing": "skip",  # listed in the transcript, no audio file
+    "garbage": "skip",  # not audio at all
+    "zero_length": "skip",  # a valid FLAC header, 0 samples
+    "truncated": "skip",  # a valid FLAC header, the samples cut off halfway (decoding fails)
+    "rate_8k": "fix",  # an 8 kHz file (LibriSpeech is 16 kHz): resampled
+    "stereo": "fix",  # two channels: the first one used
+    "empty_text": "skip",  # no transcript
+    "non_ascii": "fix",  # accents and another script: normalised
+    "only_non_ascii": "skip",  # nothing left after normalisation
+    "too_long": "skip",  # longer than the allowed duration (``long_s`` seconds)
+}
+
+
+def plant_utterance(flac: str | os.PathLike, src: str | os.PathLike, text: str, fault: Optional[str] = None,
+                    long_s: float = 20.0) -> str:
+    """Write utterance ``flac`` (LibriSpeech naming: ``<spk>-<chapter>-<n>.flac``) from the audio of
+    ``src`` with ``fault`` (a key of :data:`UTTERANCE_FAULTS`, or None for a good one); returns its
+    line for the chapter's ``.trans.txt``."""
+    import shutil
+
+    import numpy as np
+    import soundfile as sf
+
+    flac = Path(flac)
+    uid = flac.stem
+    x, sr = sf.read(str(src), dtype="float32")
+    if fault == "garbage":
+        flac.write_bytes(b"fLaC" + bytes(range(256)) * 4)
+    elif fault == "zero_length":
+        sf.write(flac, np.zeros(0, dtype=np.float32), sr)
+    elif fault == "truncated":
+        sf.write(flac, np.concatenate([x] * 4), sr)
+        blob = flac.read_bytes()
+        flac.write_bytes(blob[: len(blob) // 2])
+    elif fault == "rate_8k":
+        sf.write(flac, x[::2], 8000)
+    elif fault == "stereo":
+        sf.write(flac, np.stack([x, 0.5 * x], axis=1), sr)
+    elif fault == "too_long":
+        sf.write(flac, np.tile(x, int(long_s * sr / len(x)) + 1), sr)
+    elif fault != "missing":
+        if fault is not None and fault not in UTTERANCE_FAULTS:
+            raise ValueError(f"unknown utterance fault {fault!r}; one of {list(UTTERANCE_FAULTS)}")
+        shutil.copy(src, flac)
+    if fault == "empty_text":
+        return f"{uid} "
+    if fault == "non_ascii":
+        return f"{uid} {text.upper()} CAF\u00c9 NA\u00cfVE \u6771\u4eac"
+    if fault == "only_non_ascii":
+        return f"{uid} \u6771\u4eac \u3002"
+    return f"{uid} {text.upper()}"
