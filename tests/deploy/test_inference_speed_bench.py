@@ -1,0 +1,42 @@
+"""bench/inference_speed.py end to end on the tiny supernet (a hand-made one-row Pareto front), into tmp."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from omnisparse.decoding.loading import load_model
+from omnisparse.export.subnet import space_for
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "inference_speed.py"
+KEYS = {"model", "size_bytes", "sparsity", "granularity", "runtime", "dtype", "rtf", "speedup_vs_dense",
+        "ideal_speedup", "wer_test_other"}
+
+
+def test_inference_speed_smoke(tiny_supernet_run, tiny_run, tiny_corpus, tmp_path):
+    spec = importlib.util.spec_from_file_location("inference_speed", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    space = space_for(load_model(tiny_supernet_run))
+    config = space.uniform(0.5)
+    search = tmp_path / "search"
+    search.mkdir()
+    size = space.size_bytes(config, "int8-sparse")
+    (search / "pareto.json").write_text(json.dumps({"format": "int8-sparse", "front": [
+        {"size_bytes": size, "size_mb": size / 1e6, "wer": 1.0, "config": config}]}))
+    out = tmp_path / "res" / "inference_speed.json"
+    assert bench.main(["--supernet", str(tiny_supernet_run), "--dense", str(tiny_run), "--search-dir", str(search),
+                       "--corpus", str(tiny_corpus), "--test-subset", "2", "--parity-utts", "2",
+                       "--runtimes", "pytorch", "pytorch-fast", "onnxruntime", "--dtypes", "fp32",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {"rows", "targets", "commit", "command", "machine", "date"} <= set(res)
+    assert len(res["rows"]) == 2 * 3 and all(KEYS <= set(r) for r in res["rows"])
+    dense = [r for r in res["rows"] if r["model"] == "dense"]
+    assert next(r for r in dense if r["runtime"] == "pytorch")["speedup_vs_dense"] == 1.0
+    sub = [r for r in res["rows"] if r["model"] != "dense"]
+    assert all(abs(r["ideal_speedup"] - 1 / (1 - r["sparsity"])) < 1e-3 and 0.2 < r["sparsity"] < 0.5 for r in sub)
+    par = res["targets"]["onnx_parity"]
+    assert par["transcripts_equal"] and not par["whole_dev"] and not par["met"]
+    assert isinstance(res["targets"]["speed"]["met"], bool) and out.with_suffix(".png").is_file()
