@@ -207,3 +207,33 @@ def test_export_artefact_of_another_model_config_is_named(dense_export, tiny_run
     (d / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ck.CheckpointError, match=r"differing keys .*'d_model': \(48, "):
         load_model(d)
+
+
+class _Payload:
+    """Unpickling this creates ``marker`` (a stand-in for arbitrary code run by a malicious file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_pickle_in_place_of_safetensors_is_refused_unopened(tiny_run, tmp_path, capsys):
+    """A checkpoint whose model.safetensors is a pickle (checksum updated to match): refused in one
+    line, and the pickle is never run."""
+    import pickle
+
+    ckpt = shutil.copytree(ck.resolve_checkpoint(tiny_run)[0], tmp_path / "pickled")
+    marker = tmp_path / "pwned"
+    (ckpt / "model.safetensors").write_bytes(pickle.dumps({"weights": _Payload(marker)}))
+    state = json.loads((ckpt / "state.json").read_text())
+    state["sha256"]["model.safetensors"] = ck.sha256(ckpt / "model.safetensors")
+    (ckpt / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ck.CheckpointError, match="not a readable safetensors file"):
+        load_model(ckpt)
+    capsys.readouterr()
+    assert main(["transcribe", str(ckpt), "x.wav"]) == 2
+    err = _error_lines(capsys)
+    assert len(err) == 1 and "not a readable safetensors file" in err[0]
+    assert not marker.exists()

@@ -227,9 +227,19 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     return found
 
 
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file's tensors; anything else (a pickle, garbage, a truncated file whose
+    checksum was updated) is a one-line :class:`CheckpointError`, never unpickled."""
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own SafetensorError (not an OSError / ValueError)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable safetensors file ({reason})") from None
+
+
 def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
     """Load model.safetensors strictly; a shape or key mismatch names the offending tensors."""
-    weights = load_file(str(Path(ckpt) / "model.safetensors"))
+    weights = read_tensors(Path(ckpt) / "model.safetensors")
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
@@ -247,5 +257,5 @@ def load_weights(model: torch.nn.Module, ckpt: str | Path) -> None:
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, ckpt: str | Path, state: dict[str, Any]) -> None:
-    tensors = load_file(str(Path(ckpt) / "optimizer.safetensors"))
+    tensors = read_tensors(Path(ckpt) / "optimizer.safetensors")
     load_optimizer_tensors(optimizer, tensors, state["optimizer"])

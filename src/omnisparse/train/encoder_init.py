@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from omnisparse.train import checkpoint as ck
@@ -44,7 +43,7 @@ def init_encoder_from(model: nn.Module, path: str | Path, model_cfg) -> dict[str
     soft = {k: (saved[k], own.get(k)) for k in ENCODER_SOFT_KEYS if k in saved and saved[k] != own.get(k)}
     if soft:
         log.info("init_encoder_from: encoder settings that differ and are allowed to: %s", soft)
-    weights = {k: v for k, v in load_file(str(ckpt / "model.safetensors")).items() if k.startswith(PREFIX)}
+    weights = {k: v for k, v in ck.read_tensors(ckpt / "model.safetensors").items() if k.startswith(PREFIX)}
     if not weights:
         raise ck.CheckpointError(f"{ckpt}: no {PREFIX}* weights in model.safetensors")
     own_sd = model.state_dict()
