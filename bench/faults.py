@@ -523,7 +523,7 @@ def _manifest(path: Path, root: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seed", type=int, default=0, help="draws the kill points, damages and fuzz inputs")
-    ap.add_argument("--kills", type=int, default=4, help="SIGKILL cases per training kind (search, corpus: 2)")
+    ap.add_argument("--kills", type=int, default=4, help="SIGKILL cases per kind (dense: one more, killed while writing)")
     ap.add_argument("--fuzz", type=int, default=60, help="files given to transcribe (texts/arrays: 4x)")
     ap.add_argument("--corpus", default=None, help="an existing tiny corpus (default: built in the work dir)")
     ap.add_argument("--work", default=None, help="work directory (default: a temporary one, removed)")
@@ -541,7 +541,7 @@ def main() -> None:
         cases = [lambda: b.kill_train("dense", "tiny", b.dense_args, 8, while_writing=True)]
         for kind, preset, max_step in (("dense", "tiny", 8), ("supernet", "supernet_tiny", 6), ("prune", "prune_tiny", 8)):
             cases += [lambda k=kind, p=preset, m=max_step: b.kill_train(k, p, getattr(b, {"dense": "dense_args", "supernet": "super_args", "prune": "prune_args"}[k]), m)] * args.kills
-        cases += [b.kill_search] * 2 + [b.kill_corpus] * 2 + [b.corrupt_checkpoint] * 5
+        cases += [b.kill_search] * args.kills + [b.kill_corpus] * args.kills + [b.corrupt_checkpoint] * 6
         cases += [lambda f=f: b.bad_data(f) for f in UTTERANCE_FAULTS]
         cases += [lambda f=f: b.numerical(f) for f in ("nan_input", "inf_grad", "nan_grad", "nan_from_step")]
         cases += [lambda f=f: b.oom(f) for f in ("split_in_halves", "always_from_step")]
