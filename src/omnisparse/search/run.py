@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from omnisparse.config import Config
+from omnisparse.config import Config, SearchConfig
 from omnisparse.decoding.loading import load_model
 from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
@@ -55,15 +55,15 @@ def mb_to_bytes(mb: float) -> int:
     return int(round(mb * 1e6))
 
 
-def cost_mode(sc) -> tuple[str, str]:
+def cost_mode(sc: SearchConfig) -> tuple[str, str]:
     """``(cost, front)`` of a SearchConfig: cost ``bytes`` | ``latency`` | ``both`` and the quantity the
     front is on (``bytes`` | ``latency``); ValueError on an inconsistent setting."""
-    cost = getattr(sc, "cost", "bytes")
+    cost = sc.cost
     if cost not in ("bytes", "latency", "both"):
         raise ValueError(f"search.cost must be bytes, latency or both, got {cost!r}")
     if cost != "both":
         return cost, cost
-    front = getattr(sc, "front", "")
+    front = sc.front
     if front not in ("", "bytes", "latency"):
         raise ValueError(f"search.front must be bytes or latency, got {front!r}")
     lat_set, size_set = sc.max_latency_ms > 0, sc.size_max_mb > 0

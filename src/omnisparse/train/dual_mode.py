@@ -49,15 +49,12 @@ Validation (``train.valid_every`` and at the end): dev WER of (dense, full) -> `
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import random
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from omnisparse.config import Config
 from omnisparse.sparsity.masks import check_sparsity
@@ -139,28 +136,11 @@ class DualModeTrainer(SparseTrainerBase):
                       for i in range(d.extra_sparsities)]
         return paths
 
-    # ---------------------------------------------------------------- DDP check (as the supernet's)
-    def _record_paths(self, paths: list[DualPath]) -> None:
-        """Fold this step's paths into a digest that DDP ranks compare at the end of the run."""
-        prev = getattr(self, "_config_digest", "")
-        text = json.dumps([[p.mode, p.config] for p in paths], sort_keys=True)
-        self._config_digest = hashlib.sha256((prev + text).encode()).hexdigest()
-
-    def replicas_identical(self) -> bool:
-        """Also checks (into ``cost['ddp_same_configs']``) that every rank trained the same paths."""
-        same_weights = super().replicas_identical()
-        mine = torch.tensor([float(int(getattr(self, "_config_digest", "0") or "0", 16) % (1 << 48))],
-                            dtype=torch.float64)
-        gathered = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
-        dist.all_gather(gathered, mine.to(self.dist.device) if self.dist.device.type == "cuda" else mine)
-        self.cost["ddp_same_configs"] = all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
-        return same_weights
-
     # ---------------------------------------------------------------- step
     def train_step(self, batch: dict) -> dict[str, Any]:
         d = self.cfg.dual
         paths = self.step_paths()
-        self._record_paths(paths)
+        self.record_step_paths([[p.mode, p.config] for p in paths])
         self.bank.refresh()
         metrics: dict[str, Any] = {"stream_sparsity": self.current_sparsity()}
         total, teacher = 0.0, None

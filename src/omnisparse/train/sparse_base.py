@@ -10,10 +10,13 @@ trains every weight while its streaming sparsity ramps up from 0.)
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 from typing import Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from omnisparse.config import Config
@@ -51,6 +54,7 @@ class SparseTrainerBase(Trainer):
 
     kind = "sparse"
     needs_dense_start = True  # refuse to start without sparsity.init_from or sparsity.dense_steps > 0
+    _path_digest = ""  # sha256 over every step's sub-networks since this process started
 
     def __init__(self, cfg: Config, resume: bool = True):
         super().__init__(cfg, resume=resume)
@@ -62,6 +66,20 @@ class SparseTrainerBase(Trainer):
                              "checkpoint or run directory, or sparsity.dense_steps > 0")
         if self.step == 0 and sc.init_from:
             self._load_init(sc.init_from)
+
+    def record_step_paths(self, paths: object) -> None:
+        """Fold this step's sub-networks (any JSON-able description) into a digest DDP ranks compare at the end."""
+        text = json.dumps(paths, sort_keys=True)
+        self._path_digest = hashlib.sha256((self._path_digest + text).encode()).hexdigest()
+
+    def replicas_identical(self) -> bool:
+        """Also checks (into ``cost['ddp_same_configs']``) that every rank trained the same sub-networks."""
+        same_weights = super().replicas_identical()
+        mine = torch.tensor([float(int(self._path_digest or "0", 16) % (1 << 48))], dtype=torch.float64)
+        gathered = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
+        dist.all_gather(gathered, mine.to(self.dist.device) if self.dist.device.type == "cuda" else mine)
+        self.cost["ddp_same_configs"] = all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
+        return same_weights
 
     @property
     def sparse_start(self) -> int:

@@ -19,13 +19,10 @@ With DDP, gradients are all-reduced once per step (``no_sync`` on all but the la
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import random
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from omnisparse.sparsity.schedule import cubic_sparsity, snap_down
 from omnisparse.train.sparse_base import SparseTrainerBase, dropout_disabled
@@ -48,28 +45,13 @@ class SupernetTrainer(SparseTrainerBase):
         configs += [self.space.sample_random(rng, s_max) for _ in range(self.cfg.sparsity.n_random)]
         return configs
 
-    def _record_configs(self, configs: list[dict[str, float]]) -> None:
-        """Fold this step's configs into a digest that DDP ranks compare at the end of the run."""
-        prev = getattr(self, "_config_digest", "")
-        self._config_digest = hashlib.sha256((prev + json.dumps(configs, sort_keys=True)).encode()).hexdigest()
-
-    def replicas_identical(self) -> bool:
-        """Also checks (into ``cost['ddp_same_configs']``) that every rank trained the same sub-networks."""
-        same_weights = super().replicas_identical()
-        mine = torch.tensor([float(int(getattr(self, "_config_digest", "0") or "0", 16) % (1 << 48))],
-                            dtype=torch.float64)
-        gathered = [torch.zeros_like(mine) for _ in range(self.dist.world_size)]
-        dist.all_gather(gathered, mine.to(self.dist.device) if self.dist.device.type == "cuda" else mine)
-        self.cost["ddp_same_configs"] = all(torch.equal(g.cpu(), gathered[0].cpu()) for g in gathered)
-        return same_weights
-
     def train_step(self, batch: dict) -> dict[str, Any]:
         if self.step < self.sparse_start:
             return super().train_step(batch)  # stage 1: dense warm-up
         sc = self.cfg.sparsity
         mode = self.cfg.train.mode
         configs = self.step_configs()
-        self._record_configs(configs)
+        self.record_step_paths(configs)
         self.bank.refresh()
         metrics: dict[str, Any] = {"max_sparsity": self.current_max_sparsity()}
         total, teacher = 0.0, None
