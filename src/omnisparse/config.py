@@ -143,7 +143,7 @@ class SearchConfig:
     size_min_mb: float = 0.0  # resource range; 0 = the sparsest sub-network's size
     size_max_mb: float = 0.0  # 0 = the dense network's size
     bucket_mb: float = 0.1  # Pareto table: best WER per size bucket of this width
-    population: int = 512  # initial parents: the sparsest config + random configs inside the range
+    population: int = 512  # initial parents: the sparsest config (+ uniform ones) + random configs in the range
     generations: int = 20
     mutations: int = 128  # children per generation from mutating a random Pareto member
     crossovers: int = 128  # children per generation from uniform crossover of two Pareto members
@@ -151,6 +151,7 @@ class SearchConfig:
     max_tries: int = 100  # rejection sampling: draws per child before giving up on the range
     dev_subset: int = 200  # fitness = greedy WER on the first N cuts of data.dev_split
     seed: int = 0
+    seed_uniform: bool = True  # every uniform config inside the range is an initial parent
     # cost: bytes (front on size) | latency (front on measured latency, search/latency.py) | both (front on
     # one, a constraint on the other: max_latency_ms -> front on bytes; size_max_mb -> front on latency)
     cost: str = "bytes"

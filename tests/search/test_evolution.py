@@ -79,11 +79,11 @@ def test_children_stay_inside_the_size_range(space):
 
 
 def test_initial_population_and_pareto_front_is_monotone(space):
-    finder = make(space, FakeWer(space), generations=4)
+    finder = make(space, FakeWer(space), generations=4, population=14)
     res = finder.run()
     hist = res["history"]
     assert hist[0]["origin"] == "sparsest" and set(hist[0]["config"].values()) == {0.9}
-    assert sum(h["generation"] == 0 for h in hist) == 8  # population
+    assert sum(h["generation"] == 0 for h in hist) == 14  # population: sparsest + 9 uniform + 4 random
     front, table = res["front"], res["table"]
     assert front and len(front) <= len(table)
     sizes, wers = [r["size_bytes"] for r in front], [r["wer"] for r in front]
@@ -189,3 +189,21 @@ def test_rng_state_json_round_trip():
     other = random.Random()
     other.setstate(_rng_from_json(state))
     assert [other.random() for _ in range(5)] == [rng.random() for _ in range(5)]
+
+
+def test_uniform_configs_in_range_seed_the_first_generation(space):
+    lo, hi = 295_000, 320_000
+    in_range = [s for s in space.grid if lo <= space.size_bytes(space.uniform(s), FMT) <= hi]
+    assert 0 < len(in_range) < len(space.grid)  # the range cuts the ladder: both sides are exercised
+    finder = make(space, FakeWer(space), lo, hi, population=12)
+    first = finder.initial_population()
+    seeded = [p for p in first if p["origin"] == "uniform"]
+    assert sorted(set(p["config"].values()).pop() for p in seeded) == sorted(in_range)
+    assert all(len(set(p["config"].values())) == 1 for p in seeded)
+    assert len(first) == 12 and {p["origin"] for p in first} == {"uniform", "random"}
+    # the full range: sparsest + the 9 other uniform configs, even past `population`
+    full = make(space, FakeWer(space), population=4).initial_population()
+    assert [p["origin"] for p in full] == ["sparsest"] + ["uniform"] * (len(space.grid) - 1)
+    # off: the old behaviour
+    off = make(space, FakeWer(space), lo, hi, population=12, seed_uniform=False).initial_population()
+    assert "uniform" not in {p["origin"] for p in off}

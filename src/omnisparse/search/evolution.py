@@ -9,7 +9,10 @@ integer cost: ``cost_key`` names it, e.g. ``latency_us`` for the measured latenc
 drawn). The algorithm (PAPERS.md §1.6):
 
 1. initial parents: the sparsest config (every gene at the largest grid value, when its size is in the
-   range) + random configs whose size lies in ``[size_min, size_max]`` (rejection sampling);
+   range), with ``seed_uniform`` every other uniform config (all genes at one grid value) in the range,
+   then random configs whose size lies in ``[size_min, size_max]`` (rejection sampling). Seeding the
+   uniform ladder matters: a supernet is trained on whole-network sparsity levels, and with a few
+   hundred evaluations random per-gene configs (some genes at 0.9) never reach the uniform ones;
 2. each generation: evaluate every candidate not evaluated before (cache keyed by ``space.encode``),
    fold the results into a Pareto table bucketed by size (``bucket = bytes // bucket_bytes``; best WER
    per bucket, ties -> smaller size, then the earlier one), then draw the next population:
@@ -53,7 +56,7 @@ from omnisparse.utils.provenance import atomic_write_text
 log = logging.getLogger(__name__)
 
 Config = dict[str, float]
-ORIGINS = ("sparsest", "random", "mutation", "crossover")
+ORIGINS = ("sparsest", "uniform", "random", "mutation", "crossover")
 STATE_VERSION = 1
 STATE_FILE = "state.json"
 PREV_STATE_FILE = "state.prev.json"
@@ -105,6 +108,7 @@ class EvolutionSettings:
     mutate_prob: float = 0.2
     max_tries: int = 100
     seed: int = 0
+    seed_uniform: bool = True  # every in-range uniform config is an initial parent
 
     def __post_init__(self) -> None:
         if self.size_min < 0 or self.size_max < self.size_min:
@@ -258,14 +262,23 @@ class EvolutionFinder:
         return None
 
     def initial_population(self) -> list[dict[str, Any]]:
-        """The sparsest config (when in range) + random in-range configs, ``population`` in all."""
+        """The sparsest config (when in range), the other in-range uniform configs (``seed_uniform``), then
+        random in-range configs: ``population`` in all (at least the seeded ones)."""
         st = self.settings
         out: list[dict[str, Any]] = []
         sparsest = self.space.sample_min(1.0)
         if self._in_range(self.size_of(sparsest)):
             out.append({"config": sparsest, "origin": "sparsest"})
         else:
-            log.info("the sparsest config (%d bytes) is outside the size range; not a parent", self.size_of(sparsest))
+            log.info("the sparsest config (%s) is outside the size range; not a parent", self.size_of(sparsest))
+        if st.seed_uniform:
+            seen = {tuple(self.space.encode(sparsest))}
+            for s in sorted(self.space.grid, reverse=True):
+                config = {g: s for g in self.space.genes}
+                key = tuple(self.space.encode(config))
+                if key not in seen and self._in_range(self.size_of(config)):
+                    seen.add(key)
+                    out.append({"config": config, "origin": "uniform"})
         while len(out) < st.population:
             config = self._draw(lambda: self.space.sample_random(self.rng))
             if config is None:

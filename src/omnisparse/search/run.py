@@ -159,7 +159,7 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
     settings = EvolutionSettings(size_min=range_lo, size_max=range_hi, bucket_bytes=bucket,
                                  population=sc.population, generations=sc.generations, mutations=sc.mutations,
                                  crossovers=sc.crossovers, mutate_prob=sc.mutate_prob, max_tries=sc.max_tries,
-                                 seed=sc.seed)
+                                 seed=sc.seed, seed_uniform=sc.seed_uniform)
     fingerprint = {"supernet": str(lm.path.resolve()), "format": sc.format, "mode": mode,
                    "corpus_dir": str(cfg.data.corpus_dir), "dev_split": cfg.data.dev_split,
                    "dev_cuts": [c.id for c in cuts], "max_symbols_per_frame": decode.max_symbols_per_frame,
