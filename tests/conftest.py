@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -67,3 +66,27 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(trainer_cls, step, run, *args, **kw)``: call ``run(*args, **kw)`` with
+    ``trainer_cls.train_step`` raising KeyboardInterrupt when the trainer is at ``step`` (the
+    interruption is asserted), then put ``train_step`` back so the run can be resumed."""
+
+    def interrupted(trainer_cls, step: int, run, *args, **kw) -> None:
+        orig = trainer_cls.train_step
+
+        def flaky(self, batch):
+            if self.step == step:
+                raise KeyboardInterrupt
+            return orig(self, batch)
+
+        monkeypatch.setattr(trainer_cls, "train_step", flaky)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run(*args, **kw)
+        finally:
+            monkeypatch.setattr(trainer_cls, "train_step", orig)
+
+    return interrupted

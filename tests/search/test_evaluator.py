@@ -7,7 +7,6 @@ import json
 import random
 
 import pytest
-import torch
 
 from omnisparse.config import load_config
 from omnisparse.decoding.evaluate import evaluate_cuts

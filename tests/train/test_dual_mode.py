@@ -179,18 +179,8 @@ def test_dual_run_metrics_checkpoint_and_cost(dual_run):
     assert cost["audio_seconds"] < cost["path_audio_seconds"] < 3 * cost["audio_seconds"]
 
 
-def test_dual_run_resumes_bitwise(dual_run, tiny_corpus, tmp_path, monkeypatch):
-    orig = DualModeTrainer.train_step
-
-    def flaky(self, batch):
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return orig(self, batch)
-
-    monkeypatch.setattr(DualModeTrainer, "train_step", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_corpus, tmp_path / "b"), dual_mode=True)
-    monkeypatch.setattr(DualModeTrainer, "train_step", orig)
+def test_dual_run_resumes_bitwise(dual_run, tiny_corpus, tmp_path, interrupt_at):
+    interrupt_at(DualModeTrainer, 4, train, _cfg(tiny_corpus, tmp_path / "b"), dual_mode=True)
     assert train(_cfg(tiny_corpus, tmp_path / "b"), dual_mode=True)["step"] == 6
     a = load_file(str(dual_run / "ckpt-00000006" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "ckpt-00000006" / "model.safetensors"))

@@ -13,7 +13,7 @@ from omnisparse.config import load_config
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.train.checkpoint import CheckpointError
 from omnisparse.train.pretrain import PretrainTrainer, pretrain
-from omnisparse.train.trainer import Trainer, train
+from omnisparse.train.trainer import Trainer
 
 SMALL_HEADS = ["--pretrain.codebook_entries=16", "--pretrain.codevector_dim=16", "--pretrain.num_negatives=10"]
 
@@ -94,20 +94,10 @@ def test_pretrain_overfits_a_handful_of_utterances(tiny_corpus, tmp_path):
     assert float(rows[-1]["dense_code_ppl"]) > 10  # the codebook did not collapse (2 groups x 32 entries)
 
 
-def test_pretrain_resume_is_bitwise_identical(tiny_corpus, tmp_path, monkeypatch):
+def test_pretrain_resume_is_bitwise_identical(tiny_corpus, tmp_path, interrupt_at):
     straight = pretrain(_cfg(tiny_corpus, tmp_path / "a"))
     assert straight["step"] == 6
-    orig = PretrainTrainer.train_step
-
-    def flaky(self, batch):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return orig(self, batch)
-
-    monkeypatch.setattr(PretrainTrainer, "train_step", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(_cfg(tiny_corpus, tmp_path / "b"))
-    monkeypatch.setattr(PretrainTrainer, "train_step", orig)
+    interrupt_at(PretrainTrainer, 3, pretrain, _cfg(tiny_corpus, tmp_path / "b"))
     assert pretrain(_cfg(tiny_corpus, tmp_path / "b"))["step"] == 6
     a = load_file(str(tmp_path / "a" / "ckpt-00000006" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "ckpt-00000006" / "model.safetensors"))

@@ -103,7 +103,7 @@ def test_dropout_disabled_restores():
     assert all(layer.attn.dropout == 0.3 for layer in m.encoder.layers)
 
 
-def test_supernet_run_resumes_bitwise(tiny_corpus, tiny_run, tmp_path, monkeypatch):
+def test_supernet_run_resumes_bitwise(tiny_corpus, tiny_run, tmp_path, interrupt_at):
     straight = train(_cfg(tiny_corpus, tmp_path / "a", tiny_run), supernet=True)
     assert straight["step"] == 6
     cost = json.loads((tmp_path / "a" / "cost.json").read_text())
@@ -111,17 +111,7 @@ def test_supernet_run_resumes_bitwise(tiny_corpus, tiny_run, tmp_path, monkeypat
     assert cost["path_audio_seconds"] == pytest.approx(4 * cost["audio_seconds"])
     assert cost["init_from"].endswith("ckpt-00000030")
 
-    orig = SupernetTrainer.train_step
-
-    def flaky(self, batch):
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return orig(self, batch)
-
-    monkeypatch.setattr(SupernetTrainer, "train_step", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_corpus, tmp_path / "b", tiny_run), supernet=True)
-    monkeypatch.setattr(SupernetTrainer, "train_step", orig)
+    interrupt_at(SupernetTrainer, 4, train, _cfg(tiny_corpus, tmp_path / "b", tiny_run), supernet=True)
     assert train(_cfg(tiny_corpus, tmp_path / "b", tiny_run), supernet=True)["step"] == 6
     a = load_file(str(tmp_path / "a" / "ckpt-00000006" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "ckpt-00000006" / "model.safetensors"))

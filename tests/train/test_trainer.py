@@ -1,5 +1,4 @@
 import json
-import math
 import os
 import subprocess
 import sys
@@ -27,24 +26,12 @@ def test_lr_schedule_shape():
     assert f[-1] == pytest.approx(0.1, abs=0.01)
 
 
-def test_resume_is_bitwise_identical(tiny_corpus, tmp_path, monkeypatch):
+def test_resume_is_bitwise_identical(tiny_corpus, tmp_path, interrupt_at):
     straight = train(_cfg(tiny_corpus, tmp_path / "a"))
     assert straight["step"] == 12
 
     # interrupted after step 6's checkpoint: the 7th step raises
-    calls = {"n": 0}
-    orig = Trainer.train_step
-
-    def flaky(self, batch):
-        calls["n"] += 1
-        if self.step == 6:
-            raise KeyboardInterrupt
-        return orig(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", flaky)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tiny_corpus, tmp_path / "b"))
-    monkeypatch.setattr(Trainer, "train_step", orig)
+    interrupt_at(Trainer, 6, train, _cfg(tiny_corpus, tmp_path / "b"))
     resumed = train(_cfg(tiny_corpus, tmp_path / "b"))
     assert resumed["step"] == 12
     a = load_file(str(tmp_path / "a" / "ckpt-00000012" / "model.safetensors"))
