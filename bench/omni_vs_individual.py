@@ -20,7 +20,6 @@ Writes the JSON result (points, cost per method, search cost, headline compariso
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path

@@ -32,7 +32,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import torch
 

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -54,8 +54,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from omnisparse.config import Config
 from omnisparse.sparsity.masks import check_sparsity
 from omnisparse.sparsity.schedule import cubic_sparsity

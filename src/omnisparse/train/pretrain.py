@@ -52,7 +52,7 @@ from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity
 from omnisparse.sparsity.schedule import cubic_sparsity
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.metrics import MetricLogger, write_run_record
-from omnisparse.train.trainer import Trainer, load_split_cuts, run_trainer, setup_distributed
+from omnisparse.train.trainer import Trainer, load_split_cuts, run_trainer
 from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -83,14 +83,8 @@ class PretrainTrainer(Trainer):
 
     def __init__(self, cfg: Config, resume: bool = True):  # noqa: D107 - Trainer.__init__ not called on purpose
         check_pretrain_config(cfg)
-        self.cfg = cfg
+        self._start_run(cfg)
         tc, pc = cfg.train, cfg.pretrain
-        if tc.threads > 0:
-            torch.set_num_threads(tc.threads)
-        self.dist = setup_distributed(tc.device)
-        self.run_dir = Path(tc.out_dir)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.train_cuts, self.dev_cuts, self.normalizer, on_the_fly = self._load_data()
 
         torch.manual_seed(tc.seed)

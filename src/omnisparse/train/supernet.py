@@ -22,8 +22,6 @@ import contextlib
 import random
 from typing import Any
 
-import torch
-
 from omnisparse.sparsity.schedule import cubic_sparsity, snap_down
 from omnisparse.train.sparse_base import SparseTrainerBase, dropout_disabled
 

@@ -154,15 +154,20 @@ def load_split_cuts(cfg: Config, splits: list[str], max_duration: float | None =
 class Trainer:
     """One dense training run. Subclasses (supernet, pruning) override ``train_step``."""
 
-    def __init__(self, cfg: Config, resume: bool = True):
+    def _start_run(self, cfg: Config) -> None:
+        """What every trainer does first: threads, the process group, the run directory (main rank)."""
         self.cfg = cfg
-        tc = cfg.train
-        if tc.threads > 0:
-            torch.set_num_threads(tc.threads)
-        self.dist = setup_distributed(tc.device)
-        self.run_dir = Path(tc.out_dir)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.dist = setup_distributed(cfg.train.device)
+        self.run_dir = Path(cfg.train.out_dir)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def __init__(self, cfg: Config, resume: bool = True):
+        self._start_run(cfg)
+        tc = cfg.train
+        if self.dist.is_main:
             prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
         if self.dist.world_size > 1:
             dist.barrier()
