@@ -36,7 +36,9 @@ pre-training. So pre-training is placed where it can only change the starting po
 is re-run with the same config (the ``--dense`` run's own ``config.json``: same steps, schedule and
 data) from the pre-trained encoder (``train.init_encoder_from``; predictor, joiner and CTC head fresh),
 and dual mode follows with the same N steps. The two dual-mode pipelines differ only in the encoder
-initialisation of the dense stage. Its rows also give ``pretrain_wall_s`` and ``dense_init_wall_s``.
+initialisation of the dense stage. Its rows also give ``pretrain_wall_s``, ``dense_init_wall_s`` and
+``pretrain_last_dev`` (the pre-training's last dev masked-frame accuracy and code perplexity); every
+row gives ``dense_init_last_dev_wer`` (its dense start's last dev-subset WER from ``metrics.csv``).
 Pre-training follows ``pretrain_<suffix>`` with ``pretrain.sparsity`` = s*.
 
 Every run ignores its preset's wall-clock cap (``train.max_wall_s=0``): steps, not time, are the
@@ -72,6 +74,7 @@ Smoke test (seconds to minutes)::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -225,6 +228,19 @@ def cost_of(run_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
+def last_logged(run_dir: Path, keys: tuple[str, ...]) -> Optional[dict]:
+    """The last validation values ``keys`` of a run's ``metrics.csv`` (None when never logged)."""
+    p = run_dir / "metrics.csv"
+    if not p.exists():
+        return None
+    with open(p) as f:
+        rows = [r for r in csv.DictReader(f) if all(r.get(k) for k in keys)]
+    return {"step": int(rows[-1]["step"]), **{k: float(rows[-1][k]) for k in keys}} if rows else None
+
+
+PRETRAIN_DEV_KEYS = ("dev_dense_accuracy", "dev_dense_code_ppl", "dev_sparse_accuracy", "dev_sparse_code_ppl")
+
+
 def evaluate_rows(exp: Experiment, test_subset: int, fmt: str) -> list[dict]:
     """One row per (system, mode) whose run has finished its N steps; WER from EXP/eval.json when cached."""
     from omnisparse.decoding.evaluate import evaluate_cuts
@@ -285,10 +301,13 @@ def evaluate_rows(exp: Experiment, test_subset: int, fmt: str) -> list[dict]:
             pre, dssl = cost_of(exp.dirs["pretrain"]), cost_of(exp.dirs["dense-ssl"])
             row.update(init=str(exp.dirs["dense-ssl"]), pretrain_wall_s=pre.get("wall_s"),
                        pretrain_steps=pre.get("optimizer_steps"), dense_init_wall_s=dssl.get("wall_s"),
-                       dense_init_steps=dssl.get("optimizer_steps"))
+                       dense_init_steps=dssl.get("optimizer_steps"),
+                       pretrain_last_dev=last_logged(exp.dirs["pretrain"], PRETRAIN_DEV_KEYS),
+                       dense_init_last_dev_wer=last_logged(exp.dirs["dense-ssl"], ("dev_wer",)))
         else:
             row.update(init=str(exp.dense), dense_init_wall_s=dense_cost.get("wall_s"),
-                       dense_init_steps=dense_cost.get("optimizer_steps"))
+                       dense_init_steps=dense_cost.get("optimizer_steps"),
+                       dense_init_last_dev_wer=last_logged(exp.dense, ("dev_wer",)))
         parts = [row.get("pretrain_wall_s"), row["dense_init_wall_s"], row["train_wall_s"]]
         row["total_wall_s"] = sum(p for p in parts if p is not None)
         rows.append(row)
