@@ -72,6 +72,12 @@ class ModelConfig:
     pred_context: int = 2  # stateless predictor context (tokens)
     joiner_dim: int = 256
     ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (0 = off)
+    loss: str = "full"  # RNN-T loss: full | pruned (k2 pruned transducer: a linear joint picks a band of symbols per frame)
+    prune_range: int = 5  # loss=pruned: symbols per frame the tanh joiner sees (S)
+    simple_loss_scale: float = 0.5  # loss=pruned: weight of the simple (linear-joint) RNN-T loss
+    simple_lm_scale: float = 0.25  # loss=pruned: k2 smoothing of the simple loss, LM-only share (icefall 0.25)
+    simple_am_scale: float = 0.0  # loss=pruned: AM-only share
+    prune_warmup_steps: int = 0  # loss=pruned: k2 warm-up, scales go (1, 0.1) -> (simple_loss_scale, 1) over these steps
 
 
 @dataclass
