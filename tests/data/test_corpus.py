@@ -1,4 +1,5 @@
-"""The offline default corpus: determinism, disjoint splits, held-out speakers, resume, lhotse I/O."""
+"""The offline default corpus: determinism, disjoint splits and sentence sources, held-out speakers and
+engines, resume, lhotse I/O."""
 
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ import soundfile as sf
 
 from omnisparse.data import corpus as corpus_mod
 from omnisparse.data.corpus import (
-    ACCENTS,
     CORPUS_PRESETS,
     SPLITS,
-    VARIANTS,
+    UNSEEN_SPLIT,
     CorpusPreset,
     build_corpus,
     held_out_speakers,
     plan_corpus,
-    seen_speakers,
     speakers_in,
 )
+from omnisparse.data.corpus_plan import engine_speakers
+from omnisparse.data.engines import ENGINES, split_speaker
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.text import DEFAULT_FORTUNES_DIR
 
@@ -83,21 +84,31 @@ def micro(tmp_path_factory):
 
 def test_presets():
     tiny = CORPUS_PRESETS["tiny"]
-    assert sum(tiny.counts().values()) == 300
+    assert sum(tiny.counts().values()) == 320
     small = CORPUS_PRESETS["small"]
-    assert (small.train_utts, small.dev_utts, small.test_clean_utts, small.test_other_utts) == (5600, 500, 1000, 1000)
-    assert CORPUS_PRESETS["medium"].train_utts * 3.2 / 3600 >= 45  # ~50 h of train audio
+    assert small.counts() == {"train": 24000, "dev": 500, "test-clean": 1000, "test-other": 1000, UNSEEN_SPLIT: 600}
+    assert CORPUS_PRESETS["medium"].train_utts * 2.5 / 3600 >= 80
+    for preset in CORPUS_PRESETS.values():
+        assert preset.unseen_engine not in dict(preset.engines)
     with pytest.raises(ValueError, match="unknown corpus preset"):
         plan_corpus("huge")
+    with pytest.raises(ValueError, match="also a train engine"):
+        CorpusPreset("bad", 1, 1, 1, 1, 1, engines=(("pico", 1.0),), unseen_engine="pico")
+    with pytest.raises(ValueError, match="unknown engine"):
+        CorpusPreset("bad", 1, 1, 1, 1, 1, engines=(("nope", 1.0),))
 
 
-def test_held_out_speakers():
-    held, seen = set(held_out_speakers()), set(seen_speakers())
-    assert len(held) == round(0.2 * len(ACCENTS) * len(VARIANTS))
-    assert held.isdisjoint(seen) and len(held | seen) == len(ACCENTS) * len(VARIANTS)
-    # only the combination is new: every accent and every variant is heard in train
-    assert {s.split("+")[0] for s in seen} == set(ACCENTS)
-    assert {s.split("+")[1] for s in seen} == set(VARIANTS)
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_held_out_speakers(engine):
+    seen, held = engine_speakers(engine)
+    assert set(held).isdisjoint(seen) and set(held) | set(seen) == set(ENGINES[engine].speakers())
+    variants = {split_speaker(s)[2] for s in ENGINES[engine].speakers()}
+    if held:
+        # only the combination is new: every voice and every variant is heard in train
+        assert {split_speaker(s)[1] for s in seen} == {split_speaker(s)[1] for s in ENGINES[engine].speakers()}
+        assert {split_speaker(s)[2] for s in seen} == variants
+    if engine == "espeak":  # 8 accents x 10 variants, 16 held out: the split of the first corpus
+        assert len(held) == 16 and "espeak:en-us+m1" in held and "espeak:en-us+m3" in seen
 
 
 def test_plan_repeats_train_sentences_only_inside_train():
@@ -124,42 +135,69 @@ def test_summary_and_corpus_json(tiny):
     on_disk = json.loads((root / "corpus.json").read_text())
     assert on_disk["splits"] == summary["splits"]
     assert on_disk["seed"] == 0 and on_disk["preset"]["name"] == "tiny"
-    assert on_disk["held_out_speakers"] == held_out_speakers()
+    assert on_disk["held_out_speakers"] == held_out_speakers(on_disk["engines"]["train"])
     for split, n in CORPUS_PRESETS["tiny"].counts().items():
+        if split not in summary["splits"]:  # its engine is not installed here
+            assert split == UNSEEN_SPLIT and on_disk["engines"]["unseen"] is None
+            continue
         s = summary["splits"][split]
         assert s["utterances"] == n and s["failed"] == 0 and s["synthesised"] == n
-        assert 1.5 < s["hours"] * 3600 / n < 8  # seconds per utterance
-    assert CorpusLayout(root).splits() == sorted(SPLITS)
+        assert 0.8 < s["hours"] * 3600 / n < 8  # seconds per utterance
+        assert sum(e["utterances"] for e in s["engines"].values()) == n
+        assert sum(s["sources"].values()) == n
+    assert CorpusLayout(root).splits() == sorted(summary["splits"])
 
 
 def test_same_seed_same_corpus(tiny, tiny_again):
     (a, _), (b, summary_b) = tiny, tiny_again
     ha, hb = audio_hashes(a), audio_hashes(b)
-    assert len(ha) == 300
+    assert len(ha) == sum(s["utterances"] for s in summary_b["splits"].values())
     assert ha == hb  # byte-identical FLAC with 2 processes and with 3
-    for split in SPLITS:
+    for split in summary_b["splits"]:
         for kind in ("recordings", "supervisions", "cuts"):
             assert manifest_lines(a, kind, split) == manifest_lines(b, kind, split)
 
 
-def test_splits_have_disjoint_sentences(tiny):
-    root, _ = tiny
-    texts = {split: [c.supervisions[0].text for c in load_cuts(root, split)] for split in SPLITS}
-    for i, s1 in enumerate(SPLITS):
-        for s2 in SPLITS[i + 1:]:
+def test_splits_have_disjoint_sentences_with_their_sources(tiny):
+    root, summary = tiny
+    splits = list(summary["splits"])
+    sups = {split: [c.supervisions[0] for c in load_cuts(root, split)] for split in splits}
+    texts = {split: [s.text for s in sups[split]] for split in splits}
+    for i, s1 in enumerate(splits):
+        for s2 in splits[i + 1:]:
             assert set(texts[s1]).isdisjoint(texts[s2]), (s1, s2)
-    for split in ("dev", "test-clean", "test-other"):
-        assert len(set(texts[split])) == len(texts[split])
+    for split in splits:
+        if split != "train":
+            assert len(set(texts[split])) == len(texts[split])
+    sources = {s.custom["source"] for split in splits for s in sups[split]}
+    assert len(sources) >= 2 and "fortunes" in sources  # more than one text source, each recorded
 
 
 def test_test_other_speakers_are_held_out(tiny):
-    root, _ = tiny
-    spk = {split: speakers_in(load_cuts(root, split)) for split in SPLITS}
-    assert spk["test-other"] <= set(held_out_speakers())
+    root, summary = tiny
+    spk = {split: speakers_in(load_cuts(root, split)) for split in summary["splits"]}
+    train_engines = summary["engines"]["train"]
+    held = set(held_out_speakers(train_engines))
+    seen = {s for e in train_engines for s in engine_speakers(e)[0]}
+    assert spk["test-other"] <= held
     for split in ("train", "dev", "test-clean"):
-        assert spk[split] <= set(seen_speakers())
+        assert spk[split] <= seen
         assert spk[split].isdisjoint(spk["test-other"])
     assert len(spk["train"]) >= 30
+    assert {split_speaker(s)[0] for s in spk["train"]} == set(train_engines)  # every engine speaks in train
+
+
+def test_unseen_engine_split_holds_no_train_engine(tiny):
+    root, summary = tiny
+    if UNSEEN_SPLIT not in summary["splits"]:
+        pytest.skip(f"the unseen engine is not installed: {summary['missing_engines']}")
+    unseen = summary["engines"]["unseen"]
+    engines = {split: {split_speaker(s)[0] for s in speakers_in(load_cuts(root, split))} for split in summary["splits"]}
+    assert engines[UNSEEN_SPLIT] == {unseen}
+    for split, names in engines.items():
+        if split != UNSEEN_SPLIT:
+            assert unseen not in names, split
+    assert list(summary["splits"][UNSEEN_SPLIT]["engines"]) == [unseen]
 
 
 def test_audio_format_and_noise_floor(tiny):
@@ -177,19 +215,22 @@ def test_audio_format_and_noise_floor(tiny):
 def test_lhotse_reads_cuts(tiny):
     root, _ = tiny
     for split in SPLITS:
+        if not CorpusLayout(root).cuts(split).exists():
+            continue
         cuts = load_cuts(root, split)
         for cut in list(cuts)[:3]:
             audio = cut.load_audio()
             assert audio.shape == (1, cut.num_samples)
             assert cut.sampling_rate == 16000
             sup = cut.supervisions[0]
-            assert sup.language == "English" and sup.text and "+" in sup.speaker
+            assert sup.language == "English" and sup.text and "+" in sup.speaker and ":" in sup.speaker
+            assert sup.custom["engine"] == split_speaker(sup.speaker)[0] and sup.custom["source"]
             assert sup.duration == pytest.approx(cut.duration)
         assert all(c.id.startswith(split + "-") for c in cuts)
 
 
 def test_resume_repairs_missing_and_corrupt_files(tiny, tmp_path):
-    src, _ = tiny
+    src, first = tiny
     root = tmp_path / "resumed"
     shutil.copytree(src, root)
     audio = CorpusLayout(root).audio_dir("train")
@@ -202,10 +243,11 @@ def test_resume_repairs_missing_and_corrupt_files(tiny, tmp_path):
     summary = build_corpus(root, preset="tiny", seed=0, num_jobs=2, progress=False)
     assert summary["splits"]["train"]["synthesised"] == 1
     assert summary["splits"]["test-other"]["synthesised"] == 1
-    assert sum(s["reused"] for s in summary["splits"].values()) == 298
+    total = sum(s["utterances"] for s in first["splits"].values())
+    assert sum(s["reused"] for s in summary["splits"].values()) == total - 2
     assert not stale.exists()
     assert audio_hashes(root) == audio_hashes(src)
-    for split in SPLITS:
+    for split in summary["splits"]:
         assert manifest_lines(root, "cuts", split) == manifest_lines(src, "cuts", split)
 
 
@@ -231,7 +273,7 @@ def test_failed_synthesis_is_counted_not_fatal(micro, tmp_path, monkeypatch):
     def flaky(plan, **kw):
         if plan["utt_id"] == "dev-000001":
             calls["n"] += 1
-            raise RuntimeError("espeak-ng failed (1): simulated")
+            raise RuntimeError("engine failed (1): simulated")
         return real_render(plan, **kw)
 
     monkeypatch.setattr(corpus_mod, "render", flaky)
