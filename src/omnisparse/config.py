@@ -215,6 +215,63 @@ class DualModeConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """On-the-fly audio augmentation of training utterances (``data/augment.py``); dev and test are never
+    augmented. When enabled, train batches are computed from audio, stored features unused. Per utterance:
+    speed -> reverberation -> noise -> gain, each random choice keyed by (train.seed, epoch, cut id)."""
+
+    enabled: bool = False
+    speed_prob: float = 1.0  # chance of a speed draw; the factor is then uniform over speed_factors
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # > 1 = faster, shorter
+    reverb_prob: float = 0.3
+    rir_bank_size: int = 64  # simulated rooms (pyroomacoustics, once, ~0.4 s each; cached as .npz)
+    rir_seed: int = 0
+    rt60: list[float] = field(default_factory=lambda: [0.2, 0.8])  # s, the Sabine target range of the rooms
+    room_min: list[float] = field(default_factory=lambda: [3.0, 3.0, 2.4])  # m, length / width / height
+    room_max: list[float] = field(default_factory=lambda: [10.0, 8.0, 4.0])
+    rir_cache_dir: str = ""  # "" = <data.corpus_dir>/augment
+    noise_prob: float = 0.5
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])  # active speech / noise power, uniform
+    coloured_weight: float = 1.0  # relative chance of each noise kind
+    babble_weight: float = 1.0
+    music_weight: float = 1.0
+    colours: list[str] = field(default_factory=lambda: ["white", "pink", "brown"])
+    babble_talkers: list[int] = field(default_factory=lambda: [3, 7])  # other train utterances summed, inclusive
+    babble_pool: int = 200  # train utterances the talkers come from (0 = all of them)
+    music_dir: str = "/usr/share/asterisk/moh"  # music on hold (CC-BY-SA); absent = music off, one warning
+    gain_db: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # uniform; peaks over 1 are scaled down
+
+    def validate(self) -> None:
+        """ConfigError (one line) for values no augmentation can use."""
+        for key in ("speed_prob", "reverb_prob", "noise_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"augment.{key} must be in [0, 1], got {getattr(self, key)}")
+        for key in ("rt60", "snr_db", "gain_db", "babble_talkers"):
+            v = getattr(self, key)
+            if len(v) != 2 or v[0] > v[1]:
+                raise ConfigError(f"augment.{key} must be an ordered pair [low, high], got {v}")
+        if not self.speed_factors or min(self.speed_factors) <= 0:
+            raise ConfigError(f"augment.speed_factors must be non-empty and > 0, got {self.speed_factors}")
+        if self.rt60[0] <= 0:
+            raise ConfigError(f"augment.rt60 must be > 0 s, got {self.rt60}")
+        if len(self.room_min) != 3 or len(self.room_max) != 3 or min(self.room_min) <= 1.0 \
+                or any(a > b for a, b in zip(self.room_min, self.room_max)):
+            raise ConfigError(f"augment.room_min / room_max must be 3 sides each, over 1 m, min <= max; got "
+                              f"{self.room_min} / {self.room_max}")
+        if self.rir_bank_size < 1:
+            raise ConfigError(f"augment.rir_bank_size must be >= 1, got {self.rir_bank_size}")
+        weights = (self.coloured_weight, self.babble_weight, self.music_weight)
+        if min(weights) < 0 or (self.noise_prob > 0 and sum(weights) == 0):
+            raise ConfigError(f"augment noise weights must be >= 0, not all 0 when noise_prob > 0; got {weights}")
+        unknown = [c for c in self.colours if c not in ("white", "pink", "brown")]
+        if unknown or (self.coloured_weight > 0 and not self.colours):
+            raise ConfigError(f"augment.colours must be some of white, pink, brown; got {self.colours}")
+        if self.babble_talkers[0] < 1 or self.babble_pool < 0:
+            raise ConfigError(f"augment.babble_talkers must be >= 1 and babble_pool >= 0; got "
+                              f"{self.babble_talkers}, {self.babble_pool}")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -224,6 +281,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     dual: DualModeConfig = field(default_factory=DualModeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -330,6 +388,7 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
         for data in _read_preset(preset):
             _update(cfg, data, "")
     apply_overrides(cfg, overrides or [])
+    cfg.augment.validate()
     return cfg
 
 
@@ -347,6 +406,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
     _update(cfg, data, "")
+    cfg.augment.validate()
     return cfg
 
 

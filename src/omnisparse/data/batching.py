@@ -9,6 +9,10 @@ A batch is a dict::
     texts       list[str], normalised transcripts
     ids         list[str], cut ids
 
+With an :class:`~omnisparse.data.augment.Augmenter`, each utterance's audio is augmented and its fbank
+computed on the fly (stored features unused); the augmentation of a cut is keyed by (seed, epoch, cut id),
+the epoch set with ``set_epoch`` before each epoch's DataLoader is made.
+
 Utterances whose features or audio cannot be loaded are dropped from their batch with a counted
 warning (``AsrDataset.skipped``) rather than crashing an epoch.
 """
@@ -25,6 +29,7 @@ import torch
 from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, SimpleCutSampler
 
+from omnisparse.data.augment import Augmenter, cut_rng
 from omnisparse.data.features import FeatureNormalizer, fbank
 from omnisparse.data.text import normalize_text
 from omnisparse.data.tokenizer import Tokenizer
@@ -72,15 +77,25 @@ class AsrDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch, from a lhotse sampler) to padded tensors."""
 
     def __init__(self, tokenizer: Tokenizer, normalizer: FeatureNormalizer, on_the_fly: bool = False,
-                 spec_augment: SpecAugmentConfig | None = None, seed: int = 0):
+                 spec_augment: SpecAugmentConfig | None = None, seed: int = 0, augmenter: Augmenter | None = None):
         self.tokenizer = tokenizer
         self.normalizer = normalizer
         self.on_the_fly = on_the_fly
         self.spec_augment = spec_augment
         self.seed = seed
+        self.augmenter = augmenter
+        self.epoch = 0
         self.skipped: Counter = Counter()
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that keys augmentation. DataLoader workers copy the dataset when an iterator starts
+        (the loaders are not persistent), so setting it before each epoch's loader reaches them too."""
+        self.epoch = epoch
+
     def _load(self, cut) -> torch.Tensor:
+        if self.augmenter is not None:
+            audio = self.augmenter(cut.load_audio()[0], cut_rng(self.seed, self.epoch, cut.id), cut_id=cut.id)
+            return fbank(audio, cut.sampling_rate)
         if not self.on_the_fly and cut.has_features:
             return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
         return fbank(cut.load_audio()[0], cut.sampling_rate)

@@ -41,6 +41,7 @@ from lhotse import CutSet, load_manifest_lazy
 from tqdm.auto import tqdm
 
 from omnisparse.config import Config, TrainConfig
+from omnisparse.data.augment import Augmenter, load_or_make_rir_bank
 from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_loader, make_sampler
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
@@ -169,6 +170,8 @@ class Trainer:
         tc = cfg.train
         if self.dist.is_main:
             prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
+            if cfg.augment.enabled and cfg.augment.reverb_prob > 0:  # simulated once here, read by every rank
+                load_or_make_rir_bank(cfg.augment, self._rir_cache_dir())
         if self.dist.world_size > 1:
             dist.barrier()
         layout = CorpusLayout(cfg.data.corpus_dir)
@@ -190,7 +193,10 @@ class Trainer:
         self.train_cuts = load_split_cuts(cfg, cfg.data.train_splits, cfg.data.max_cut_duration, report=self.too_long)
         spec = SpecAugmentConfig(cfg.data.freq_masks, cfg.data.freq_mask_width, cfg.data.time_masks,
                                  cfg.data.time_mask_fraction) if cfg.data.spec_augment else None
-        self.dataset = AsrDataset(self.tokenizer, self.normalizer, cfg.data.on_the_fly_features, spec, seed=tc.seed)
+        augmenter = Augmenter.from_config(cfg.augment, self._rir_cache_dir(), self.train_cuts, tc.seed) \
+            if cfg.augment.enabled else None
+        self.dataset = AsrDataset(self.tokenizer, self.normalizer, cfg.data.on_the_fly_features, spec, seed=tc.seed,
+                                  augmenter=augmenter)
         self.dev_cuts = load_split_cuts(cfg, [cfg.data.dev_split])
         if cfg.data.dev_subset > 0:
             self.dev_cuts = self.dev_cuts.subset(first=min(cfg.data.dev_subset, len(self.dev_cuts)))
@@ -216,6 +222,9 @@ class Trainer:
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
             write_run_record(self.run_dir, cfg.to_dict(), {"params": self.model.num_params()})
+
+    def _rir_cache_dir(self) -> Path:
+        return Path(self.cfg.augment.rir_cache_dir or Path(self.cfg.data.corpus_dir) / "augment")
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
@@ -303,6 +312,8 @@ class Trainer:
                                    seed=self.cfg.train.seed, world_size=self.dist.world_size, rank=self.dist.rank,
                                    drop_last=self.dist.world_size > 1)
             sampler.set_epoch(self.epoch)
+            if hasattr(self.dataset, "set_epoch"):  # augmentation is keyed by the epoch
+                self.dataset.set_epoch(self.epoch)
             skip = self.batches_in_epoch
             if skip:
                 it = iter(sampler)
