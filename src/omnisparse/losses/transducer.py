@@ -1,6 +1,13 @@
 """The training objective of a Transducer: RNN-T loss (fused joiner path) + optional CTC auxiliary
 + optional in-place distillation over the joiner posterior lattice.
 
+``model.config.loss = "pruned"`` replaces the full RNN-T loss by k2's pruned transducer loss
+(:mod:`omnisparse.losses.pruned`): ``simple_scale * simple + pruned_scale * pruned``, the simple
+joint being the joiner without its tanh (``am = out(enc_proj(enc))``, ``lm = pred_proj(pred) @ out.weight.T``,
+no extra parameters) and the scales following :func:`pruned_loss_scales` over
+``model.prune_warmup_steps``. The warm-up reads :attr:`TransducerLoss.step` (set it to the optimizer
+step before each step; left at None it counts the forwards made in training mode).
+
 Distillation (supernet training, ``sparsity.distill``): the dense path returns its log-posteriors
 ``(B, T', U+1, V)`` (detached) and each sparse path adds ``weight * KD`` with, per utterance,
 ``KD_b = (T'_b + U_b) * mean over the valid (t, u) nodes of KL(p_dense || p_sparse)`` - the mean KL
@@ -20,18 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from omnisparse.losses.pruned import pruned_loss_scales, pruned_transducer_loss
 from omnisparse.losses.rnnt import rnnt_loss_from_joiner
 
 
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar: mean over utterances of (rnnt + ctc_weight * ctc)
-    rnnt: float
+    rnnt: float  # loss=pruned: the pruned loss (>= the full RNN-T loss)
     ctc: float
     num_utts: int
     num_tokens: int
     distill: float = 0.0
     log_probs: Optional[torch.Tensor] = None  # (B, T', U+1, V) detached, when requested
+    simple: float = 0.0  # loss=pruned: the simple (linear-joint) loss
 
 
 def lattice_log_probs(joiner, enc_p: torch.Tensor, pred_p: torch.Tensor) -> torch.Tensor:
@@ -58,6 +67,36 @@ class TransducerLoss(nn.Module):
         super().__init__()
         self.model = model
         self.loss_dtype = loss_dtype
+        self.step: Optional[int] = None  # optimizer step for the pruned loss's warm-up (None: count forwards)
+        self._forwards = 0
+
+    def rnnt_from_projections(self, enc_p: torch.Tensor, pred_p: torch.Tensor, tokens: torch.Tensor,
+                              enc_lens: torch.Tensor, token_lens: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """Transducer part of the loss from ``enc_p (B, T', J)``, ``pred_p (B, U+1, J)``.
+
+        Returns ``(loss, rnnt, simple)``: the scalar to optimise (mean over utterances), the RNN-T
+        value reported (full, or pruned) and the simple loss (0 for ``loss=full``)."""
+        m = self.model
+        cfg = m.config
+        j = m.joiner
+        kind = getattr(cfg, "loss", "full")
+        if kind == "full":
+            rnnt = rnnt_loss_from_joiner(enc_p, pred_p, j.out.effective_weight(), j.out.bias, tokens,
+                                         enc_lens, token_lens, blank=cfg.blank_id, reduction="mean",
+                                         dtype=self.loss_dtype)
+            return rnnt, float(rnnt.detach()), 0.0
+        if kind != "pruned":
+            raise ValueError(f"model.loss must be full or pruned, got {kind!r}")
+        out = pruned_transducer_loss(enc_p, pred_p, j.out.effective_weight(), j.out.bias, tokens, enc_lens,
+                                     token_lens, blank=cfg.blank_id, prune_range=cfg.prune_range,
+                                     lm_scale=cfg.simple_lm_scale, am_scale=cfg.simple_am_scale,
+                                     reduction="mean", dtype=self.loss_dtype)
+        step = self._forwards if self.step is None else self.step
+        s_scale, p_scale = pruned_loss_scales(step, cfg.prune_warmup_steps, cfg.simple_loss_scale)
+        if m.training:
+            self._forwards += 1
+        loss = s_scale * out.simple + p_scale * out.pruned
+        return loss, float(out.pruned.detach()), float(out.simple.detach())
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, tokens: torch.Tensor,
                 token_lens: torch.Tensor, mode: str = "stream", return_log_probs: bool = False,
@@ -71,10 +110,7 @@ class TransducerLoss(nn.Module):
         j = m.joiner
         enc_p = j.project_enc(out.enc)  # (B, T', J)
         pred_p = j.project_pred(out.pred)  # (B, U+1, J)
-        rnnt = rnnt_loss_from_joiner(enc_p, pred_p, j.out.effective_weight(), j.out.bias, tokens,
-                                     out.enc_lens, token_lens, blank=m.config.blank_id, reduction="mean",
-                                     dtype=self.loss_dtype)
-        loss = rnnt
+        loss, rnnt_val, simple_val = self.rnnt_from_projections(enc_p, pred_p, tokens, out.enc_lens, token_lens)
         ctc_val = 0.0
         if getattr(out, "ctc_logits", None) is not None and m.config.ctc_weight > 0:
             lp = out.ctc_logits.log_softmax(-1).transpose(0, 1)  # (T', B, V)
@@ -91,6 +127,7 @@ class TransducerLoss(nn.Module):
                 kd = lattice_kl(teacher_log_probs, lattice, out.enc_lens, token_lens)
                 loss = loss + distill_weight * kd
                 distill_val = float(kd.detach())
-        return LossOutput(loss=loss, rnnt=float(rnnt.detach()), ctc=ctc_val, num_utts=int(feats.shape[0]),
+        return LossOutput(loss=loss, rnnt=rnnt_val, ctc=ctc_val, num_utts=int(feats.shape[0]),
                           num_tokens=int(token_lens.sum()), distill=distill_val,
-                          log_probs=lattice.detach() if (lattice is not None and return_log_probs) else None)
+                          log_probs=lattice.detach() if (lattice is not None and return_log_probs) else None,
+                          simple=simple_val)
