@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up omnisparse on a fresh Debian machine. Safe to re-run: every step checks before it acts.
 #   system packages: speech engines (espeak-ng, festival + festvox-kdlpc16k, mbrola voices, pico2wave),
-#   sox (audio effects), text (fortunes, wordnet-base, dict-jargon, dict-gcide), music for noise
+#   sox (audio effects), text (fortunes, wordnet-base, dict-jargon, dict-gcide, bible-kjv-text), music for noise
 #   (asterisk-moh-opsound-wav); contrib + non-free are enabled in the Debian sources for mbrola / pico
 #   Python: a virtual environment at $OMNISPARSE_VENV (default .venv), torch==2.13.0 installed
 #   first and alone so no dependency can resolve a CUDA build, then the package (with test extras).
@@ -30,7 +30,7 @@ command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need_apt+=(sox libsox-fmt-all)
 [ -d /usr/share/games/fortunes ] || need_apt+=(fortunes fortune-mod)
 # corpus v2: more engines (festival + its US diphone voice, MBROLA voices, pico) and text sources
-for p in festival festvox-kdlpc16k wordnet-base dict-jargon dict-gcide asterisk-moh-opsound-wav; do
+for p in festival festvox-kdlpc16k wordnet-base dict-jargon dict-gcide bible-kjv-text asterisk-moh-opsound-wav; do
   have_pkg "$p" || need_apt+=("$p")
 done
 optional_apt=()
