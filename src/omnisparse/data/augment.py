@@ -85,12 +85,17 @@ def coloured_noise(n: int, colour: str, rng: np.random.Generator, sample_rate: i
     """(n,) float32 Gaussian noise of unit power whose spectrum falls as f^-alpha (white 0, pink 1, brown 2)."""
     if colour not in COLOUR_SLOPES:
         raise ValueError(f"unknown noise colour {colour!r}; known: {sorted(COLOUR_SLOPES)}")
-    x = rng.standard_normal(n)
     alpha = COLOUR_SLOPES[colour]
-    if alpha > 0.0 and n > 1:
+    if alpha == 0.0 or n < 2:
+        x = rng.standard_normal(n)
+    else:
+        # shaped in the frequency domain at a power-of-two length: an FFT of an utterance's own length
+        # (often a large prime factor) costs more than the rest of the chain
+        m = 1 << (n - 1).bit_length()
+        spec = rng.standard_normal(m // 2 + 1) + 1j * rng.standard_normal(m // 2 + 1)
         # flat below 20 Hz: an f^-2 slope down to DC would be a random drift, not a noise
-        f = np.maximum(np.fft.rfftfreq(n, 1.0 / sample_rate), 20.0)
-        x = np.fft.irfft(np.fft.rfft(x) * f ** (-alpha / 2), n)
+        f = np.maximum(np.fft.rfftfreq(m, 1.0 / sample_rate), 20.0)
+        x = np.fft.irfft(spec * f ** (-alpha / 2), m)[:n]
     p = float(np.mean(x * x))
     return (x / np.sqrt(p) if p > 0 else x).astype(np.float32)
 
@@ -109,7 +114,11 @@ def reverberate(x: np.ndarray, rir: np.ndarray, direct: int) -> np.ndarray:
 
 def _tile(x: np.ndarray, n: int, offset: int) -> np.ndarray:
     """n samples of ``x`` repeated end to end, starting at ``offset``."""
-    return np.take(x, (offset + np.arange(n)) % len(x))
+    offset %= len(x)
+    if offset + n <= len(x):
+        return x[offset: offset + n]
+    reps = -(-(offset + n) // len(x))
+    return np.concatenate([x] * reps)[offset: offset + n]
 
 
 # ---------------------------------------------------------------------------------------------- RIR bank
@@ -140,11 +149,11 @@ class RirBank:
 
 
 def _bank_params(cfg: AugmentConfig) -> dict[str, Any]:
-    import pyroomacoustics as pra
+    from importlib.metadata import version  # not the module: importing pyroomacoustics takes seconds
 
     return {"format": _BANK_FORMAT, "n": cfg.rir_bank_size, "seed": cfg.rir_seed, "rt60": list(cfg.rt60),
             "room_min": list(cfg.room_min), "room_max": list(cfg.room_max), "sample_rate": SAMPLE_RATE,
-            "pyroomacoustics": pra.__version__}
+            "pyroomacoustics": version("pyroomacoustics")}
 
 
 def rir_bank_path(cache_dir: str | Path, cfg: AugmentConfig) -> Path:
