@@ -12,11 +12,8 @@ once from ``augment.rir_seed`` and cached as ``.npz``.
 Libraries: lhotse reads audio, perturbs speed (its ``Speed`` transform, a torch sinc resampler that needs
 no torchaudio) and resamples the 8 kHz music; pyroomacoustics simulates the shoebox rooms (image
 source method); scipy convolves (FFT).
-Hand-written, because no library does it here: coloured noise, mixing at an active-speech SNR and the
-babble sum (lhotse's ``cut.mix`` scales by whole-signal energy relative to its first track, which the
-silences of an utterance skew, and decodes every babble talker again on each use where a cached pool
-does not), and the convolution glue (lhotse's reverb simulates RIRs only with torchaudio and takes a
-given RIR only as a Recording).
+Hand-written, as no library here does them: coloured noise, active-speech-SNR mixing and the babble sum
+(lhotse's ``cut.mix`` scales by whole-signal energy and re-decodes each talker), and the RIR convolution glue.
 """
 
 from __future__ import annotations
