@@ -6,9 +6,12 @@
 Stages (each resumable: re-running continues where it stopped):
   1. build the corpus and its features/tokenizer (skipped when present)
   2. train `conf/<preset>.yaml` (resumes from the run's last checkpoint)
-  3. WER on dev / test-clean / test-other (greedy, the trained streaming mode)
+  3. WER on dev / test-clean / test-other (+ test-unseen-engine when the corpus has it; greedy, the
+     trained streaming mode)
   4. streaming real-time factor: audio -> streaming fbank -> encoder ``infer`` -> greedy, batch 1,
      1 thread, on test-clean utterances
+  5. ``anchor``: pocketsphinx (bench/anchor.py) on the same test splits and utterances as stage 3's
+     WER, its WER and real-time factor (cached in RUN_DIR/eval_anchor.json)
 Writes the JSON result and a PNG of the dev-WER curve over training time beside it.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -30,6 +34,14 @@ from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import streaming_rtf
 from omnisparse.train.trainer import load_split_cuts, train
 from omnisparse.utils.provenance import write_result
+
+
+def _anchor_module():
+    """bench/anchor.py, imported from beside this file (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_anchor", Path(__file__).with_name("anchor.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def wer_curve(run_dir: Path) -> list[dict]:
@@ -71,12 +83,19 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = Path(cfg.train.out_dir)
     lm = load_model(run_dir)
     mode = lm.trained_modes[0]
-    wer = {}
-    for split in [cfg.data.dev_split, *cfg.data.test_splits]:
+    anchor_mod = _anchor_module()
+    test_splits = list(cfg.data.test_splits)
+    if anchor_mod.UNSEEN_SPLIT not in test_splits and CorpusLayout(corpus).cuts(anchor_mod.UNSEEN_SPLIT).exists():
+        test_splits.append(anchor_mod.UNSEEN_SPLIT)
+    wer, wer_ids = {}, {}
+    for split in [cfg.data.dev_split, *test_splits]:
         r = evaluate_cuts(lm.model, load_split_cuts(cfg, [split]), lm.tokenizer, lm.normalizer, mode=mode,
                           decode=cfg.decode, progress=True)
         wer[split] = r["wer"]
+        wer_ids[split] = sorted(h["id"] for h in r["hyps"])
         print(f"{split}: WER {r['wer']:.4f} ({r['utterances']} utterances)")
+    anchor = anchor_mod.cached_pocketsphinx_eval(run_dir / "eval_anchor.json", corpus,
+                                                 {s: wer_ids[s] for s in test_splits})
     rtf = streaming_rtf(lm.model, lm.tokenizer, lm.normalizer, load_split_cuts(cfg, [cfg.data.test_splits[0]]), args.rtf_utts)
     cost = result["cost"]
     curve = wer_curve(run_dir)
@@ -88,9 +107,10 @@ def main(argv: list[str] | None = None) -> None:
         "train_wall_s": cost["wall_s"],
         "optimizer_steps": cost["optimizer_steps"],
         "audio_s_per_wall_s": cost["audio_seconds"] / max(1e-9, cost["wall_s"]),
-        "wer": {"dev": wer[cfg.data.dev_split], **{s: wer[s] for s in cfg.data.test_splits}},
+        "wer": {"dev": wer[cfg.data.dev_split], **{s: wer[s] for s in test_splits}},
         "rtf_stream": rtf["rtf"],
         "rtf_detail": rtf,
+        "anchor": anchor,
         "wer_curve": curve,
         "run_dir": str(run_dir),
         "config": cfg.to_dict(),
