@@ -1,7 +1,7 @@
 """Dense streaming RNN-T on the `small` default corpus: WER, training time and streaming speed.
 
     .venv/bin/python bench/dense_small.py [--preset small] [--out bench/results/dense_small.json]
-                                          [--rtf-utts 50] [--section.key=value ...]
+                                          [--rtf-utts 50] [--anchor-utts 0] [--section.key=value ...]
 
 Stages (each resumable: re-running continues where it stopped):
   1. build the corpus and its features/tokenizer (skipped when present)
@@ -11,7 +11,9 @@ Stages (each resumable: re-running continues where it stopped):
   4. streaming real-time factor: audio -> streaming fbank -> encoder ``infer`` -> greedy, batch 1,
      1 thread, on test-clean utterances
   5. ``anchor``: pocketsphinx (bench/anchor.py) on the same test splits and utterances as stage 3's
-     WER, its WER and real-time factor (cached in RUN_DIR/eval_anchor.json)
+     WER (the first ``--anchor-utts`` of each split when given: pocketsphinx decodes at about real
+     time on one core; ``anchor_subset_wer`` then holds our WER on exactly those utterances), its
+     WER and real-time factor (cached in RUN_DIR/eval_anchor.json)
 Writes the JSON result and a PNG of the dev-WER curve over training time beside it.
 """
 
@@ -29,7 +31,7 @@ from omnisparse.config import load_config
 from omnisparse.data.corpus import build_corpus
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
-from omnisparse.decoding.evaluate import evaluate_cuts
+from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
 from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import streaming_rtf
 from omnisparse.train.trainer import load_split_cuts, train
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--out", default="bench/results/dense_small.json")
     ap.add_argument("--rtf-utts", type=int, default=50)
+    ap.add_argument("--anchor-utts", type=int, default=0, help="pocketsphinx on the first N utterances per test "
+                    "split (0 = all)")
     args, overrides = ap.parse_known_args(argv)
     cfg = load_config(args.preset, overrides)
     corpus = Path(cfg.data.corpus_dir)
@@ -87,12 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     test_splits = list(cfg.data.test_splits)
     if anchor_mod.UNSEEN_SPLIT not in test_splits and CorpusLayout(corpus).cuts(anchor_mod.UNSEEN_SPLIT).exists():
         test_splits.append(anchor_mod.UNSEEN_SPLIT)
-    wer, wer_ids = {}, {}
+    wer, wer_ids, subset_wer = {}, {}, {}
     for split in [cfg.data.dev_split, *test_splits]:
         r = evaluate_cuts(lm.model, load_split_cuts(cfg, [split]), lm.tokenizer, lm.normalizer, mode=mode,
                           decode=cfg.decode, progress=True)
         wer[split] = r["wer"]
-        wer_ids[split] = sorted(h["id"] for h in r["hyps"])
+        hyps = sorted(r["hyps"], key=lambda h: h["id"])
+        if args.anchor_utts > 0:
+            hyps = hyps[:args.anchor_utts]
+        wer_ids[split] = [h["id"] for h in hyps]
+        subset_wer[split] = word_error_rate([h["ref"] for h in hyps], [h["hyp"] for h in hyps])["wer"]
         print(f"{split}: WER {r['wer']:.4f} ({r['utterances']} utterances)")
     anchor = anchor_mod.cached_pocketsphinx_eval(run_dir / "eval_anchor.json", corpus,
                                                  {s: wer_ids[s] for s in test_splits})
@@ -100,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     cost = result["cost"]
     curve = wer_curve(run_dir)
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     plot_curve(curve, out.with_suffix(".png"), f"{args.preset}: dense streaming RNN-T")
     payload = {
         "preset": args.preset,
@@ -111,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         "rtf_stream": rtf["rtf"],
         "rtf_detail": rtf,
         "anchor": anchor,
+        "anchor_subset_wer": {s: subset_wer[s] for s in test_splits},
         "wer_curve": curve,
         "run_dir": str(run_dir),
         "config": cfg.to_dict(),
