@@ -1,20 +1,47 @@
-"""Where a training step's time goes, for the dense recipe and its efficiency levers.
+"""Where a training step's time goes, and how much audio per wall second each speed lever buys.
 
-    .venv/bin/python bench/train_profile.py [--preset small] [--batches 6] [--threads 2]
-                                            [--out bench/results/train_profile.json]
+    .venv/bin/python bench/train_profile.py --corpus data/small [--preset small] [--batches 8]
+        [--repeats 2] [--warmup 1] [--threads 2] [--variants today,vocab_128,...,v2]
+        [--out bench/results/train_profile.json]
 
-For each variant (the preset, then one lever changed at a time: x8 subsampling, a 128-piece BPE,
-an LSTM predictor, no CTC head, 30 s batches) it draws the same real training batches (same
-sampler seed, SpecAugment on) and times, per batch:
+Recipes are pinned here, on top of ``conf/<preset>.yaml`` (architecture, SpecAugment, cut limits)
+pointed at ``--corpus``, so that the comparison does not move when the preset file does:
+
+* ``today``: the recipe of ``conf/small.yaml`` up to commit 57f30d2 - 256-piece BPE, stateless
+  predictor (context 2), full RNN-T loss (fused joiner), 60 s batches, 10 duration buckets;
+* one lever changed at a time: ``vocab_128`` (128-piece BPE: smaller joint and CTC head, U grows a
+  little), ``lstm_predictor`` (``model.pred_type=lstm``), ``pruned`` (``model.loss=pruned``: k2 pruned
+  RNN-T, the tanh joiner on 5 symbols per frame instead of U+1, :mod:`omnisparse.losses.pruned`),
+  ``buckets_30`` (30 duration buckets: fewer padded frames), ``batch_30s`` (30 s batches),
+  ``no_dropout`` (``model.dropout=0``: not a recipe, the price of dropout's random masks on CPU);
+  opt-in: ``compile_encoder`` (``torch.compile(encoder, dynamic=True)``) and ``bf16_autocast`` (the
+  encoder under ``torch.autocast("cpu", torch.bfloat16)``; default only on CPUs with native bf16);
+* ``v2_core`` = vocab_128 + lstm_predictor + pruned, ``v2`` = v2_core + buckets_30;
+  ``preset``: ``conf/<preset>.yaml`` as it stands (its augmentation is not applied: batches are drawn
+  before timing, data loading is not timed);
+* ``today_again``: ``today`` once more, timed with the others: its ratio to ``today`` is the noise floor.
+
+Variants with the same data settings get the very same batches (same sampler seed, SpecAugment on).
+They are timed **round-robin**, one batch each in turn, the order reversed every other round, so
+that the load of a shared machine falls on all alike: only ratios from one run mean anything. Each
+batch runs ``--repeats`` times in a row and counts its fastest run (a load spike hits one repeat);
+the first ``--warmup`` rounds are not timed. Per step:
 
 * ``enc_fwd`` / ``enc_bwd``: subsampling + conformer blocks (+ CTC head and loss when enabled);
-* ``joint_fwd`` / ``joint_bwd``: predictor, joiner projections and the fused RNN-T loss;
-* ``step``: the optimizer update.
+* ``joint_fwd`` / ``joint_bwd``: predictor, joiner projections and the RNN-T loss (full fused, or
+  simple + pruned);
+* ``step``: gradient clipping and the optimizer update.
 
-The encoder backward is timed separately by cutting the graph at the encoder output (``enc`` is
+The encoder backward is timed apart by cutting the graph at the encoder output (``enc`` is
 detached, the joint's gradient w.r.t. it is pushed back through the encoder afterwards), so the
-parts add up to one real training step. Reports seconds per step, audio seconds per wall second and
-each part's share. Numbers are noisy on a shared machine: compare variants within one run.
+parts add up to one real training step. Reports seconds per step, audio seconds per wall second,
+each part's share, padding (share of padded fbank frames, audio-weighted), parameters, and each
+variant's audio seconds per wall second over ``today``'s (``speedup_vs_today``).
+
+Measured on the 2-core AVX2 EPYC (loaded by other jobs): ``torch.compile`` of the encoder took
+12 min for the first two batch shapes and 4-6 min for each new one (B and T vary per batch; they
+recompile even with ``dynamic=True``) and was not faster once compiled; bf16 autocast without
+native bf16 made the encoder's fwd+bwd ~8x slower. Hence both are opt-in.
 """
 
 from __future__ import annotations
@@ -23,32 +50,74 @@ import argparse
 import copy
 import sys
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from omnisparse.config import load_config
 from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_loader, make_sampler
+from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
-from omnisparse.losses.rnnt import rnnt_loss_from_joiner
+from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.losses.transducer import TransducerLoss
 from omnisparse.models.transducer import Transducer, add_blank_prefix
 from omnisparse.train.trainer import load_split_cuts
-from omnisparse.data.features import FeatureNormalizer
-from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.utils.provenance import write_result
 
-VARIANTS = {
-    "preset": {},
-    "subsampling_8": {"model.subsampling": 8, "model.chunk_size": 2},
-    "vocab_128": {"data.vocab_size": 128},
-    "lstm_predictor": {"model.pred_type": "lstm"},
-    "no_ctc": {"model.ctc_weight": 0.0},
-    "batch_30s": {"data.max_duration": 30.0},
+TODAY = {"data.vocab_size": 256, "data.max_duration": 60.0, "data.num_buckets": 10,
+         "model.pred_type": "stateless", "model.pred_context": 2, "model.loss": "full"}
+V2_CORE = {**TODAY, "data.vocab_size": 128, "model.pred_type": "lstm", "model.loss": "pruned"}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "today": {"overrides": TODAY},
+    "vocab_128": {"overrides": {**TODAY, "data.vocab_size": 128}},
+    "lstm_predictor": {"overrides": {**TODAY, "model.pred_type": "lstm"}},
+    "pruned": {"overrides": {**TODAY, "model.loss": "pruned"}},
+    "buckets_30": {"overrides": {**TODAY, "data.num_buckets": 30}},
+    "batch_30s": {"overrides": {**TODAY, "data.max_duration": 30.0}},
+    "no_dropout": {"overrides": {**TODAY, "model.dropout": 0.0}},
+    "compile_encoder": {"overrides": TODAY, "compile": True},
+    "bf16_autocast": {"overrides": TODAY, "bf16": True},
+    "v2_core": {"overrides": V2_CORE},
+    "v2": {"overrides": {**V2_CORE, "data.num_buckets": 30}},
+    "preset": {"overrides": {}},
+    "today_again": {"overrides": TODAY},
 }
+OPT_IN = ("compile_encoder", "bf16_autocast")
+PARTS = ("enc_fwd", "enc_bwd", "joint_fwd", "joint_bwd", "step")
 
 
-def _batches(cfg, n: int) -> tuple[list[dict], Tokenizer]:
+def native_bf16() -> bool:
+    """Whether the CPU has bf16 arithmetic (AVX512-BF16 or AMX); elsewhere autocast emulates it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_variants() -> list[str]:
+    names = [n for n in VARIANTS if n not in OPT_IN]
+    if native_bf16():
+        names.insert(names.index("v2_core"), "bf16_autocast")
+    return names
+
+
+def _apply(cfg, overrides: dict[str, Any]) -> None:
+    for key, val in overrides.items():
+        section, field = key.split(".")
+        sec = getattr(cfg, section)
+        if not hasattr(sec, field):
+            raise KeyError(f"{key}: no such config field")
+        setattr(sec, field, val)
+
+
+def draw_batches(cfg, n: int) -> tuple[list[dict], Tokenizer]:
+    """The first ``n`` training batches of the sampler (seed ``train.seed``), SpecAugment as in training."""
+    prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
     layout = CorpusLayout(cfg.data.corpus_dir)
     tok = Tokenizer(layout.bpe_model(cfg.data.vocab_size))
     norm = FeatureNormalizer.from_file(layout.global_stats)
@@ -57,93 +126,156 @@ def _batches(cfg, n: int) -> tuple[list[dict], Tokenizer]:
     ds = AsrDataset(tok, norm, d.on_the_fly_features, spec, seed=cfg.train.seed)
     cuts = load_split_cuts(cfg, d.train_splits, d.max_cut_duration)
     sampler = make_sampler(cuts, d.max_duration, shuffle=True, num_buckets=d.num_buckets, seed=cfg.train.seed)
-    out = []
-    for b in make_loader(ds, sampler, 0):
-        out.append(b)
-        if len(out) == n:
-            break
+    out: list[dict] = []
+    while len(out) < n:  # a small corpus may hold fewer batches than asked: go round again
+        before = len(out)
+        for b in make_loader(ds, sampler, 0):
+            out.append(b)
+            if len(out) == n:
+                break
+        if len(out) == before:
+            raise RuntimeError(f"no training batches in {cfg.data.corpus_dir}")
     return out, tok
 
 
-def _tick() -> float:
-    return time.perf_counter()
+class Runner:
+    """One variant: its model, optimizer, batches and accumulated timings."""
 
+    def __init__(self, name: str, cfg, batches: list[dict], tok: Tokenizer, compile_encoder: bool, bf16: bool):
+        self.name, self.cfg, self.batches, self.bf16 = name, cfg, batches, bf16
+        cfg.model.vocab_size = tok.vocab_size
+        cfg.model.blank_id = tok.blank_id
+        torch.manual_seed(0)
+        self.model = Transducer.from_config(cfg.model)
+        self.params = self.model.num_params()
+        self.model.train()
+        if compile_encoder:
+            self.model.encoder = torch.compile(self.model.encoder, dynamic=True)
+        self.loss = TransducerLoss(self.model)
+        self.loss.step = 10 ** 9  # past any warm-up of the pruned loss's scales: the steady state
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.parts = dict.fromkeys(PARTS, 0.0)
+        self.audio_s = 0.0
+        self.untimed_s: list[float] = []
+        self.timed: list[dict] = []
+        self.T_enc = 0
 
-def profile_variant(cfg, n_batches: int) -> dict:
-    prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
-    batches, tok = _batches(cfg, n_batches + 1)
-    cfg.model.vocab_size = tok.vocab_size
-    cfg.model.blank_id = tok.blank_id
-    torch.manual_seed(0)
-    model = Transducer.from_config(cfg.model)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    blank = cfg.model.blank_id
-    parts = {"enc_fwd": 0.0, "enc_bwd": 0.0, "joint_fwd": 0.0, "joint_bwd": 0.0, "step": 0.0}
-    audio_s = 0.0
-    shapes = []
-    for i, b in enumerate(batches):
-        timed = i > 0  # the first batch warms up allocators and kernels
-        t0 = _tick()
-        enc, enc_lens = model.encode(b["feats"], b["feat_lens"], cfg.train.mode)
+    def _one(self, b: dict) -> tuple[float, ...]:
+        """One training step on batch ``b``; the five part durations (s)."""
+        m, cfg = self.model, self.cfg
+        blank = cfg.model.blank_id
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            enc, enc_lens = m.encode(b["feats"], b["feat_lens"], cfg.train.mode)
+        enc = enc.float()
         ctc = None
-        if model.ctc_head is not None and cfg.model.ctc_weight > 0:
-            lp = model.ctc_head(enc).log_softmax(-1).transpose(0, 1)
+        if m.ctc_head is not None and cfg.model.ctc_weight > 0:
+            lp = m.ctc_head(enc).log_softmax(-1).transpose(0, 1)
             ctc = F.ctc_loss(lp, b["tokens"], enc_lens, b["token_lens"], blank=blank, reduction="sum",
                              zero_infinity=True) / b["feats"].shape[0]
-        t1 = _tick()
+        t1 = time.perf_counter()
         enc_cut = enc.detach().requires_grad_(True)
-        pred = model.predict(add_blank_prefix(b["tokens"], b["token_lens"], blank))
-        j = model.joiner
-        loss = rnnt_loss_from_joiner(j.project_enc(enc_cut), j.project_pred(pred), j.out.effective_weight(),
-                                     j.out.bias, b["tokens"], enc_lens, b["token_lens"], blank=blank)
-        t2 = _tick()
+        pred = m.predict(add_blank_prefix(b["tokens"], b["token_lens"], blank))
+        j = m.joiner
+        loss, _, _ = self.loss.rnnt_from_projections(j.project_enc(enc_cut), j.project_pred(pred), b["tokens"],
+                                                     enc_lens, b["token_lens"])
+        t2 = time.perf_counter()
         loss.backward()
-        t3 = _tick()
-        grad = enc_cut.grad
+        t3 = time.perf_counter()
         if ctc is not None:
-            torch.autograd.backward([enc, ctc * cfg.model.ctc_weight], [grad, None])
+            torch.autograd.backward([enc, ctc * cfg.model.ctc_weight], [enc_cut.grad, None])
         else:
-            enc.backward(grad)
-        t4 = _tick()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t5 = _tick()
-        if timed:
-            for k, dt in zip(parts, (t1 - t0, t4 - t3, t2 - t1, t3 - t2, t5 - t4)):
-                parts[k] += dt
-            audio_s += float(b["feat_lens"].sum()) * 0.01
-            shapes.append({"B": int(b["feats"].shape[0]), "T_enc": int(enc.shape[1]),
-                           "U": int(b["tokens"].shape[1]), "audio_s": round(float(b["feat_lens"].sum()) * 0.01, 1)})
-    total = sum(parts.values())
-    return {"s_per_step": total / n_batches, "audio_s_per_wall_s": audio_s / total,
-            "share": {k: v / total for k, v in parts.items()}, "s_per_step_parts": {k: v / n_batches for k, v in parts.items()},
-            "params": model.num_params(), "batches": shapes}
+            enc.backward(enc_cut.grad)
+        t4 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 5.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        t5 = time.perf_counter()
+        self.T_enc = int(enc.shape[1])
+        return t1 - t0, t4 - t3, t2 - t1, t3 - t2, t5 - t4
+
+    def step(self, i: int, timed: bool, repeats: int) -> None:
+        b = self.batches[i]
+        runs = [self._one(b) for _ in range(repeats)]
+        if not timed:
+            self.untimed_s += [round(sum(r), 2) for r in runs]
+            return
+        best = min(runs, key=sum)
+        for k, dt in zip(PARTS, best):
+            self.parts[k] += dt
+        lens = b["feat_lens"]
+        audio = float(lens.sum()) * 0.01
+        self.audio_s += audio
+        self.timed.append({"B": int(lens.shape[0]), "T_enc": self.T_enc, "U": int(b["tokens"].shape[1]),
+                           "audio_s": round(audio, 1), "s": round(sum(best), 3),
+                           "padding": round(1.0 - float(lens.sum()) / (lens.shape[0] * b["feats"].shape[1]), 3)})
+
+    def result(self) -> dict[str, Any]:
+        n = len(self.timed)
+        total = sum(self.parts.values())
+        audio = sum(x["audio_s"] for x in self.timed)
+        pad = sum(x["padding"] * x["audio_s"] for x in self.timed) / max(1e-9, audio)
+        return {"s_per_step": total / n, "audio_s_per_wall_s": self.audio_s / total,
+                "share": {k: v / total for k, v in self.parts.items()},
+                "s_per_step_parts": {k: v / n for k, v in self.parts.items()},
+                "padding": round(pad, 3), "params": self.params, "warmup_s": self.untimed_s, "batches": self.timed}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--corpus", default=None, help="corpus dir (default: the preset's data.corpus_dir)")
+    ap.add_argument("--preset", default="small", help="base config: conf/<preset>.yaml or a path")
+    ap.add_argument("--batches", type=int, default=8, help="timed batches per variant")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each batch in a row; the fastest counts")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (allocators, torch.compile)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(default_variants()),
+                    help=f"comma-separated ('today' is always run); known: {', '.join(VARIANTS)}")
     ap.add_argument("--out", default="bench/results/train_profile.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    base = load_config(f"conf/{args.preset}.yaml")
-    results = {}
-    for name in args.variants.split(","):
+    names = [n for n in args.variants.split(",") if n]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
+    names = ["today"] + [n for n in dict.fromkeys(names) if n != "today"]
+    base = load_config(args.preset, [f"--data.corpus_dir={args.corpus}"] if args.corpus else [])
+    n_draw = args.warmup + args.batches
+    cache: dict[tuple, tuple[list[dict], Tokenizer]] = {}
+    runners: list[Runner] = []
+    for name in names:
+        spec = VARIANTS[name]
         cfg = copy.deepcopy(base)
-        for key, val in VARIANTS[name].items():
-            section, field = key.split(".")
-            setattr(getattr(cfg, section), field, val)
-        print(f"[{name}] {VARIANTS[name] or 'preset as is'}", flush=True)
-        r = profile_variant(cfg, args.batches)
-        results[name] = {"overrides": VARIANTS[name], **r}
-        print(f"  {r['s_per_step']:.2f} s/step, {r['audio_s_per_wall_s']:.1f} audio-s/s, "
+        _apply(cfg, spec["overrides"])
+        d = cfg.data
+        key = (d.vocab_size, d.num_buckets, d.max_duration, d.max_cut_duration, d.spec_augment)
+        if key not in cache:
+            cache[key] = draw_batches(cfg, n_draw)
+        runners.append(Runner(name, cfg, *cache[key], compile_encoder=spec.get("compile", False),
+                              bf16=spec.get("bf16", False)))
+        m = cfg.model
+        print(f"[{name}] vocab {d.vocab_size}, {d.max_duration:g} s x {d.num_buckets} buckets, pred {m.pred_type}, "
+              f"loss {m.loss}" + (" + compile" if spec.get("compile") else "") + (" + bf16" if spec.get("bf16") else "")
+              + f", {runners[-1].params / 1e6:.2f}M params", flush=True)
+    for i in range(n_draw):
+        for r in (runners if i % 2 == 0 else runners[::-1]):
+            r.step(i, timed=i >= args.warmup, repeats=args.repeats)
+        print(f"round {i + 1}/{n_draw}", flush=True)
+    results = {}
+    for r in runners:
+        spec = VARIANTS[r.name]
+        results[r.name] = {"overrides": spec["overrides"], "compile": spec.get("compile", False),
+                           "bf16": spec.get("bf16", False), **r.result()}
+    ref = results["today"]["audio_s_per_wall_s"]
+    for name, r in results.items():
+        r["speedup_vs_today"] = r["audio_s_per_wall_s"] / ref
+        print(f"{name:>15}: {r['s_per_step']:.2f} s/step, {r['audio_s_per_wall_s']:6.1f} audio-s/s, "
+              f"x{r['speedup_vs_today']:.2f}, pad {r['padding']:.0%}, {r['params'] / 1e6:.2f}M, "
               + ", ".join(f"{k} {v:.0%}" for k, v in r["share"].items()), flush=True)
-    write_result(args.out, {"preset": args.preset, "threads": args.threads, "batches": args.batches,
+    write_result(args.out, {"preset": args.preset, "corpus": base.data.corpus_dir, "threads": args.threads,
+                            "batches": args.batches, "repeats": args.repeats, "warmup": args.warmup,
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16(),
+                            "speedup_vs_today": {n: round(r["speedup_vs_today"], 3) for n, r in results.items()},
                             "variants": results}, command=" ".join(sys.argv))
     print(f"wrote {args.out}")
     return 0

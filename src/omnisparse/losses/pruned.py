@@ -222,8 +222,10 @@ def gather_band(pred_proj: Tensor, s_begin: Tensor, prune_range: int) -> Tensor:
     B, U1, J = pred_proj.shape
     T = s_begin.shape[1]
     S = min(int(prune_range), U1)
-    pos = (s_begin[:, :, None] + torch.arange(S, device=s_begin.device)).reshape(B, T * S)
-    return pred_proj.gather(1, pos[:, :, None].expand(B, T * S, J)).view(B, T, S, J)
+    pos = s_begin[:, :, None] + torch.arange(S, device=s_begin.device)                  # (B,T,S)
+    rows = (pos + (torch.arange(B, device=s_begin.device) * U1)[:, None, None]).reshape(-1)
+    # index_select of rows (backward: index_add) is ~2x faster than gather with a (B, T*S, J) index
+    return pred_proj.reshape(B * U1, J).index_select(0, rows).view(B, T, S, J)
 
 
 def band_joiner_logits(enc_proj: Tensor, pred_proj: Tensor, weight: Tensor, bias: Optional[Tensor],
