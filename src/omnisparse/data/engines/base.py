@@ -3,9 +3,10 @@
 An engine is one synthesiser family (espeak-ng, MBROLA through espeak-ng, festival, pico, a neural
 voice ...).  A *speaker* is ``"<engine>:<voice>+<variant>"``: one voice of the engine with one
 variant (an espeak-ng voice variant, or a fixed pitch shift for engines with few voices).  Every
-speaker of an engine is listed by :meth:`Engine.speakers`; :meth:`Engine.held_out` names the 20 %
-of them kept for ``test-other`` (every voice and every variant is still heard in train, only the
-combination is new).
+speaker of an engine is listed by :meth:`Engine.speakers`; :meth:`Engine.held_out` names those
+kept for ``test-other``, two per voice (20 % of espeak's, 29 % of mbrola's and pico's; none of an
+engine with one voice): every voice and every variant is still heard in train, only the
+combination is new.
 
 The corpus plans everything in the parent process: :meth:`Engine.draw_params` turns one seeded
 ``numpy`` generator into the engine's own parameters (speaking rate, pitch, ...; JSON-serialisable).
@@ -52,18 +53,23 @@ class Engine(abc.ABC):
         """Every speaker of the engine, ``"<name>:<voice>+<variant>"``, in a fixed order."""
 
     def held_out(self) -> list[str]:
-        """The speakers kept for ``test-other``: voice ``a`` holds out variants ``2a`` and
-        ``2a + 1`` (mod the number of variants)."""
+        """The speakers kept for ``test-other``: voice ``a`` (in :meth:`speakers` order) holds out
+        variants ``2a`` and ``2a + 1`` (mod its number of variants); a voice with fewer than 3
+        variants holds out none.  Empty for an engine with a single voice: a held-out variant
+        would then be heard nowhere else."""
         by_voice: dict[str, list[str]] = {}
         for s in self.speakers():
             _, voice, _ = split_speaker(s)
             by_voice.setdefault(voice, []).append(s)
+        if len(by_voice) < 2:
+            return []
         out = []
         for a, (_voice, spk) in enumerate(by_voice.items()):
             for k in (2 * a, 2 * a + 1):
                 if len(spk) > 2:
                     out.append(spk[k % len(spk)])
-        return sorted(set(out), key=self.speakers().index)
+        order = {s: i for i, s in enumerate(self.speakers())}
+        return sorted(set(out), key=order.__getitem__)
 
     @abc.abstractmethod
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
