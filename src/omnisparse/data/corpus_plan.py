@@ -200,14 +200,16 @@ def _utt_plan(seed: int, split: str, i: int, text: str, source: str, voices: _Vo
     rng = np.random.default_rng([seed, s, i])
     engine = voices.engines[int(rng.choice(len(voices.engines), p=voices.weights))]
     speakers = voices.speakers[engine]
+    eng = get_engine(engine)
     plan: dict[str, Any] = {
         "utt_id": f"{split}-{i:06d}",
         "split": split,
         "text": text,
         "source": source,
         "engine": engine,
+        "engine_revision": eng.revision,
         "speaker": speakers[int(rng.integers(len(speakers)))],
-        "params": get_engine(engine).draw_params(rng),
+        "params": eng.draw_params(rng),
         "tempo": round(float(rng.uniform(*TEMPO)), 3),
         "level_dbfs": round(float(rng.uniform(*LEVEL_DBFS)), 2),
         "pad_start": round(float(rng.uniform(*EDGE_PAD_S)), 3),

@@ -41,6 +41,9 @@ def split_speaker(speaker: str) -> tuple[str, str, str]:
 class Engine(abc.ABC):
     #: short family name, the prefix of every speaker name ("espeak", "festival", ...)
     name: str = ""
+    #: bumped whenever the same (text, speaker, params) would give other samples: it is part of every
+    #: planned utterance, so a corpus directory made by an older revision is refused, not reused
+    revision: int = 1
     #: roughly how many seconds of audio per second of one CPU core (for planning messages only)
     speed_x_realtime: float = 1.0
 
