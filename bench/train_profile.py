@@ -17,6 +17,10 @@ pointed at ``--corpus``, so that the comparison does not move when the preset fi
   opt-in: ``compile_encoder`` (``torch.compile(encoder, dynamic=True)``) and ``bf16_autocast`` (the
   encoder under ``torch.autocast("cpu", torch.bfloat16)``; default only on CPUs with native bf16);
 * ``v2_core`` = vocab_128 + lstm_predictor + pruned, ``v2`` = v2_core + buckets_30;
+  ``v2_core_fused_lstm``: v2_core with the LSTM predictor's forward run by ``torch.lstm`` (one C++
+  call over U+1 steps, same weights and gate order, masks honoured) instead of the Python loop over
+  steps of :class:`PrunableLSTMLayer`: a change the library does not have yet, measured here by
+  replacing that one model's ``predictor.forward``;
   ``preset``: ``conf/<preset>.yaml`` as it stands (its augmentation is not applied: batches are drawn
   before timing, data loading is not timed);
 * ``today_again``: ``today`` once more, timed with the others: its ratio to ``today`` is the noise floor.
@@ -82,6 +86,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bf16_autocast": {"overrides": TODAY, "bf16": True},
     "v2_core": {"overrides": V2_CORE},
     "v2": {"overrides": {**V2_CORE, "data.num_buckets": 30}},
+    "v2_core_fused_lstm": {"overrides": V2_CORE, "fused_lstm": True},
     "preset": {"overrides": {}},
     "today_again": {"overrides": TODAY},
 }
@@ -104,6 +109,23 @@ def default_variants() -> list[str]:
     if native_bf16():
         names.insert(names.index("v2_core"), "bf16_autocast")
     return names
+
+
+def fuse_lstm_predictor(pred: torch.nn.Module) -> None:
+    """Run ``pred`` (an :class:`LstmPredictor`) through ``torch.lstm`` from now on (training forward only)."""
+
+    def forward(tokens: torch.Tensor, state=None) -> torch.Tensor:
+        if state is not None:
+            raise NotImplementedError("fused bench forward: zero initial state only")
+        x = pred.dropout(pred.embed(tokens))
+        for layer in pred.layers:
+            h0 = x.new_zeros(1, x.shape[0], layer.hidden_dim)
+            weights = [layer.x2g.effective_weight(), layer.h2g.effective_weight(), layer.x2g.bias,
+                       torch.zeros_like(layer.x2g.bias)]
+            x = torch.lstm(x, (h0, h0), weights, True, 1, 0.0, pred.training, False, True)[0]
+        return pred.dropout(x)
+
+    pred.forward = forward
 
 
 def _apply(cfg, overrides: dict[str, Any]) -> None:
@@ -141,7 +163,8 @@ def draw_batches(cfg, n: int) -> tuple[list[dict], Tokenizer]:
 class Runner:
     """One variant: its model, optimizer, batches and accumulated timings."""
 
-    def __init__(self, name: str, cfg, batches: list[dict], tok: Tokenizer, compile_encoder: bool, bf16: bool):
+    def __init__(self, name: str, cfg, batches: list[dict], tok: Tokenizer, compile_encoder: bool, bf16: bool,
+                 fused_lstm: bool = False):
         self.name, self.cfg, self.batches, self.bf16 = name, cfg, batches, bf16
         cfg.model.vocab_size = tok.vocab_size
         cfg.model.blank_id = tok.blank_id
@@ -149,6 +172,8 @@ class Runner:
         self.model = Transducer.from_config(cfg.model)
         self.params = self.model.num_params()
         self.model.train()
+        if fused_lstm:
+            fuse_lstm_predictor(self.model.predictor)
         if compile_encoder:
             self.model.encoder = torch.compile(self.model.encoder, dynamic=True)
         self.loss = TransducerLoss(self.model)
@@ -252,10 +277,10 @@ def main(argv=None) -> int:
         if key not in cache:
             cache[key] = draw_batches(cfg, n_draw)
         runners.append(Runner(name, cfg, *cache[key], compile_encoder=spec.get("compile", False),
-                              bf16=spec.get("bf16", False)))
+                              bf16=spec.get("bf16", False), fused_lstm=spec.get("fused_lstm", False)))
         m = cfg.model
         print(f"[{name}] vocab {d.vocab_size}, {d.max_duration:g} s x {d.num_buckets} buckets, pred {m.pred_type}, "
-              f"loss {m.loss}" + (" + compile" if spec.get("compile") else "") + (" + bf16" if spec.get("bf16") else "")
+              f"loss {m.loss}" + "".join(f" + {k}" for k in ("compile", "bf16", "fused_lstm") if spec.get(k))
               + f", {runners[-1].params / 1e6:.2f}M params", flush=True)
     for i in range(n_draw):
         for r in (runners if i % 2 == 0 else runners[::-1]):
@@ -265,7 +290,8 @@ def main(argv=None) -> int:
     for r in runners:
         spec = VARIANTS[r.name]
         results[r.name] = {"overrides": spec["overrides"], "compile": spec.get("compile", False),
-                           "bf16": spec.get("bf16", False), **r.result()}
+                           "bf16": spec.get("bf16", False), "fused_lstm": spec.get("fused_lstm", False),
+                           **r.result()}
     ref = results["today"]["audio_s_per_wall_s"]
     for name, r in results.items():
         r["speedup_vs_today"] = r["audio_s_per_wall_s"] / ref
