@@ -44,14 +44,15 @@ class PrunableLSTMLayer(nn.Module):
         return h, c
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        gx = self.x2g(x)  # one matmul for all steps
+        """The whole sequence through torch's fused LSTM kernel on the masked weights (the same
+        function as :meth:`cell` step by step, several times faster on CPU than a Python loop)."""
         h, c = state
-        outs = []
-        for t in range(x.size(1)):
-            h, c = self.cell(gx[:, t], h, c)
-            outs.append(h)
-        y = torch.stack(outs, dim=1) if outs else x.new_zeros(x.size(0), 0, self.hidden_dim)
-        return y, (h, c)
+        if x.size(1) == 0:
+            return x.new_zeros(x.size(0), 0, self.hidden_dim), (h, c)
+        no_bias = torch.zeros_like(self.x2g.bias)
+        weights = [self.x2g.effective_weight(), self.h2g.effective_weight(), self.x2g.bias, no_bias]
+        y, h_n, c_n = torch.lstm(x, (h[None], c[None]), weights, True, 1, 0.0, self.training, False, True)
+        return y, (h_n[0], c_n[0])
 
 
 class LstmPredictor(nn.Module):

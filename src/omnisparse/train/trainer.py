@@ -388,6 +388,8 @@ class Trainer:
         as two halves whose gradients add up to the whole batch's (the losses are means over utterances);
         if a half runs out of memory too, the batch is skipped (None). Under DDP a retry on one rank
         would desynchronise the others: the batch is skipped on no rank and the run stops."""
+        if isinstance(self.loss_module, TransducerLoss):  # the pruned loss's warm-up follows optimizer steps
+            self.loss_module.step = self.step
         try:
             return self.train_step(batch)
         except Exception as e:  # noqa: BLE001 - only OOM is handled; everything else re-raised
