@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from omnisparse.data.engines._sox import finish, missing_tool, read_wav, run_tool, tool_version
-from omnisparse.data.engines.base import Engine, split_speaker
+from omnisparse.data.engines.base import Engine
 
-__all__ = ["ACCENTS", "VARIANTS", "RATE_WPM", "PITCH", "EspeakEngine", "espeak_wav", "espeak_version"]
+__all__ = ["ACCENTS", "VARIANTS", "RATE_WPM", "PITCH", "EspeakEngine", "espeak_wav", "espeak_version",
+           "draw_rate_pitch"]
 
 # English voices (``espeak-ng --voices=en``).  ``en`` is British English (gmw/en); the name ``en-gb``
 # is avoided on purpose: it resolves to an MBROLA voice entry and ignores the variant, so every
@@ -45,27 +46,30 @@ def espeak_version() -> str:
     return f"espeak-ng {tool_version(['espeak-ng', '--version'])}"
 
 
+def draw_rate_pitch(rng: np.random.Generator) -> dict[str, Any]:
+    """``{"rate": words per minute, "pitch": 0..99}``, uniform over :data:`RATE_WPM` and :data:`PITCH`."""
+    return {"rate": int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)),
+            "pitch": int(rng.integers(PITCH[0], PITCH[1] + 1))}
+
+
 class EspeakEngine(Engine):
     """espeak-ng's English accents with its male / female / Klatt variants."""
 
     name = "espeak"
     speed_x_realtime = 150.0
+    voices = ACCENTS
+    variants = VARIANTS
+    article = "an"
 
     def unavailable(self) -> str | None:
         return missing_tool("espeak-ng", INSTALL)
 
-    def speakers(self) -> list[str]:
-        return [f"{self.name}:{a}+{v}" for a in ACCENTS for v in VARIANTS]
-
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """``{"rate": words per minute, "pitch": 0..99}`` (the draws of the first corpus)."""
-        return {"rate": int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)),
-                "pitch": int(rng.integers(PITCH[0], PITCH[1] + 1))}
+        return draw_rate_pitch(rng)
 
     def synthesize(self, text: str, speaker: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
-        engine, accent, variant = split_speaker(speaker)
-        if engine != self.name or accent not in ACCENTS or variant not in VARIANTS:
-            raise ValueError(f"not an espeak speaker: {speaker!r}")
+        accent, variant = self.voice_variant(speaker)
         return espeak_wav(f"{accent}+{variant}", text, params["rate"], params["pitch"])
 
     def version(self) -> str:

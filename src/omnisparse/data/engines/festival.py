@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from omnisparse.data.engines._sox import (SHIFT_VARIANTS, deb_version, finish, missing_tool, pitch_shift, shift_cents,
-                                          tool_version)
-from omnisparse.data.engines.base import Engine, split_speaker
+from omnisparse.data.engines._sox import deb_version, missing_tool, tool_version
+from omnisparse.data.engines.base import ShiftVariantEngine
 
 __all__ = ["VOICE", "FestivalEngine", "scheme_string"]
 
@@ -126,11 +125,12 @@ def _stop() -> None:
         _PROC.close()
 
 
-class FestivalEngine(Engine):
+class FestivalEngine(ShiftVariantEngine):
     """festival's ked diphone voice with random duration / intonation and pitch-shift variants."""
 
     name = "festival"
     speed_x_realtime = 120.0
+    voices = (VOICE,)
 
     def unavailable(self) -> str | None:
         reason = missing_tool("festival", INSTALL) or missing_tool("sox", "apt-get install sox")
@@ -140,19 +140,13 @@ class FestivalEngine(Engine):
             return f"festival voice ked_diphone not found in {VOICE_DIR}: {INSTALL}"
         return None
 
-    def speakers(self) -> list[str]:
-        return [f"{self.name}:{VOICE}+{s}" for s in SHIFT_VARIANTS]
-
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """``{"stretch": duration factor, "f0_mean": Hz, "f0_std": Hz}``."""
         return {"stretch": round(float(rng.uniform(*STRETCH)), 3),
                 "f0_mean": round(float(rng.uniform(*F0_MEAN_HZ)), 1),
                 "f0_std": round(float(rng.uniform(*F0_STD_HZ)), 1)}
 
-    def synthesize(self, text: str, speaker: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
-        engine, voice, variant = split_speaker(speaker)
-        if engine != self.name or voice != VOICE or variant not in SHIFT_VARIANTS:
-            raise ValueError(f"not a festival speaker: {speaker!r}")
+    def synthesize_voice(self, text: str, voice: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
         if not any(c.isalnum() for c in text):
             raise RuntimeError(f"festival: nothing to say in {text[:60]!r}")  # it would crash on it
         fd, wav = tempfile.mkstemp(prefix="omnisparse-festival-", suffix=".wav")
@@ -170,8 +164,7 @@ class FestivalEngine(Engine):
         finally:
             if os.path.exists(wav):
                 os.unlink(wav)
-        x = finish(x[:, 0], "festival")
-        return finish(pitch_shift(x, sr, shift_cents(variant, female=False)), "festival"), int(sr)
+        return x[:, 0], int(sr)
 
     def version(self) -> str:
         return f"festival {tool_version(['festival', '--version'])}, festvox-kdlpc16k {deb_version('festvox-kdlpc16k')}"

@@ -18,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from omnisparse.data.engines._sox import SHIFT_VARIANTS, finish, pitch_shift, shift_cents
-from omnisparse.data.engines.base import Engine, EngineUnavailable, split_speaker
+from omnisparse.data.engines.base import PerProcess, ShiftVariantEngine
 
 __all__ = ["VOICE", "SPEED", "F0_SCALE", "HibariEngine"]
 
@@ -35,7 +34,6 @@ class _Hibari:
     def __init__(self) -> None:
         import hibari
 
-        self.pid = os.getpid()
         self.tts = hibari.Hibari(voice=VOICE, threads=1)
         self.sample_rate = int(hibari.SAMPLE_RATE)
 
@@ -59,24 +57,16 @@ class _Hibari:
         return np.concatenate(parts)
 
 
-_MODEL: _Hibari | None = None
+_MODEL = PerProcess(_Hibari, lambda: HibariEngine().unavailable())
 
 
-def _hibari() -> _Hibari:
-    global _MODEL
-    if _MODEL is None or _MODEL.pid != os.getpid():
-        reason = HibariEngine().unavailable()
-        if reason:
-            raise EngineUnavailable(reason)
-        _MODEL = _Hibari()
-    return _MODEL
-
-
-class HibariEngine(Engine):
+class HibariEngine(ShiftVariantEngine):
     """hibari's bundled neural voice with random speed / pitch and pitch-shift variants."""
 
     name = "hibari"
     speed_x_realtime = 60.0
+    voices = (VOICE,)
+    female_voices = (VOICE,)
 
     def unavailable(self) -> str | None:
         spec = importlib.util.find_spec("hibari")  # not imported here: hibari pulls in scipy.fft (~0.5 s)
@@ -92,23 +82,15 @@ class HibariEngine(Engine):
             return f"hibari voice {VOICE!r} is not inside the installed package: {INSTALL} (0.2.x)"
         return None
 
-    def speakers(self) -> list[str]:
-        return [f"{self.name}:{VOICE}+{s}" for s in SHIFT_VARIANTS]
-
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """``{"speed": factor, "f0_scale": factor, "seed": vocoder noise seed}``."""
         return {"speed": round(float(rng.uniform(*SPEED)), 3),
                 "f0_scale": round(float(rng.uniform(*F0_SCALE)), 3),
                 "seed": int(rng.integers(2**31))}
 
-    def synthesize(self, text: str, speaker: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
-        engine, voice, variant = split_speaker(speaker)
-        if engine != self.name or voice != VOICE or variant not in SHIFT_VARIANTS:
-            raise ValueError(f"not a hibari speaker: {speaker!r}")
-        m = _hibari()
-        x = m.synth(text, float(params["speed"]), float(params["f0_scale"]), int(params["seed"]))
-        x = finish(x, "hibari")
-        return finish(pitch_shift(x, m.sample_rate, shift_cents(variant, female=True)), "hibari"), m.sample_rate
+    def synthesize_voice(self, text: str, voice: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
+        m = _MODEL.get()
+        return m.synth(text, float(params["speed"]), float(params["f0_scale"]), int(params["seed"])), m.sample_rate
 
     def version(self) -> str:
         try:

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from omnisparse.data.engines._sox import (SHIFT_VARIANTS, finish, missing_tool, pitch_shift, read_wav, run_tool,
-                                          shift_cents, tool_version)
-from omnisparse.data.engines.base import Engine, split_speaker
-from omnisparse.data.engines.espeak import PITCH, RATE_WPM, espeak_version
+from omnisparse.data.engines._sox import missing_tool, read_wav, run_tool, tool_version
+from omnisparse.data.engines.base import ShiftVariantEngine
+from omnisparse.data.engines.espeak import draw_rate_pitch, espeak_version
 
 __all__ = ["VOICES", "PHONEME_FIXES", "MbrolaEngine", "mbrola_pho"]
 
@@ -108,11 +107,14 @@ def _run_mbrola(db: str, lines: list[list[str]]) -> bytes:
     raise RuntimeError(f"mbrola {db}: more than {MAX_REPAIRS} unknown diphones")
 
 
-class MbrolaEngine(Engine):
+class MbrolaEngine(ShiftVariantEngine):
     """MBROLA's US / British diphone voices with sox pitch-shift variants."""
 
     name = "mbrola"
     speed_x_realtime = 100.0
+    voices = tuple(VOICES)
+    female_voices = FEMALE
+    article = "an"
 
     def unavailable(self) -> str | None:
         for program in ("espeak-ng", "mbrola", "sox"):
@@ -124,22 +126,16 @@ class MbrolaEngine(Engine):
                 return f"MBROLA voice {db} not found in {MBROLA_DIR}: {_install()}"
         return None
 
-    def speakers(self) -> list[str]:
-        return [f"{self.name}:{v}+{s}" for v in VOICES for s in SHIFT_VARIANTS]
-
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
-        """``{"rate": words per minute, "pitch": 0..99}``."""
-        return {"rate": int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)),
-                "pitch": int(rng.integers(PITCH[0], PITCH[1] + 1))}
+        """``{"rate": words per minute, "pitch": 0..99}``, as for espeak."""
+        return draw_rate_pitch(rng)
 
-    def synthesize(self, text: str, speaker: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
-        engine, voice, variant = split_speaker(speaker)
-        if engine != self.name or voice not in VOICES or variant not in SHIFT_VARIANTS:
-            raise ValueError(f"not an mbrola speaker: {speaker!r}")
+    def synthesize_voice(self, text: str, voice: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
         lines = mbrola_pho(voice, text, params["rate"], params["pitch"])
-        x, sr = read_wav(_run_mbrola(VOICES[voice], lines), "mbrola")
-        x = finish(x, f"mbrola {voice}")
-        return finish(pitch_shift(x, sr, shift_cents(variant, female=voice in FEMALE)), f"mbrola {voice}"), sr
+        return read_wav(_run_mbrola(VOICES[voice], lines), "mbrola")
+
+    def program(self, voice: str) -> str:
+        return f"mbrola {voice}"
 
     def version(self) -> str:
         """``"mbrola 3.02b, espeak-ng 1.51"`` (mbrola shows its version only in its usage banner)."""

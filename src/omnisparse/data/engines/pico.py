@@ -18,9 +18,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 import soundfile as sf
 
-from omnisparse.data.engines._sox import (SHIFT_VARIANTS, deb_version, finish, missing_tool, pitch_shift, run_tool,
-                                          shift_cents)
-from omnisparse.data.engines.base import Engine, split_speaker
+from omnisparse.data.engines._sox import deb_version, missing_tool, run_tool
+from omnisparse.data.engines.base import ShiftVariantEngine
 
 __all__ = ["VOICES", "SPEED_PCT", "PITCH_PCT", "PicoEngine", "pico_markup"]
 
@@ -37,11 +36,13 @@ def pico_markup(text: str, speed: int, pitch: int) -> str:
     return f"<speed level='{int(speed)}'><pitch level='{int(pitch)}'>{body}</pitch></speed>"
 
 
-class PicoEngine(Engine):
+class PicoEngine(ShiftVariantEngine):
     """pico2wave's two English voices with markup speed / pitch and pitch-shift variants."""
 
     name = "pico"
     speed_x_realtime = 100.0
+    voices = VOICES
+    female_voices = VOICES
 
     def unavailable(self) -> str | None:
         reason = missing_tool("pico2wave", INSTALL) or missing_tool("sox", "apt-get install sox")
@@ -52,26 +53,22 @@ class PicoEngine(Engine):
                 return f"pico voice {voice} not found in {LANG_DIR}: apt-get install libttspico-data (Debian non-free)"
         return None
 
-    def speakers(self) -> list[str]:
-        return [f"{self.name}:{v}+{s}" for v in VOICES for s in SHIFT_VARIANTS]
-
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """``{"speed": percent, "pitch": percent}``."""
         return {"speed": int(rng.integers(SPEED_PCT[0], SPEED_PCT[1] + 1)),
                 "pitch": int(rng.integers(PITCH_PCT[0], PITCH_PCT[1] + 1))}
 
-    def synthesize(self, text: str, speaker: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
-        engine, voice, variant = split_speaker(speaker)
-        if engine != self.name or voice not in VOICES or variant not in SHIFT_VARIANTS:
-            raise ValueError(f"not a pico speaker: {speaker!r}")
+    def synthesize_voice(self, text: str, voice: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
         with tempfile.TemporaryDirectory(prefix="omnisparse-pico-") as tmp:
             wav = os.path.join(tmp, "out.wav")  # pico2wave wants a path ending in .wav
             run_tool(["pico2wave", "-l", voice, "-w", wav, "--", pico_markup(text, params["speed"], params["pitch"])])
             if not os.path.isfile(wav):
                 raise RuntimeError(f"pico2wave -l {voice} wrote no audio for {text[:60]!r}")
             x, sr = sf.read(wav, dtype="float64", always_2d=True)
-        x = finish(x[:, 0], f"pico2wave -l {voice}")
-        return finish(pitch_shift(x, sr, shift_cents(variant, female=True)), f"pico2wave -l {voice}"), int(sr)
+        return x[:, 0], int(sr)
+
+    def program(self, voice: str) -> str:
+        return f"pico2wave -l {voice}"
 
     def version(self) -> str:
         return "pico2wave " + deb_version("libttspico-utils")

