@@ -19,15 +19,17 @@ Hand-written, as no library here does them: coloured noise, active-speech-SNR mi
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+from omnisparse.utils.provenance import atomic_write_bytes
 
 if TYPE_CHECKING:
     from omnisparse.config import AugmentConfig
@@ -216,17 +218,9 @@ def _read_bank(path: Path, n: int) -> RirBank:
 
 
 def _write_bank(path: Path, bank: RirBank) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **bank.arrays())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    np.savez(buf, **bank.arrays())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_or_make_rir_bank(cfg: AugmentConfig, cache_dir: str | Path) -> RirBank:

@@ -58,20 +58,25 @@ def provenance(command: str | None = None) -> dict[str, Any]:
     }
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write via a temp file + fsync + rename so readers never see a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # a full disk or a kill: the old file stays, no temporary is left behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` (UTF-8)."""
+    atomic_write_bytes(path, text.encode())
 
 
 def write_result(path: str | Path, payload: dict[str, Any], command: str | None = None) -> dict[str, Any]:
