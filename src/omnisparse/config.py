@@ -221,6 +221,9 @@ class AugmentConfig:
     speed -> reverberation -> noise -> gain, each random choice keyed by (train.seed, epoch, cut id)."""
 
     enabled: bool = False
+    # Epochs before this one train on the clean audio: a model that has not yet learned to align
+    # gets stuck on the blank/LM plateau when noise and reverberation come from the first step.
+    start_epoch: int = 0
     speed_prob: float = 1.0  # chance of a speed draw; the factor is then uniform over speed_factors
     speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # > 1 = faster, shorter
     reverb_prob: float = 0.3
@@ -243,6 +246,8 @@ class AugmentConfig:
 
     def validate(self) -> None:
         """ConfigError (one line) for values no augmentation can use."""
+        if self.start_epoch < 0:
+            raise ConfigError(f"augment.start_epoch must be >= 0, got {self.start_epoch}")
         for key in ("speed_prob", "reverb_prob", "noise_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise ConfigError(f"augment.{key} must be in [0, 1], got {getattr(self, key)}")

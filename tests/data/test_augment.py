@@ -231,6 +231,20 @@ def test_augmented_features_are_keyed_by_seed_epoch_and_ids(tiny_corpus, tmp_pat
     assert torch.equal(via_worker["feats"], ds[batch]["feats"])
 
 
+def test_augmentation_starts_at_its_epoch(tiny_corpus, tmp_path):
+    ds, cuts = _dataset(tiny_corpus, tmp_path)
+    batch = cuts.subset(first=4)
+    plain = AsrDataset(ds.tokenizer, ds.normalizer)[batch]["feats"]
+    ds.augment_start_epoch = 2
+    for epoch in (0, 1):  # clean epochs: the stored features, exactly
+        ds.set_epoch(epoch)
+        assert torch.equal(ds[batch]["feats"], plain)
+    ds.set_epoch(2)
+    assert not torch.equal(ds[batch]["feats"][:, :10], plain[:, :10])
+    with pytest.raises(ConfigError, match="start_epoch"):
+        load_config("tiny", ["--augment.start_epoch=-1"])
+
+
 def test_resumed_augmented_run_is_bitwise_identical(tiny_corpus, tmp_path, interrupt_at, monkeypatch):
     from omnisparse.train.trainer import Trainer, train
 

@@ -77,13 +77,15 @@ class AsrDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch, from a lhotse sampler) to padded tensors."""
 
     def __init__(self, tokenizer: Tokenizer, normalizer: FeatureNormalizer, on_the_fly: bool = False,
-                 spec_augment: SpecAugmentConfig | None = None, seed: int = 0, augmenter: Augmenter | None = None):
+                 spec_augment: SpecAugmentConfig | None = None, seed: int = 0, augmenter: Augmenter | None = None,
+                 augment_start_epoch: int = 0):
         self.tokenizer = tokenizer
         self.normalizer = normalizer
         self.on_the_fly = on_the_fly
         self.spec_augment = spec_augment
         self.seed = seed
         self.augmenter = augmenter
+        self.augment_start_epoch = augment_start_epoch
         self.epoch = 0
         self.skipped: Counter = Counter()
 
@@ -93,7 +95,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.epoch = epoch
 
     def _load(self, cut) -> torch.Tensor:
-        if self.augmenter is not None:
+        if self.augmenter is not None and self.epoch >= self.augment_start_epoch:
             audio = self.augmenter(cut.load_audio()[0], cut_rng(self.seed, self.epoch, cut.id), cut_id=cut.id)
             return fbank(audio, cut.sampling_rate)
         if not self.on_the_fly and cut.has_features:
