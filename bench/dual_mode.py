@@ -1,4 +1,4 @@
-"""Dual-mode ASR via self-pruning (PAPERS.md §2) against single-mode models of the same budget.
+"""Dual-mode ASR via self-pruning (Liu et al., SLT 2022) against single-mode models of the same budget.
 
     .venv/bin/python bench/dual_mode.py [--preset-suffix small] [--exp exp/small/dual] [--dense exp/small/dense]
         [--systems dual-mode dual-mode+ssl dense-full-only dense-stream-only individual-pruned-stream]
@@ -17,7 +17,7 @@ Systems (one run directory each under ``--exp``):
   individual-pruned-stream  gradual magnitude pruning to uniform s* (``prune_<suffix>``), stream mode;
                             row (stream, s*): exactly the size of the dual-mode streaming model.
 
-Fairness (the issue's rule: every comparison model gets the same number of optimizer steps as the
+Fairness (the rule of this comparison: every model gets the same number of optimizer steps as the
 dual-mode model). Every system starts from the same dense streaming checkpoint ``--dense`` (the model
 of bench/dense_small.py) and trains N more optimizer steps (N = ``dual_<suffix>``'s ``train.max_steps``,
 600 on ``small``, or ``--steps``) with the dual preset's optimizer (lr, warm-up, cosine decay to N,
@@ -53,8 +53,9 @@ final weights (the individually pruned model's pruned weights are zeros, so its 
 zeros). ``size_bytes`` is the exact size of the exported artefact in ``--format`` (default
 ``int8-sparse``, every row in the same format); ``size_bytes_by_format`` gives fp32-dense and
 fp32-sparse too. ``train_wall_s`` is the run's own ``cost.json`` wall time (the shared dense start's in
-``dense_init_wall_s``). The JSON's ``targets`` section evaluates the issue's three targets per split
-(True/False, None when a row is missing) and ``shortfalls`` says where they are missed. A PNG of WER
+``dense_init_wall_s``). The JSON's ``targets`` section evaluates three targets per split (dual-mode
+streaming no worse than individually pruned; dual-mode full no worse than dense-full-only; SSL
+improves both modes; True/False, None when a row is missing) and ``shortfalls`` says where they are missed. A PNG of WER
 per system and mode, one panel per split, lies beside the JSON.
 
 Expected CPU time on ``small`` (2 idle cores, 60 s batches, ~0.42 s per dense step, ~0.84 s per

@@ -38,7 +38,7 @@ Per row: ``rtf`` = compute seconds / audio seconds over the first ``--test-subse
 ``wer_test_other`` from that row's own transcripts. ONNX parity: the fp32 ONNX transcripts of every
 model against its fp32 PyTorch transcripts on the first ``--parity-utts`` dev cuts (0 = whole dev).
 
-Targets (issue 9), recorded under ``targets``: ``speed`` = some sub-network whose test-other WER is
+Targets, recorded under ``targets``: ``speed`` = some sub-network whose test-other WER is
 at most 2 % (relative) above the dense fp32 PyTorch WER runs at least 2x faster than it (any runtime /
 dtype); ``onnx_parity`` = ONNX transcripts equal PyTorch transcripts on the whole dev set (only
 ``met`` when ``--parity-utts 0``). Writes ``--out`` (JSON: ``rows``, ``models``, ``targets``, settings,

@@ -8,7 +8,7 @@ recipe: KD on/off, k random paths, ramp, sparsity grid; uniform sub-networks eva
 splits) and the baselines are the ``individual`` points of ``bench/omni_vs_individual.py`` (one
 pruned model per uniform sparsity, each with its own full budget, from the same dense run). For every
 run and uniform sparsity s it reports the supernet's WER, the baseline's, and the relative gap
-``wer_supernet / wer_individual - 1`` (negative = the supernet is better; the issue's target is
+``wer_supernet / wer_individual - 1`` (negative = the supernet is better; the target is
 <= -0.02 on test-other), plus the run's cost (forward/backward passes, wall time) and its command (the recipe's overrides).
 Writes the JSON and a PNG of the test-other gap per sparsity, one line per recipe.
 """

@@ -140,8 +140,8 @@ class SparsityConfig:
 
 @dataclass
 class SearchConfig:
-    """Evolutionary search of the supernet's sub-networks (``omnisparse search``); defaults from PAPERS.md
-    §1.6 (AlphaNet). Sizes are bytes of the ``format`` artefact, in MB = 1e6 bytes."""
+    """Evolutionary search of the supernet's sub-networks (``omnisparse search``); defaults from AlphaNet's
+    evolutionary search (Wang et al., ICML 2021). Sizes are bytes of the ``format`` artefact, in MB = 1e6 bytes."""
 
     supernet: str = ""  # supernet run dir or checkpoint to search
     out_dir: str = ""  # where history.json, pareto.json, state live; "" = <supernet run dir>/search
@@ -175,7 +175,7 @@ class SearchConfig:
 @dataclass
 class PretrainConfig:
     """wav2vec 2.0 self-supervised pre-training of the encoder (``omnisparse pretrain``). Defaults: fairseq
-    ``Wav2Vec2Config`` / ``wav2vec2_base_librispeech`` (PAPERS.md §2.4, checklist item 28)."""
+    ``Wav2Vec2Config`` / ``wav2vec2_base_librispeech``."""
 
     mask_prob: float = 0.65  # fairseq convention: mask_prob / mask_length of the frames are span starts
     mask_length: int = 10  # span length, encoder frames
@@ -200,7 +200,7 @@ class PretrainConfig:
 
 @dataclass
 class DualModeConfig:
-    """Dual-mode training (``omnisparse train --dual-mode``, PAPERS.md §2.3, checklist items 26-27): one
+    """Dual-mode training (``omnisparse train --dual-mode``; Liu et al., SLT 2022): one
     weight set trained as a dense full-context server model and a sparse streaming on-device model.
     Masks, granularity, grid and the dense start come from the ``sparsity`` section."""
 

@@ -5,7 +5,7 @@ weights are exact zeros; or any Transducer, masks baked in) is replaced by one o
 
 ``dense``            ``nn.Linear`` with the masked weight (the reference).
 ``sparse-csr``       weight as a torch sparse CSR tensor, ``F.linear`` on it (pays off only at high
-                     unstructured sparsity on CPU, see DESIGN.md).
+                     unstructured sparsity on CPU: from ~70-80 % on, measured here).
 ``sparse-bsr``       weight as a sparse BSR tensor of ``b x b`` blocks, ``b`` the largest of 8, 4, 2
                      dividing both dimensions (for ``block`` pruning).
 ``row-compact``      :class:`RowCompactLinear`: only the nonzero rows of the weight are multiplied; the

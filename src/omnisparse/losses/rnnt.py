@@ -53,8 +53,8 @@ How it is computed
 Memory of the joint
 -------------------
 One copy of the joint is ``B * T * (U+1) * V * itemsize`` bytes (:func:`joint_bytes`); e.g.
-B=8, T=100, U=20, V=256, float32: 8*100*21*256*4 = 17.2 MB; the calibration batch in DESIGN.md
-(~80M floats per copy) is ~320 MB per copy.
+B=8, T=100, U=20, V=256, float32: 8*100*21*256*4 = 17.2 MB; a batch of 200 s of audio
+with a 256-piece BPE (~80M floats per copy) is ~320 MB per copy.
 
 * :func:`rnnt_loss` on given logits: the logits (saved for backward, no other full-size tensor
   kept) + one full-size temporary at a time (log-softmax in forward, the gradient in backward):

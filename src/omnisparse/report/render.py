@@ -1,6 +1,6 @@
 """Render a report: WER-vs-size plot (PNG), Markdown table, and the headline comparison.
 
-The headline (PAPERS.md §1.8, reproduced in spirit): for every individually pruned model, the best
+The headline (the claim of Yang et al., "Omni-sparsity DNN", ICASSP 2022, reproduced in spirit): for every individually pruned model, the best
 searched sub-network no larger than it should have a test-other WER at least 2% lower (relative),
 with a supernet that cost no more than one individually pruned run.
 """

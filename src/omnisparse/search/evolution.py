@@ -6,7 +6,7 @@ an evaluator ``config -> WER`` (a fraction, lower is better) and a cost ``config
 integer cost: ``cost_key`` names it, e.g. ``latency_us`` for the measured latency of
 :mod:`omnisparse.search.latency`; the size range and bucket width are then in that unit; a cost of
 ``None`` marks a config as infeasible, e.g. over a constraint on another quantity, and it is never
-drawn). The algorithm (PAPERS.md §1.6):
+drawn). The algorithm (AlphaNet's evolutionary search, Wang et al., ICML 2021):
 
 1. initial parents: the sparsest config (every gene at the largest grid value, when its size is in the
    range), with ``seed_uniform`` every other uniform config (all genes at one grid value) in the range,

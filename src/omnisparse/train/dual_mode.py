@@ -1,5 +1,5 @@
-"""Dual-mode training via self-pruning (``omnisparse train --dual-mode``; PAPERS.md §2, checklist E
-items 26-27): ONE weight set that is both a dense full-context (server) model and a sparse streaming
+"""Dual-mode training via self-pruning (``omnisparse train --dual-mode``; Liu et al., "Learning a
+Dual-Mode Speech Recognition Model via Self-Pruning", SLT 2022): ONE weight set that is both a dense full-context (server) model and a sparse streaming
 (on-device) model carved out of it by magnitude masks.
 
 Each optimizer step, on one batch:

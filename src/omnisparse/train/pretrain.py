@@ -1,6 +1,7 @@
 """wav2vec 2.0 self-supervised pre-training of the RNN-T encoder (``omnisparse pretrain``), supernet-style.
 
-Each optimizer step, on one batch of audio without transcripts (PAPERS.md §2.4, checklist item 28):
+Each optimizer step, on one batch of audio without transcripts (supernet training during
+wav2vec 2.0 pre-training, as in Liu et al., SLT 2022):
 
 1. one span mask over the encoder frames (:func:`compute_mask_spans`, from a generator seeded by
    (seed, step, rank): deterministic, resumable, different per DDP rank like the data);
