@@ -31,10 +31,11 @@ from omnisparse.config import load_config
 from omnisparse.data.corpus import build_corpus
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
+from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
 from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import streaming_rtf
-from omnisparse.train.trainer import load_split_cuts, train
+from omnisparse.train.trainer import train
 from omnisparse.utils.provenance import write_result
 
 

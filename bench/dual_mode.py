@@ -244,10 +244,10 @@ PRETRAIN_DEV_KEYS = ("dev_dense_accuracy", "dev_dense_code_ppl", "dev_sparse_acc
 
 def evaluate_rows(exp: Experiment, test_subset: int, fmt: str) -> list[dict]:
     """One row per (system, mode) whose run has finished its N steps; WER from EXP/eval.json when cached."""
+    from omnisparse.data.splits import load_split_cuts
     from omnisparse.decoding.evaluate import evaluate_cuts
     from omnisparse.decoding.loading import load_model
     from omnisparse.report.collect import space_and_bank
-    from omnisparse.train.trainer import load_split_cuts
 
     cache_path = exp.root / "eval.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}

@@ -87,10 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench/results/recipe_levers_small.json")
     args, extra = ap.parse_known_args(argv)
 
+    from omnisparse.data.splits import load_split_cuts
     from omnisparse.decoding.evaluate import evaluate_cuts
     from omnisparse.decoding.loading import load_model
     from omnisparse.train import checkpoint as ck
-    from omnisparse.train.trainer import load_split_cuts, train
+    from omnisparse.train.trainer import train
     from omnisparse.utils.provenance import write_result
 
     exp = Path(args.exp or f"exp/{args.preset}/levers")

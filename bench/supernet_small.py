@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 from omnisparse.config import load_config
+from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.decoding.loading import load_model
 from omnisparse.sparsity.space import FORMATS, space_and_bank
 from omnisparse.train import checkpoint as ck
-from omnisparse.train.trainer import load_split_cuts, train
+from omnisparse.train.trainer import train
 from omnisparse.utils.provenance import write_result
 
 

@@ -64,10 +64,10 @@ from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_loader,
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
+from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.losses.transducer import TransducerLoss
 from omnisparse.models.transducer import Transducer, add_blank_prefix
-from omnisparse.train.trainer import load_split_cuts
 from omnisparse.utils.provenance import write_result
 
 TODAY = {"data.vocab_size": 256, "data.max_duration": 60.0, "data.num_buckets": 10,

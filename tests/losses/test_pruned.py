@@ -296,8 +296,8 @@ def _tiny_batches(cfg, n):
     from omnisparse.data.batching import AsrDataset, make_loader, make_sampler
     from omnisparse.data.features import FeatureNormalizer
     from omnisparse.data.layout import CorpusLayout
+    from omnisparse.data.splits import load_split_cuts
     from omnisparse.data.tokenizer import Tokenizer
-    from omnisparse.train.trainer import load_split_cuts
 
     layout = CorpusLayout(cfg.data.corpus_dir)
     tok = Tokenizer(layout.bpe_model(cfg.data.vocab_size))

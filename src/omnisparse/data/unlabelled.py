@@ -2,7 +2,7 @@
 
 Two sources, both lhotse CutSets batched by the usual samplers (:mod:`omnisparse.data.batching`):
 
-* a corpus's splits (stored fbank; transcripts ignored): ``omnisparse.train.trainer.load_split_cuts``;
+* a corpus's splits (stored fbank; transcripts ignored): ``omnisparse.data.splits.load_split_cuts``;
 * any directory of ``.wav`` / ``.flac`` files (:func:`audio_dir_cuts`, recursive): fbank computed per
   batch; unreadable files are skipped with a counted warning; recordings longer than
   ``max_duration`` are cut into windows of at most that length instead of being dropped; audio is

@@ -12,9 +12,10 @@ import torch
 from lhotse import CutSet
 from tqdm.auto import tqdm
 
-from omnisparse.config import DecodeConfig
+from omnisparse.config import DecodeConfig, apply_overrides, parse_override
 from omnisparse.data.batching import AsrDataset
 from omnisparse.data.features import FeatureNormalizer
+from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.text import normalize_for_scoring
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.beam_search import modified_beam_search
@@ -77,9 +78,7 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     ``subnet``: a sub-network to decode instead of the dense one (``"uniform:S"``, a JSON file or a
     dict ``{gene: sparsity}``); masks come from the checkpoint's weights and its ``sparsity`` settings.
     ``model_path`` may also be an exported sub-network directory (then ``subnet`` must be None)."""
-    from omnisparse.config import apply_overrides, parse_override
     from omnisparse.decoding.loading import load_model
-    from omnisparse.train.trainer import load_split_cuts
 
     overrides = overrides or []
     model_overrides = {}

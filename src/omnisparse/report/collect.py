@@ -93,10 +93,10 @@ def plan(layout: ExperimentLayout, uniform: list[float]) -> list[tuple[Path, Poi
 def evaluate(layout: ExperimentLayout, splits: list[str], uniform: list[float], rtf_utts: int = 20,
              test_subset: int = 0, progress: bool = True, cache: Optional[Path] = None) -> list[Point]:
     """Evaluate (or take from the cache) every planned point; returns them in plan order."""
+    from omnisparse.data.splits import load_split_cuts
     from omnisparse.decoding.evaluate import evaluate_cuts
     from omnisparse.decoding.loading import load_model
     from omnisparse.decoding.streaming import streaming_rtf
-    from omnisparse.train.trainer import load_split_cuts
 
     cache = cache or layout.report_dir / "points.json"
     done = load_cache(cache)

@@ -37,7 +37,6 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
-from lhotse import CutSet, load_manifest_lazy
 from tqdm.auto import tqdm
 
 from omnisparse.config import Config, TrainConfig
@@ -46,6 +45,7 @@ from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_loader,
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
+from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.errors import NonFiniteLossError, OutOfMemoryStop
 from omnisparse.losses.transducer import LossOutput, TransducerLoss
@@ -130,26 +130,6 @@ def setup_distributed(device_pref: str) -> Dist:
             return Dist(world, rank, torch.device("cuda", local))
         return Dist(world, rank, torch.device("cpu"))
     return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
-
-
-def load_split_cuts(cfg: Config, splits: list[str], max_duration: float | None = None,
-                    report: dict | None = None) -> CutSet:
-    layout = CorpusLayout(cfg.data.corpus_dir)
-    sets = []
-    for split in splits:
-        p = layout.feature_cuts(split) if not cfg.data.on_the_fly_features else layout.cuts(split)
-        if not p.exists():
-            raise FileNotFoundError(f"no manifest for split {split!r} at {p}; run `omnisparse data prepare --corpus {layout.root}`")
-        sets.append(load_manifest_lazy(p).to_eager())
-    cuts = sets[0] if len(sets) == 1 else CutSet.from_cuts(c for s in sets for c in s)
-    if max_duration is not None:
-        n = len(cuts)
-        cuts = cuts.filter(lambda c: c.duration <= max_duration).to_eager()
-        if len(cuts) < n:
-            log.warning("skipped %d utterances longer than %.1f s (data.max_cut_duration)", n - len(cuts), max_duration)
-            if report is not None:
-                report["too_long"] = report.get("too_long", 0) + n - len(cuts)
-    return cuts
 
 
 class Trainer:
