@@ -35,7 +35,7 @@ from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
 from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import streaming_rtf
-from omnisparse.train.trainer import train
+from omnisparse.train.registry import train
 from omnisparse.utils.provenance import write_result
 
 

@@ -185,7 +185,7 @@ def stage(name: str, run_dir: Path, cfg: Config, fn: Callable[[Config], Any]) ->
 
 
 def train_dense_init(exp: Experiment) -> None:
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     cfg = load_config(exp.base, [f"--train.out_dir={exp.dense}", "--train.max_wall_s=0", *exp.extra])
     state = run_state(exp.dense)
@@ -197,7 +197,8 @@ def train_dense_init(exp: Experiment) -> None:
 def train_system(exp: Experiment, system: str) -> None:
     from omnisparse.train.prune import prune
     from omnisparse.train.pretrain import pretrain
-    from omnisparse.train.trainer import run_trainer, train
+    from omnisparse.train.registry import train
+    from omnisparse.train.trainer import run_trainer
 
     dual = lambda c: train(c, dual_mode=True)  # noqa: E731
     dense_ft = lambda c: run_trainer(DenseFromInit(c))  # noqa: E731

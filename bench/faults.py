@@ -123,7 +123,7 @@ class Bench:
         from omnisparse.export.subnet import export_subnet
         from omnisparse.search.run import run_search
         from omnisparse.train.prune import prune
-        from omnisparse.train.trainer import train
+        from omnisparse.train.registry import train
 
         if not (self.corpus / "fbank" / "global_stats.json").exists():
             quiet(build_corpus, self.corpus, preset="tiny", seed=0, progress=False)
@@ -157,7 +157,7 @@ class Bench:
     # ------------------------------------------------------------------------------------ SIGKILL
     def kill_train(self, kind: str, preset: str, extra: list[str], max_step: int, while_writing: bool = False):
         from omnisparse.train.prune import prune
-        from omnisparse.train.trainer import train
+        from omnisparse.train.registry import train
         from omnisparse.utils.faults import checkpoint_exists, omnisparse_cmd, run_killed
 
         run = self.dir(f"kill-{kind}")
@@ -223,7 +223,7 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ corrupt checkpoint
     def corrupt_checkpoint(self):
-        from omnisparse.train.trainer import train
+        from omnisparse.train.registry import train
         from omnisparse.utils.faults import DAMAGES, damage_file
 
         name = self.rng.choice(["model.safetensors", "optimizer.safetensors", "state.json", "tokenizer.model",
@@ -273,7 +273,8 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ NaN / OOM
     def numerical(self, fault: str):
-        from omnisparse.train.trainer import Trainer, train
+        from omnisparse.train.registry import train
+        from omnisparse.train.trainer import Trainer
 
         at = self.rng.randint(1, 6)  # the bad batch (1-based train_step call)
         orig_step, orig_fb = Trainer.train_step, Trainer.forward_backward
@@ -306,7 +307,7 @@ class Bench:
     def stop_then_resume(self, run: Path, patch, words: str):
         """The fault, through the command line: exit 1 and one line naming the last checkpoint; then
         the cause removed, resumed to the uninterrupted result."""
-        from omnisparse.train.trainer import train
+        from omnisparse.train.registry import train
 
         with patch:
             rc, _, err = cli("train", "--config", "tiny", *self.args(run, *self.dense_args, "--train.max_bad_steps=3"))
@@ -316,7 +317,8 @@ class Bench:
         return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-200:]
 
     def oom(self, fault: str):
-        from omnisparse.train.trainer import Trainer, train
+        from omnisparse.train.registry import train
+        from omnisparse.train.trainer import Trainer
 
         limit = self.rng.randint(2, 4)  # batches of more than `limit` utterances "run out of memory"
         at = self.rng.randint(1, 6)
@@ -348,7 +350,7 @@ class Bench:
     # ------------------------------------------------------------------------------------ disk full
     def disk_full(self, target: str):
         from omnisparse.train import checkpoint as ck
-        from omnisparse.train.trainer import train
+        from omnisparse.train.registry import train
         from omnisparse.utils import provenance
         from omnisparse.utils.faults import disk_full
 

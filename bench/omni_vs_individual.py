@@ -50,7 +50,7 @@ def stage_individual(layout: ExperimentLayout, dense: Path, preset: str, targets
 
 
 def stage_supernet(layout: ExperimentLayout, dense: Path, preset: str, prune_preset: str, extra: list[str]) -> None:
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     cfg = load_config(preset, [f"--train.out_dir={layout.supernet}", f"--sparsity.init_from={dense}", *extra])
     one_run = load_config(prune_preset).train.max_steps

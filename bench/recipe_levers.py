@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     from omnisparse.decoding.evaluate import evaluate_cuts
     from omnisparse.decoding.loading import load_model
     from omnisparse.train import checkpoint as ck
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
     from omnisparse.utils.provenance import write_result
 
     exp = Path(args.exp or f"exp/{args.preset}/levers")

@@ -23,7 +23,7 @@ from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.decoding.loading import load_model
 from omnisparse.sparsity.space import FORMATS, space_and_bank
 from omnisparse.train import checkpoint as ck
-from omnisparse.train.trainer import train
+from omnisparse.train.registry import train
 from omnisparse.utils.provenance import write_result
 
 

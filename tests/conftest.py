@@ -36,7 +36,7 @@ def tiny_config(tiny_corpus, tmp_path):
 def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
     """A tiny dense model trained for 30 steps (a real checkpoint to decode/transcribe with)."""
     from omnisparse.config import load_config
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     cfg = load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={out}", "--train.max_steps=30",
@@ -49,7 +49,7 @@ def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
 def tiny_supernet_run(tiny_corpus, tiny_run, tmp_path_factory) -> Path:
     """A tiny supernet trained 10 sandwich steps from ``tiny_run`` (for search/export/report tests)."""
     from omnisparse.config import load_config
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny_supernet"
     cfg = load_config("supernet_tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={out}",

@@ -64,7 +64,7 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
     from omnisparse.config import load_config
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     cfg = load_config(args.config, overrides)
     train(cfg, resume=not args.no_resume, supernet=args.supernet, dual_mode=args.dual_mode)

@@ -246,7 +246,8 @@ def test_augmentation_starts_at_its_epoch(tiny_corpus, tmp_path):
 
 
 def test_resumed_augmented_run_is_bitwise_identical(tiny_corpus, tmp_path, interrupt_at, monkeypatch):
-    from omnisparse.train.trainer import Trainer, train
+    from omnisparse.train.registry import train
+    from omnisparse.train.trainer import Trainer
 
     def cfg(out):
         return load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={out}",

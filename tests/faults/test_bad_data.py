@@ -77,7 +77,7 @@ def test_bad_librispeech_is_counted_prepared_and_trains(bad_librispeech, tmp_pat
     cfg = load_config("tiny", [f"--data.corpus_dir={out}", "--data.train_splits=[train-clean-100]",
                                "--data.dev_split=dev-clean", f"--train.out_dir={run}", "--train.max_steps=3",
                                "--train.ckpt_every=3", "--data.max_cut_duration=15", "--data.max_duration=60"])
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     res = train(cfg)
     assert res["step"] == 3

@@ -24,7 +24,7 @@ def _cfg(corpus, out):
 
 @pytest.fixture(scope="module")
 def reference_run(tiny_corpus, tmp_path_factory):
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     out = tmp_path_factory.mktemp("corrupt") / "ref"
     train(_cfg(tiny_corpus, out))
@@ -52,7 +52,7 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
 def test_corrupt_newest_checkpoint_resumes_from_the_previous(tiny_corpus, reference_run, tmp_path, caplog, kind):
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
@@ -70,7 +70,7 @@ def test_corrupt_newest_checkpoint_resumes_from_the_previous(tiny_corpus, refere
 
 def test_every_checkpoint_corrupt_starts_afresh_and_keep_last_keeps_the_new_ones(tiny_corpus, reference_run,
                                                                                  tmp_path, caplog):
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)

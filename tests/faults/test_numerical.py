@@ -18,7 +18,8 @@ from omnisparse.cli import main
 from omnisparse.config import load_config
 from omnisparse.errors import NonFiniteLossError
 from omnisparse.train import checkpoint as ck
-from omnisparse.train.trainer import Trainer, train
+from omnisparse.train.registry import train
+from omnisparse.train.trainer import Trainer
 from omnisparse.utils.faults import weights_equal
 
 

@@ -13,7 +13,8 @@ from omnisparse.cli import main
 from omnisparse.config import load_config
 from omnisparse.errors import CheckpointWriteError, OutOfMemoryStop
 from omnisparse.train import checkpoint as ck
-from omnisparse.train.trainer import Trainer, is_out_of_memory, split_batch, train
+from omnisparse.train.registry import train
+from omnisparse.train.trainer import Trainer, is_out_of_memory, split_batch
 from omnisparse.utils.faults import disk_full, weights_equal
 
 

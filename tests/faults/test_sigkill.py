@@ -31,7 +31,7 @@ def _final(run: Path, step: int) -> Path:
 
 
 def test_dense_train_killed_after_a_checkpoint_resumes_bitwise(tiny_corpus, tmp_path):
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     args = ["--train.max_steps=10", "--train.ckpt_every=2"]
     train(load_config("tiny", _overrides(tiny_corpus, tmp_path / "ref", *args)))
@@ -49,7 +49,7 @@ def test_dense_train_killed_after_a_checkpoint_resumes_bitwise(tiny_corpus, tmp_
 def test_dense_train_killed_while_writing_a_checkpoint(tiny_corpus, tmp_path):
     """The kill lands while ``.ckpt-N.tmp`` is being written: the half-written checkpoint is never
     used, the previous one is, and the result is the same."""
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     args = ["--train.max_steps=8", "--train.ckpt_every=2"]
     train(load_config("tiny", _overrides(tiny_corpus, tmp_path / "ref", *args)))
@@ -66,7 +66,7 @@ def test_dense_train_killed_while_writing_a_checkpoint(tiny_corpus, tmp_path):
 
 
 def test_supernet_killed_twice_resumes_bitwise(tiny_corpus, tiny_run, tmp_path):
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     args = ["--train.max_steps=6", "--train.ckpt_every=2", f"--sparsity.init_from={tiny_run}",
             "--sparsity.ramp_steps=4"]

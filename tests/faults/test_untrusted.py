@@ -114,7 +114,7 @@ def _set_format_version(ckpt: Path, version, by="9.9.9") -> None:
 def test_checkpoint_of_another_format_version_is_refused_not_set_aside(tiny_corpus, tmp_path, capsys):
     """A newer release's checkpoint is intact: resuming must neither skip it as corrupt nor start
     over beside it; eval / transcribe say which versions differ, in one line."""
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     run = tmp_path / "r"
     train(_cfg(tiny_corpus, run))
@@ -135,7 +135,7 @@ def test_checkpoint_of_another_format_version_is_refused_not_set_aside(tiny_corp
 
 def test_checkpoint_without_a_version_is_corrupt_and_falls_back(tiny_corpus, tmp_path, caplog):
     """No version at all (or a non-integer one) is damage, not a release: the previous checkpoint is used."""
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     run = tmp_path / "r"
     train(_cfg(tiny_corpus, run))
@@ -147,7 +147,7 @@ def test_checkpoint_without_a_version_is_corrupt_and_falls_back(tiny_corpus, tmp
 
 def test_checkpoint_weights_of_another_config_are_named(tiny_corpus, tiny_run, tmp_path, capsys):
     """model.safetensors swapped for another config's (checksums updated, so only the shapes tell)."""
-    from omnisparse.train.trainer import train
+    from omnisparse.train.registry import train
 
     other = tmp_path / "other"
     train(_cfg(tiny_corpus, other, "--model.d_model=48", "--train.max_steps=2"))

@@ -17,7 +17,7 @@ from omnisparse.export.subnet import ExportError, export_subnet, resolve_mode, s
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.dual_mode import DualModeTrainer, check_dual_config
-from omnisparse.train.trainer import train
+from omnisparse.train.registry import train
 
 S_STAR = 0.7
 # from scratch (no init_from, dense_steps 0): the setting dual mode adds over the supernet

@@ -11,7 +11,7 @@ from omnisparse.config import load_config
 from omnisparse.train.prune import PruneTrainer, prune
 from omnisparse.train.sparse_base import dropout_disabled
 from omnisparse.train.supernet import SupernetTrainer
-from omnisparse.train.trainer import train
+from omnisparse.train.registry import train
 
 
 def _cfg(corpus, out, init, *extra):

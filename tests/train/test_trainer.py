@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from omnisparse.config import load_config
 from omnisparse.train.checkpoint import CheckpointError
-from omnisparse.train.trainer import Trainer, lr_factor, train
+from omnisparse.train.registry import train
+from omnisparse.train.trainer import Trainer, lr_factor
 
 
 def _cfg(corpus, out, *extra):

@@ -1,6 +1,7 @@
 """Dense RNN-T training: AdamW + warm-up/decay, clipping, validation WER, exact resume, DDP.
 
-``train(cfg)`` runs (or resumes) the run in ``cfg.train.out_dir``. Launch several processes with
+``run_trainer(Trainer(cfg))`` runs (or resumes) the run in ``cfg.train.out_dir``
+(:func:`omnisparse.train.registry.train` picks the trainer ``omnisparse train`` runs). Launch several processes with
 ``torchrun --nproc_per_node=N -m omnisparse.cli train ...``: gloo on CPU, nccl on GPU; every rank
 reads a different share of each epoch (lhotse sampler ``world_size``/``rank``), gradients are
 all-reduced by DDP, rank 0 writes checkpoints and logs.
@@ -56,7 +57,7 @@ from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NonFiniteLossError", "OutOfMemoryStop", "Trainer", "train", "is_out_of_memory", "split_batch"]
+__all__ = ["NonFiniteLossError", "OutOfMemoryStop", "Trainer", "is_out_of_memory", "split_batch"]
 
 _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
                  "failed to allocate")
@@ -544,20 +545,3 @@ def run_trainer(trainer: Trainer) -> dict[str, Any]:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-
-
-def train(cfg: Config, resume: bool = True, supernet: bool = False, dual_mode: bool = False) -> dict[str, Any]:
-    """Run (or resume) dense training, or with ``supernet`` the Omni-sparsity supernet training, or with
-    ``dual_mode`` the dual-mode (dense full-context + sparse streaming) training."""
-    if supernet and dual_mode:
-        raise ValueError("supernet and dual-mode training are mutually exclusive (--supernet / --dual-mode): "
-                         "a dual-mode run trains its own dense full-context and sparse streaming paths")
-    if dual_mode:
-        from omnisparse.train.dual_mode import DualModeTrainer
-
-        return run_trainer(DualModeTrainer(cfg, resume=resume))
-    if supernet:
-        from omnisparse.train.supernet import SupernetTrainer
-
-        return run_trainer(SupernetTrainer(cfg, resume=resume))
-    return run_trainer(Trainer(cfg, resume=resume))
