@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnisparse.config import Config
+from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.sparsity.masks import check_sparsity
 from omnisparse.sparsity.schedule import cubic_sparsity
 from omnisparse.train.sparse_base import SparseTrainerBase, dropout_disabled
@@ -179,8 +180,6 @@ class DualModeTrainer(SparseTrainerBase):
                 "stream": ("stream", self.space.uniform(self.cfg.dual.sparsity))}
 
     def validate(self) -> dict[str, float]:
-        from omnisparse.decoding.evaluate import evaluate_cuts
-
         out = {}
         try:
             self.bank.refresh()

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from omnisparse.config import Config
+from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.trainer import Trainer
@@ -111,8 +112,6 @@ class SparseTrainerBase(Trainer):
         return {"dense": self.space.sample_max()}
 
     def validate(self) -> dict[str, float]:
-        from omnisparse.decoding.evaluate import evaluate_cuts
-
         out = {}
         try:
             for name, config in self.validation_configs().items():

@@ -48,6 +48,7 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.errors import NonFiniteLossError, OutOfMemoryStop
 from omnisparse.losses.transducer import LossOutput, TransducerLoss
 from omnisparse.models.transducer import Transducer
@@ -436,8 +437,6 @@ class Trainer:
         return True
 
     def validate(self) -> dict[str, float]:
-        from omnisparse.decoding.evaluate import evaluate_cuts
-
         res = evaluate_cuts(self.model, self.dev_cuts, self.tokenizer, self.normalizer, mode=self.cfg.train.mode,
                             decode=self.cfg.decode, device=self.dist.device, on_the_fly=self.cfg.data.on_the_fly_features)
         return {"dev_wer": res["wer"]}
