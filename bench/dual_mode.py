@@ -83,7 +83,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omnisparse.config import Config, apply_overrides, config_from_dict, load_config
-from omnisparse.sparsity.space import FORMATS
+from omnisparse.export.format import FORMATS
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.sparse_base import SparseTrainerBase
 from omnisparse.utils.provenance import atomic_write_text, write_result

@@ -209,6 +209,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
+    from omnisparse.export.format import ArtefactPricing
     from omnisparse.export.subnet import export_subnet
     from omnisparse.sparsity.space import SearchSpace
 
@@ -223,7 +224,8 @@ def main(argv=None) -> int:
     dense = load_model(args.dense)
     corpus = Path(args.corpus or dense.config.data.corpus_dir)
     models: list[dict] = [{"name": "dense", "lm": dense, "path": str(args.dense), "granularity": None,
-                           "size_bytes": SearchSpace.from_sparsity_config(dense.model, dense.config.sparsity)
+                           "size_bytes": SearchSpace.from_sparsity_config(dense.model, dense.config.sparsity,
+                                                                          ArtefactPricing.of(dense.model))
                            .size_bytes({}, fmt)}]
     for row in pick(pareto.get("front", []), args.max_points):
         name = f"pareto-{row['size_bytes'] / 1e6:.4f}MB"

@@ -21,7 +21,8 @@ from omnisparse.config import load_config
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.decoding.loading import load_model
-from omnisparse.sparsity.space import FORMATS, space_and_bank
+from omnisparse.export.format import FORMATS, ArtefactPricing
+from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train import checkpoint as ck
 from omnisparse.train.registry import train
 from omnisparse.utils.provenance import write_result
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = Path(cfg.train.out_dir)
     lm = load_model(run_dir)
     sc = cfg.sparsity
-    space, bank = space_and_bank(lm.model, sc, refresh=True)
+    space, bank = space_and_bank(lm.model, sc, refresh=True, pricing=ArtefactPricing.of(lm.model))
     splits = list(cfg.data.test_splits)
     test_cuts = {s: load_split_cuts(cfg, [s]) for s in splits}
     rows = []

@@ -12,7 +12,7 @@ import torch
 from safetensors import safe_open
 
 from omnisparse.config import load_config, model_config_from_dict
-from omnisparse.export.format import FORMATS, read_artefact, write_artefact
+from omnisparse.export.format import FORMATS, ArtefactPricing, read_artefact, write_artefact
 from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec
 from omnisparse.sparsity.space import SearchSpace
@@ -275,7 +275,7 @@ def test_corrupt_files_raise_value_error(tmp_path, good_file):
 def test_space_size_matches_for_stateless_model_without_ctc(tmp_path):
     model = tiny_model(6, pred_type="stateless", ctc_weight=0.0)
     spec = MaskSpec("block", 8)
-    space = SearchSpace.from_model(model, spec=spec, prune_pred_joiner=True)
+    space = SearchSpace.from_model(model, spec=spec, prune_pred_joiner=True, pricing=ArtefactPricing.of(model))
     config = space.uniform(0.6)
     for fmt in FORMATS:
         path = tmp_path / f"{fmt}.safetensors"

@@ -10,6 +10,7 @@ import zlib
 import pytest
 
 from omnisparse.config import load_config
+from omnisparse.export.format import ArtefactPricing
 from omnisparse.models.transducer import Transducer
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.sparsity.space import SearchSpace
@@ -90,7 +91,8 @@ def test_every_checkpoint_corrupt_starts_afresh_and_keep_last_keeps_the_new_ones
 def space():
     cfg = load_config("tiny").model
     cfg.vocab_size = 17
-    return SearchSpace.from_model(Transducer.from_config(cfg))
+    model = Transducer.from_config(cfg)
+    return SearchSpace.from_model(model, pricing=ArtefactPricing.of(model))
 
 
 def _finder(space, generations, crash_at=0):

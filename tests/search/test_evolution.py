@@ -10,6 +10,7 @@ import zlib
 import pytest
 
 from omnisparse.config import load_config
+from omnisparse.export.format import ArtefactPricing
 from omnisparse.models.transducer import Transducer
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings, _rng_from_json, _rng_to_json
 from omnisparse.sparsity.space import SearchSpace
@@ -22,7 +23,8 @@ def space() -> SearchSpace:
     """The tiny model's space: 6 genes, grid 0.0 .. 0.9; int8-sparse sizes 276346 .. 337308 bytes."""
     cfg = load_config("tiny").model
     cfg.vocab_size = 17
-    return SearchSpace.from_model(Transducer.from_config(cfg))
+    model = Transducer.from_config(cfg)
+    return SearchSpace.from_model(model, pricing=ArtefactPricing.of(model))
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,8 @@ def small_space() -> SearchSpace:
     """Same genes, grid {0, 0.5, 0.9}: 729 configs, so duplicates are common."""
     cfg = load_config("tiny").model
     cfg.vocab_size = 17
-    return SearchSpace.from_model(Transducer.from_config(cfg), grid=(0.0, 0.5, 0.9))
+    model = Transducer.from_config(cfg)
+    return SearchSpace.from_model(model, grid=(0.0, 0.5, 0.9), pricing=ArtefactPricing.of(model))
 
 
 class FakeWer:

@@ -13,6 +13,7 @@ import pytest
 from omnisparse.config import load_config
 from omnisparse.decoding.loading import load_model
 from omnisparse.deploy.fast import FP32_KINDS, KINDS
+from omnisparse.export.format import ArtefactPricing
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.search.latency import (TABLE_FILE, LatencyTable, key_digest, load_or_measure, measure_latency_table,
                                        table_key)
@@ -31,7 +32,7 @@ def lm(tiny_supernet_run):
 
 @pytest.fixture(scope="module")
 def space(lm) -> SearchSpace:
-    return SearchSpace.from_model(lm.model, grid=GRID)
+    return SearchSpace.from_model(lm.model, grid=GRID, pricing=ArtefactPricing.of(lm.model))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_cost_function_plumbing(table, space):
     with pytest.raises(ValueError, match="not in the latency table"):
         t.latency_us({"enc.99.ffn": 0.5})
     with pytest.raises(ValueError, match="lacks sparsities"):
-        t.check_space(SearchSpace(space.genes, (0.0, 0.3), space.spec, space.params, space.model_config))
+        t.check_space(SearchSpace(space.genes, (0.0, 0.3), space.spec, space.pricing))
 
 
 def test_cache_and_reuse(lm, space, table, tmp_path):

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from omnisparse.config import load_config
-from omnisparse.export.format import write_artefact
+from omnisparse.export.format import FORMATS, ArtefactPricing, write_artefact
 from omnisparse.models.layers import PrunableLinear
 from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec
-from omnisparse.sparsity.space import FORMATS, SearchSpace, parse_subnet
+from omnisparse.sparsity.space import SearchSpace, parse_subnet
 
 V = 17
 GRID = tuple(round(0.1 * i, 1) for i in range(10))
@@ -49,7 +49,7 @@ class OneMatrix(nn.Module):
 # ---------------------------------------------------------------------- construction
 def test_from_model_genes_grid_and_no_model_reference():
     model = tiny_model()
-    space = SearchSpace.from_model(model)
+    space = SearchSpace.from_model(model, pricing=ArtefactPricing.of(model))
     assert space.genes == ("enc.0.attn", "enc.0.conv", "enc.0.ffn", "enc.1.attn", "enc.1.conv", "enc.1.ffn")
     assert space.grid == GRID and space.spec == MaskSpec()
     with_pj = SearchSpace.from_model(model, prune_pred_joiner=True, grid=[0.5, 0.0, 0.8, 0.5])
@@ -70,6 +70,19 @@ def test_from_model_genes_grid_and_no_model_reference():
     assert ref() is None
     assert not any(isinstance(v, (torch.Tensor, nn.Module)) for v in vars(space).values())
     assert space.size_bytes(space.uniform(0.5), "fp32-sparse") > 0
+
+
+def test_a_space_without_pricing_samples_but_does_not_price():
+    model = tiny_model()
+    space = SearchSpace.from_model(model)
+    priced = SearchSpace.from_model(model, pricing=ArtefactPricing.of(model))
+    assert space.genes == priced.genes and space.validate(space.uniform(0.5)) == priced.validate(priced.uniform(0.5))
+    for price in (lambda: space.size_bytes(space.uniform(0.5), "fp32-sparse"), lambda: space.nonzero_params({}),
+                  lambda: space.model_config):
+        with pytest.raises(RuntimeError, match="no pricing"):
+            price()
+    with pytest.raises(ValueError, match="no prunable matrix"):  # a pricing of another model
+        SearchSpace(("enc.0.ffn",), GRID, MaskSpec(), ArtefactPricing.of(OneMatrix(4, 4)))
 
 
 # ---------------------------------------------------------------------- sampling
@@ -134,7 +147,7 @@ def test_parse_subnet(tmp_path):
 def test_nonzero_params(granularity):
     model = tiny_model(1, ctc_weight=0.3, vocab_size=24)
     spec = MaskSpec(granularity, 8)  # every dim a multiple of 8: block counts are exact
-    space = SearchSpace.from_model(model, spec=spec, prune_pred_joiner=True)
+    space = SearchSpace.from_model(model, spec=spec, prune_pred_joiner=True, pricing=ArtefactPricing.of(model))
     ctc = sum(p.numel() for p in model.ctc_head.parameters())
     assert space.nonzero_params(space.sample_max()) == model.num_params() - ctc
     bank = MaskBank(model, spec, genes=list(space.genes))
@@ -172,7 +185,7 @@ def _tensor_bytes(path) -> int:
 def test_size_by_hand_one_matrix(tmp_path, granularity, s, expected):
     model = OneMatrix(16, 8)
     spec = MaskSpec(granularity, 4)
-    space = SearchSpace.from_model(model, genes=["g"], spec=spec)
+    space = SearchSpace.from_model(model, genes=["g"], spec=spec, pricing=ArtefactPricing.of(model))
     for fmt in FORMATS:
         path = tmp_path / f"{fmt}.safetensors"
         written = write_artefact(path, model, {"g": s}, fmt, spec)
@@ -187,7 +200,7 @@ def test_size_by_hand_one_matrix(tmp_path, granularity, s, expected):
 def test_index_dtype_widens_past_32767(tmp_path):
     model = OneMatrix(2, 32768)
     spec = MaskSpec("unstructured")
-    space = SearchSpace.from_model(model, genes=["g"], spec=spec)
+    space = SearchSpace.from_model(model, genes=["g"], spec=spec, pricing=ArtefactPricing.of(model))
     path = tmp_path / "wide.safetensors"
     write_artefact(path, model, {"g": 0.5}, "fp32-sparse", spec)
     # nnz = 32768: values 4 B + col_idx I32 4 B each, row_ptr 3 * 4
@@ -201,7 +214,7 @@ def test_index_dtype_widens_past_32767(tmp_path):
 def test_size_bytes_equals_written_file(tmp_path, granularity):
     model = tiny_model(2, ctc_weight=0.3)
     spec = MaskSpec(granularity, 3 if granularity == "block" else 8)  # 3: non-divisible tiles
-    space = SearchSpace.from_model(model, spec=spec, grid=GRID + (0.95,))
+    space = SearchSpace.from_model(model, spec=spec, grid=GRID + (0.95,), pricing=ArtefactPricing.of(model))
     rng = random.Random(granularity)
     configs = [space.sample_max(), space.sample_min(0.95), space.sample_random(rng),
                {"enc.1.ffn": 0.3}, space.uniform(0.37)]

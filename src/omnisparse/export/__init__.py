@@ -1,10 +1,12 @@
-"""Export of (sparse) sub-networks: the safetensors-compatible artefact (:mod:`.format`) and
-standalone model directories (:mod:`.subnet`, imported lazily: it depends on the decoding and
-sparsity packages, which import :mod:`.format`)."""
+"""Export of (sparse) sub-networks: the safetensors-compatible artefact (:mod:`.format`, with the
+:class:`~.format.ArtefactPricing` a search space prices configs with) and standalone model
+directories (:mod:`.subnet`, imported on first use: it loads the run it exports with
+``omnisparse.decoding.loading``, which opens exports with :mod:`.format`)."""
 
-from .format import FORMATS, artefact_size, read_artefact, write_artefact
+from .format import FORMATS, ArtefactPricing, artefact_size, read_artefact, write_artefact
 
-__all__ = ["FORMATS", "artefact_size", "read_artefact", "write_artefact", "export_subnet", "ExportResult"]
+__all__ = ["FORMATS", "ArtefactPricing", "artefact_size", "read_artefact", "write_artefact", "export_subnet",
+           "ExportResult"]
 
 
 def __getattr__(name: str):

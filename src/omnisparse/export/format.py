@@ -34,7 +34,8 @@ Tensors (everything little-endian):
   Index tensors are I16 when the indexed dimension has at most 32767 entries (``in`` for CSR
   columns, ``ceil(in/b)`` for BSR block columns, ``out`` for kept rows), else I32. ``nnz`` /
   ``nblocks`` / ``k`` are :func:`kept_count` of the matrix's units, so the file's size depends only on
-  shapes, granularity and sparsities (what :meth:`SearchSpace.size_bytes` relies on). Units are kept
+  shapes, granularity and sparsities (what :meth:`SearchSpace.size_bytes` relies on, through
+  :class:`ArtefactPricing`). Units are kept
   by the mask, not by value: a kept weight that happens to be 0 is still stored.
 
   Prunable matrices of genes NOT in ``config`` (and genes at sparsity 0) are dense sub-matrices but
@@ -230,6 +231,32 @@ def artefact_size(params: Sequence[ParamInfo], config: Mapping[str, float], fmt:
     tensors = artefact_tensors(params, config, check_format(fmt), spec)
     header, data_bytes = _encode_header(tensors, artefact_metadata(params, config, fmt, spec, model_config))
     return 8 + len(header) + data_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtefactPricing:
+    """The :class:`~omnisparse.sparsity.space.Pricing` of one model in this artefact, for a
+    :class:`~omnisparse.sparsity.space.SearchSpace` (which knows no file format): ``params`` (what
+    :func:`describe_model` says the file holds) and ``model_config`` (:func:`model_config_json`), shapes
+    only, no reference to the weights; :meth:`size_bytes` is :func:`artefact_size`. Build it with :meth:`of`."""
+
+    params: tuple[ParamInfo, ...]
+    model_config: str = "null"
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", tuple(ParamInfo(p.name, tuple(p.shape), p.dtype, p.gene) for p in self.params))
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "ArtefactPricing":
+        return cls(tuple(describe_model(model)), model_config_json(model))
+
+    @staticmethod
+    def check_format(fmt: str) -> str:
+        return check_format(fmt)
+
+    def size_bytes(self, config: Mapping[str, float], fmt: str, spec: MaskSpec) -> int:
+        """Exact size of the file :func:`write_artefact` writes for ``config`` (validated by the space)."""
+        return artefact_size(self.params, config, fmt, spec, self.model_config)
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -45,7 +45,7 @@ from omnisparse.decoding.loading import (
     is_export_dir,
     load_model,
 )
-from omnisparse.export.format import FORMAT_VERSION, check_format, write_artefact
+from omnisparse.export.format import FORMAT_VERSION, ArtefactPricing, check_format, write_artefact
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 from omnisparse.train.checkpoint import resolve_checkpoint, sha256
 
@@ -76,7 +76,7 @@ class ExportResult:
 def space_for(lm: LoadedModel) -> SearchSpace:
     """The search space of a loaded checkpoint, from its saved ``sparsity`` settings (the space
     ``eval --subnet``, the search and the report use)."""
-    return SearchSpace.from_sparsity_config(lm.model, lm.config.sparsity)
+    return SearchSpace.from_sparsity_config(lm.model, lm.config.sparsity, pricing=ArtefactPricing.of(lm.model))
 
 
 def _occupied(p: Path) -> bool:

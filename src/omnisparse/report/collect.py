@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 import torch
 from tqdm import tqdm
 
+from omnisparse.export.format import ArtefactPricing
 from omnisparse.report.points import (ExperimentLayout, Point, best_under, load_cache, read_pareto, save_cache,
                                       size_fields)
 
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def space_and_bank(lm):
-    """Search space and refreshed mask bank of a loaded model, under the sparsity settings it was trained with."""
+    """Search space (priced in the artefact) and refreshed mask bank of a loaded model, under the sparsity
+    settings it was trained with."""
     from omnisparse.sparsity.space import space_and_bank as of_model
 
-    return of_model(lm.model, lm.config.sparsity, refresh=True)
+    return of_model(lm.model, lm.config.sparsity, refresh=True, pricing=ArtefactPricing.of(lm.model))
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omnisparse.sparsity.space import FORMATS
+from omnisparse.export.format import FORMATS
 from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)

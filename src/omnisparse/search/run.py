@@ -35,7 +35,7 @@ from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
-from omnisparse.export.format import check_format
+from omnisparse.export.format import ArtefactPricing, check_format
 from omnisparse.utils.provenance import atomic_write_text, provenance
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
     if kind != "supernet":
         log.warning("%s is a %r checkpoint, not a supernet: its sub-networks were not trained", lm.path, kind)
     mode = lm.trained_modes[0]
-    space, bank = space_and_bank(lm.model, lm.config.sparsity)
+    space, bank = space_and_bank(lm.model, lm.config.sparsity, pricing=ArtefactPricing.of(lm.model))
 
     cuts = load_split_cuts(cfg, [cfg.data.dev_split])
     if sc.dev_subset > 0:

@@ -2,10 +2,11 @@
 
 A *config* is ``{gene: sparsity}`` (genes ``enc.{i}.attn``, ``enc.{i}.conv``, ``enc.{i}.ffn``, and with
 ``prune_pred_joiner`` also ``pred`` / ``joiner``); a missing gene means sparsity 0 (dense).
-:class:`SearchSpace` samples configs (sandwich rule of the supernet, evolutionary search) and prices
-them: :meth:`SearchSpace.nonzero_params` and :meth:`SearchSpace.size_bytes` (exact size of the file
-``omnisparse.export.format.write_artefact`` writes) need only shapes, never weights, so the space keeps
-no reference to the model.
+:class:`SearchSpace` samples configs (sandwich rule of the supernet, evolutionary search) and, given a
+:class:`Pricing`, prices them: :meth:`SearchSpace.nonzero_params` and :meth:`SearchSpace.size_bytes`.
+The space knows no storage format: the pricing is built by the caller from the model and passed in
+(``omnisparse.export.format.ArtefactPricing.of(model)``: exact sizes of the file ``write_artefact``
+writes). Pricing needs only shapes, never weights, so the space keeps no reference to the model.
 """
 
 from __future__ import annotations
@@ -13,37 +14,46 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence
 
 from torch import nn
 
-from omnisparse.export.format import (
-    FORMATS,
-    ParamInfo,
-    artefact_size,
-    check_format,
-    describe_model,
-    model_config_json,
-)
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_weights
 
-__all__ = ["FORMATS", "SearchSpace", "parse_subnet", "DEFAULT_GRID"]
+__all__ = ["Pricing", "SearchSpace", "parse_subnet", "DEFAULT_GRID"]
 
 DEFAULT_GRID = tuple(round(0.1 * i, 1) for i in range(10))  # 0.0, 0.1, ..., 0.9
 _TOL = 1e-9
 
 
+class Pricing(Protocol):
+    """What a :class:`SearchSpace` prices configs with, built outside the space (from the model, by the
+    caller) and passed in. :class:`omnisparse.export.format.ArtefactPricing` prices in the artefact
+    every tool writes.
+
+    ``params``: the entries of the stored model, each with ``name``, ``shape`` and ``gene`` (the gene
+    of a prunable weight, else None); ``model_config``: JSON text of the model's config;
+    ``check_format(fmt)`` raises ValueError for a format it cannot price; ``size_bytes(config, fmt,
+    spec)``: exact size in bytes of the stored sub-network (``config`` validated by the space)."""
+
+    params: Sequence[Any]
+    model_config: str
+
+    def check_format(self, fmt: str) -> str: ...
+
+    def size_bytes(self, config: Mapping[str, float], fmt: str, spec: MaskSpec) -> int: ...
+
+
 class SearchSpace:
-    """Genes, sparsity grid, mask spec and the shapes needed to price a config.
+    """Genes, sparsity grid, mask spec and, optionally, the pricing of configs.
 
     Attributes: ``genes`` (tuple, model order), ``grid`` (sorted tuple of floats in [0, 1)), ``spec``
-    (:class:`MaskSpec`), ``params`` (:class:`ParamInfo` of every exported ``state_dict`` entry: name,
-    shape, stored dtype, gene of prunable weights), ``model_config`` (JSON text of the ModelConfig).
-    Build it with :meth:`from_model`.
+    (:class:`MaskSpec`), ``pricing`` (:class:`Pricing` or None: then the space samples and validates
+    configs but cannot count or size them), and with a pricing ``params`` / ``model_config`` (its
+    entries and model config JSON). Build it with :meth:`from_model`.
     """
 
-    def __init__(self, genes: Sequence[str], grid: Iterable[float], spec: MaskSpec, params: Sequence[ParamInfo],
-                 model_config: str = "null"):
+    def __init__(self, genes: Sequence[str], grid: Iterable[float], spec: MaskSpec, pricing: Optional[Pricing] = None):
         if not isinstance(spec, MaskSpec):
             raise TypeError(f"spec must be a MaskSpec, got {type(spec).__name__}")
         grid = sorted({check_sparsity(g, "grid value") for g in grid})
@@ -52,26 +62,30 @@ class SearchSpace:
         genes = tuple(genes)
         if len(set(genes)) != len(genes):
             raise ValueError(f"duplicate genes in {list(genes)}")
-        known = {p.gene for p in params if p.gene is not None}
-        missing = [g for g in genes if g not in known]
-        if missing:
-            raise ValueError(f"gene(s) {missing} have no prunable matrix; known genes: {sorted(known)}")
+        if pricing is not None:
+            known = {p.gene for p in pricing.params if p.gene is not None}
+            missing = [g for g in genes if g not in known]
+            if missing:
+                raise ValueError(f"gene(s) {missing} have no prunable matrix; known genes: {sorted(known)}")
         self.genes: tuple[str, ...] = genes
         self._gene_set = frozenset(genes)
         self.grid: tuple[float, ...] = tuple(grid)
         self.spec = spec
-        self.params: tuple[ParamInfo, ...] = tuple(ParamInfo(p.name, tuple(p.shape), p.dtype, p.gene) for p in params)
-        self.model_config = model_config
-        self._fixed_params = sum(_numel(p.shape) for p in self.params if p.gene is None)
-        self._matrices = [(p.gene, p.shape) for p in self.params if p.gene is not None]
+        self.pricing = pricing
+        if pricing is not None:
+            self._fixed_params = sum(_numel(p.shape) for p in pricing.params if p.gene is None)
+            self._matrices = [(p.gene, tuple(p.shape)) for p in pricing.params if p.gene is not None]
 
     @classmethod
     def from_model(cls, model: nn.Module, grid: Iterable[float] = DEFAULT_GRID, genes: Optional[Sequence[str]] = None,
-                   prune_pred_joiner: bool = False, spec: MaskSpec = MaskSpec()) -> "SearchSpace":
-        """Space of ``model`` (shapes only; no reference to its weights is kept).
+                   prune_pred_joiner: bool = False, spec: MaskSpec = MaskSpec(),
+                   pricing: Optional[Pricing] = None) -> "SearchSpace":
+        """Space of ``model`` (no reference to it or its weights is kept).
 
         ``genes``: default every ``enc.*`` gene of ``model.prunable_groups()``, plus ``pred`` / ``joiner``
-        (when the model has them) with ``prune_pred_joiner``; an explicit list must name real genes."""
+        (when the model has them) with ``prune_pred_joiner``; an explicit list must name real genes.
+        ``pricing``: the pricing of the same model (e.g. ``ArtefactPricing.of(model)``), None for a space
+        that only samples and validates configs."""
         groups = model.prunable_groups()
         if genes is None:
             genes = [g for g in groups if g.startswith("enc.")]
@@ -82,14 +96,14 @@ class SearchSpace:
             unknown = [g for g in genes if g not in groups]
             if unknown:
                 raise ValueError(f"unknown gene(s) {unknown}; the model has {list(groups)}")
-        return cls(genes, grid, spec, describe_model(model), model_config_json(model))
+        return cls(genes, grid, spec, pricing)
 
     @classmethod
-    def from_sparsity_config(cls, model: nn.Module, sparsity) -> "SearchSpace":
+    def from_sparsity_config(cls, model: nn.Module, sparsity, pricing: Optional[Pricing] = None) -> "SearchSpace":
         """Space of ``model`` under a :class:`omnisparse.config.SparsityConfig` (grid, granularity, block,
         prune_pred_joiner): the space a run was trained with, as every consumer must rebuild it."""
         return cls.from_model(model, grid=tuple(sparsity.grid), prune_pred_joiner=sparsity.prune_pred_joiner,
-                              spec=MaskSpec(sparsity.granularity, sparsity.block))
+                              spec=MaskSpec(sparsity.granularity, sparsity.block), pricing=pricing)
 
     def __repr__(self) -> str:
         return (f"SearchSpace({len(self.genes)} genes, grid={list(self.grid)}, "
@@ -183,10 +197,27 @@ class SearchSpace:
         return self.validate(dict(zip(self.genes, key)))
 
     # ------------------------------------------------------------------ size
+    def _priced(self) -> Pricing:
+        if self.pricing is None:
+            raise RuntimeError(f"{self!r} has no pricing: build it with pricing=... (e.g. "
+                               "omnisparse.export.format.ArtefactPricing.of(model)) to count or size sub-networks")
+        return self.pricing
+
+    @property
+    def params(self) -> Sequence[Any]:
+        """The pricing's entries of the stored model (name, shape, gene, ...)."""
+        return self._priced().params
+
+    @property
+    def model_config(self) -> str:
+        """The pricing's JSON text of the model's config."""
+        return self._priced().model_config
+
     def nonzero_params(self, config: Mapping[str, float]) -> int:
-        """Parameters of the exported sub-network (CTC head excluded) that survive its masks: every
-        non-prunable entry in full (biases, norms, embeddings, ...) plus the kept weights of every
-        prunable matrix (see :func:`kept_weights`; genes outside the space are dense)."""
+        """Parameters of the stored sub-network (for the artefact: CTC head excluded) that survive its
+        masks: every non-prunable entry of the pricing in full (biases, norms, embeddings, ...) plus the
+        kept weights of every prunable matrix (see :func:`kept_weights`; genes outside the space are dense)."""
+        self._priced()
         config = self.check(config)
         total = self._fixed_params
         for gene, shape in self._matrices:
@@ -195,10 +226,12 @@ class SearchSpace:
         return total
 
     def size_bytes(self, config: Mapping[str, float], fmt: str) -> int:
-        """Exact size in bytes of the artefact of ``config`` in ``fmt`` (one of :data:`FORMATS`), equal to
-        ``os.path.getsize`` of the file ``write_artefact(path, model, config, fmt, spec)`` writes."""
-        check_format(fmt)
-        return artefact_size(self.params, self.check(config), fmt, self.spec, self.model_config)
+        """Exact size in bytes of the stored sub-network of ``config`` in ``fmt``, by the pricing: with
+        ``ArtefactPricing``, ``os.path.getsize`` of the file ``write_artefact(path, model, config, fmt,
+        spec)`` writes (``fmt`` one of ``omnisparse.export.format.FORMATS``)."""
+        pricing = self._priced()
+        pricing.check_format(fmt)
+        return pricing.size_bytes(self.check(config), fmt, self.spec)
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -232,10 +265,12 @@ def parse_subnet(subnet: str | Mapping[str, float], space: SearchSpace) -> dict[
     return space.check(data)
 
 
-def space_and_bank(model: nn.Module, sparsity, refresh: bool = False) -> tuple[SearchSpace, MaskBank]:
+def space_and_bank(model: nn.Module, sparsity, refresh: bool = False,
+                   pricing: Optional[Pricing] = None) -> tuple[SearchSpace, MaskBank]:
     """The search space of ``model`` under ``sparsity`` (a SparsityConfig) and a mask bank over its genes;
-    ``refresh``: rank the current weights now (otherwise call ``bank.refresh()`` before ``apply``)."""
-    space = SearchSpace.from_sparsity_config(model, sparsity)
+    ``refresh``: rank the current weights now (otherwise call ``bank.refresh()`` before ``apply``);
+    ``pricing``: see :meth:`SearchSpace.from_model`."""
+    space = SearchSpace.from_sparsity_config(model, sparsity, pricing)
     bank = MaskBank(model, space.spec, genes=list(space.genes))
     if refresh:
         bank.refresh()
