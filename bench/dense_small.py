@@ -5,7 +5,7 @@
 
 Stages (each resumable: re-running continues where it stopped):
   1. build the corpus and its features/tokenizer (skipped when present)
-  2. train `conf/<preset>.yaml` (resumes from the run's last checkpoint)
+  2. train the preset `<preset>` (resumes from the run's last checkpoint)
   3. WER on dev / test-clean / test-other (+ test-unseen-engine when the corpus has it; greedy, the
      trained streaming mode)
   4. streaming real-time factor: audio -> streaming fbank -> encoder ``infer`` -> greedy, batch 1,

@@ -4,10 +4,10 @@
         [--repeats 2] [--warmup 1] [--threads 2] [--variants today,vocab_128,...,v2]
         [--out bench/results/train_profile.json]
 
-Recipes are pinned here, on top of ``conf/<preset>.yaml`` (architecture, SpecAugment, cut limits)
+Recipes are pinned here, on top of ``omnisparse/conf/<preset>.yaml`` (architecture, SpecAugment, cut limits)
 pointed at ``--corpus``, so that the comparison does not move when the preset file does:
 
-* ``today``: the recipe of ``conf/small.yaml`` up to commit 57f30d2 - 256-piece BPE, stateless
+* ``today``: the recipe of ``omnisparse/conf/small.yaml`` up to commit 57f30d2 - 256-piece BPE, stateless
   predictor (context 2), full RNN-T loss (fused joiner), 60 s batches, 10 duration buckets;
 * one lever changed at a time: ``vocab_128`` (128-piece BPE: smaller joint and CTC head, U grows a
   little), ``lstm_predictor`` (``model.pred_type=lstm``), ``pruned`` (``model.loss=pruned``: k2 pruned
@@ -21,7 +21,7 @@ pointed at ``--corpus``, so that the comparison does not move when the preset fi
   call over U+1 steps, same weights and gate order, masks honoured) instead of the Python loop over
   steps of :class:`PrunableLSTMLayer`: a change the library does not have yet, measured here by
   replacing that one model's ``predictor.forward``;
-  ``preset``: ``conf/<preset>.yaml`` as it stands (its augmentation is not applied: batches are drawn
+  ``preset``: ``omnisparse/conf/<preset>.yaml`` as it stands (its augmentation is not applied: batches are drawn
   before timing, data loading is not timed);
 * ``today_again``: ``today`` once more, timed with the others: its ratio to ``today`` is the noise floor.
 
@@ -249,7 +249,7 @@ class Runner:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=None, help="corpus dir (default: the preset's data.corpus_dir)")
-    ap.add_argument("--preset", default="small", help="base config: conf/<preset>.yaml or a path")
+    ap.add_argument("--preset", default="small", help="base config: a preset name (omnisparse/conf/)  or a path")
     ap.add_argument("--batches", type=int, default=8, help="timed batches per variant")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each batch in a row; the fastest counts")
     ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (allocators, torch.compile)")

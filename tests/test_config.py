@@ -1,12 +1,25 @@
+from pathlib import Path
+
 import pytest
 
-from omnisparse.config import ConfigError, load_config, resolve_preset
+import omnisparse
+from omnisparse.config import CONF_DIR, ConfigError, load_config, resolve_preset
 
 
 def test_presets_load():
     for name in ("tiny", "small", "emformer_base_like"):
         cfg = load_config(name)
         assert cfg.model.d_model > 0 and cfg.data.vocab_size > 0
+
+
+def test_every_preset_loads_and_ships_inside_the_package():
+    # inside the package, so a non-editable install has them (pyproject's package-data lists conf/*.yaml)
+    assert CONF_DIR.parent == Path(omnisparse.__file__).parent
+    names = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+    assert {"tiny", "small", "supernet_small", "search_small", "dual_small"} <= set(names)
+    for name in names:
+        load_config(name)  # every key names a field, every section validates
+    assert (CONF_DIR.parent / "py.typed").exists()
 
 
 def test_emformer_like_dimensions():

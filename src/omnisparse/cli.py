@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_data_prepare)
 
     t = sub.add_parser("train", help="train a streaming RNN-T (overrides: --section.key=value)")
-    t.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
+    t.add_argument("--config", required=True, help="preset name (omnisparse/conf/) or a YAML file")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     t.add_argument("--supernet", action="store_true",
                    help="Omni-sparsity supernet training (sandwich rule; settings in the `sparsity` section)")
@@ -235,12 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train, takes_overrides=True)
 
     pr2 = sub.add_parser("prune", help="individually pruned baseline: gradual magnitude pruning + fine-tuning")
-    pr2.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
+    pr2.add_argument("--config", required=True, help="preset name (omnisparse/conf/) or a YAML file")
     pr2.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     pr2.set_defaults(func=_cmd_prune, takes_overrides=True)
 
     pt = sub.add_parser("pretrain", help="wav2vec 2.0 self-supervised pre-training of the encoder (section `pretrain`)")
-    pt.add_argument("--config", required=True, help="preset name in conf/ or a YAML file")
+    pt.add_argument("--config", required=True, help="preset name (omnisparse/conf/) or a YAML file")
     pt.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     pt.set_defaults(func=_cmd_pretrain, takes_overrides=True)
 
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_transcribe)
 
     sp = sub.add_parser("search", help="evolutionary search of a supernet's WER-vs-size Pareto front")
-    sp.add_argument("--config", required=True, help="preset name in conf/ or a YAML file (section `search`)")
+    sp.add_argument("--config", required=True, help="preset name (omnisparse/conf/) or a YAML file (section `search`)")
     sp.add_argument("--no-resume", action="store_true", help="start afresh even if the output holds a search state")
     sp.set_defaults(func=_cmd_search, takes_overrides=True)
 

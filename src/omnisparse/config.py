@@ -1,10 +1,10 @@
-"""Typed configuration: dataclasses, YAML presets in ``conf/`` and ``--section.key=value`` overrides.
+"""Typed configuration: dataclasses, YAML presets in ``omnisparse/conf/`` and ``--section.key=value`` overrides.
 
 A run's configuration is one :class:`Config` with one section per concept. Presets are YAML files
 holding any subset of the sections; every key must name a real field (a typo is an error, not a
 silently ignored default). Overrides use dotted paths::
 
-    omnisparse train --config conf/small.yaml --train.lr=2e-3 --model.n_layers=8
+    omnisparse train --config small --train.lr=2e-3 --model.n_layers=8
 
 Values of overrides are parsed as YAML scalars/lists (``--data.train_splits=[train,extra]``).
 """
@@ -19,7 +19,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # inside the package: presets work from any install
 
 
 @dataclass
@@ -348,7 +348,7 @@ def _update(obj: Any, values: dict[str, Any], where: str) -> None:
 
 
 def resolve_preset(name_or_path: str | Path) -> Path:
-    """``small`` -> conf/small.yaml; a path is returned as is (must exist)."""
+    """``small`` -> the package preset ``omnisparse/conf/small.yaml``; a path is returned as is (must exist)."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
         if not p.exists():

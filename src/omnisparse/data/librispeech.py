@@ -6,7 +6,7 @@ usual ``LibriSpeech/`` top folder is also accepted). Each utterance is parsed wi
 instead of aborting the whole part. Transcripts are normalised with the scoring normaliser; one
 holding non-ASCII characters is counted as fixed (``fixed["non_ascii"]``), one left empty is skipped.
 
-The parts keep their LibriSpeech names as split names; ``conf/librispeech_*.yaml`` say which of
+The parts keep their LibriSpeech names as split names; ``omnisparse/conf/librispeech_*.yaml`` say which of
 them form train / dev / test.
 """
 
