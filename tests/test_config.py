@@ -54,3 +54,34 @@ def test_yaml_with_unknown_key(tmp_path):
     p.write_text("model:\n  d_modle: 3\n")
     with pytest.raises(ConfigError, match="d_modle"):
         load_config(p)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("--train.decay=cosin", r"train.decay: must be one of 'cosine' \| 'noam' \| 'constant', got 'cosin'"),
+    ("--model.pred_type=gru", "model.pred_type: must be one of"),
+    ("--model.loss=k2", "model.loss: must be one of"),
+    ("--train.device=tpu", "train.device: must be one of"),
+    ("--decode.method=sample", "decode.method: must be one of"),
+    ("--sparsity.granularity=channel", "sparsity.granularity: must be one of"),
+    ("--search.format=fp16", "search.format: must be one of"),
+    ("--search.cost=watts", "search.cost: must be one of"),
+])
+def test_choice_fields_fail_at_load(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("tiny", [bad])
+
+
+def test_choice_fields_accept_every_choice():
+    cfg = load_config("tiny", ["--train.decay=noam", "--model.pred_type=stateless", "--search.front=latency",
+                               "--search.front=", "--pretrain.audio_stats=corpus", "--search.latency_dtype=int8"])
+    assert (cfg.train.decay, cfg.model.pred_type, cfg.search.front) == ("noam", "stateless", "")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (["--model.chunk_size=0"], "chunk_size must be >= 1"),
+    (["--model.d_model=30", "--model.n_heads=4"], "divisible by model.n_heads"),
+    (["--model.loss=pruned", "--model.prune_range=0"], "prune_range must be >= 1"),
+])
+def test_cross_field_rules_fail_at_load(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("tiny", bad)

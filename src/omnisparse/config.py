@@ -15,7 +15,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -66,13 +66,13 @@ class ModelConfig:
     lookahead: int = 1
     vocab_size: int = 256  # filled from the tokenizer at train time
     blank_id: int = 0
-    pred_type: str = "lstm"  # lstm | stateless
+    pred_type: Literal["lstm", "stateless"] = "lstm"
     pred_dim: int = 256
     pred_layers: int = 1
     pred_context: int = 2  # stateless predictor context (tokens)
     joiner_dim: int = 256
     ctc_weight: float = 0.0  # auxiliary CTC head on the encoder (0 = off)
-    loss: str = "full"  # RNN-T loss: full | pruned (k2 pruned transducer: a linear joint picks a band of symbols per frame)
+    loss: Literal["full", "pruned"] = "full"  # RNN-T loss (k2 pruned transducer: a linear joint picks a band of symbols per frame)
     prune_range: int = 5  # loss=pruned: symbols per frame the tanh joiner sees (S)
     simple_loss_scale: float = 0.5  # loss=pruned: weight of the simple (linear-joint) RNN-T loss
     simple_lm_scale: float = 0.25  # loss=pruned: k2 smoothing of the simple loss, LM-only share (icefall 0.25)
@@ -86,14 +86,14 @@ class TrainConfig:
 
     out_dir: str = "exp/dense"
     seed: int = 42
-    mode: str = "stream"  # attention mode of training forward: stream | full
+    mode: Literal["stream", "full"] = "stream"  # attention mode of training forward
     max_steps: int = 2000
     max_wall_s: float = 0.0  # stop (with a checkpoint) after this many seconds; 0 = no limit
     lr: float = 2e-3
     weight_decay: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     warmup_steps: int = 200
-    decay: str = "cosine"  # cosine | noam | constant
+    decay: Literal["cosine", "noam", "constant"] = "cosine"
     min_lr_ratio: float = 0.05
     grad_clip: float = 5.0
     log_every: int = 10
@@ -101,15 +101,15 @@ class TrainConfig:
     ckpt_every: int = 100
     keep_last: int = 3
     threads: int = 0  # torch intra-op threads; 0 = let torch decide
-    device: str = "auto"  # auto | cpu | cuda
-    loss_dtype: str = "float32"  # RNN-T recursion precision: float32 | float64
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    loss_dtype: Literal["float32", "float64"] = "float32"  # RNN-T recursion precision
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     init_encoder_from: str = ""  # run dir/checkpoint (e.g. `omnisparse pretrain`) whose encoder.* weights start this run
 
 
 @dataclass
 class DecodeConfig:
-    method: str = "greedy"  # greedy | beam
+    method: Literal["greedy", "beam"] = "greedy"
     beam: int = 4
     max_symbols_per_frame: int = 4
     batch_size: int = 32
@@ -119,7 +119,7 @@ class DecodeConfig:
 class SparsityConfig:
     """Masks, search space, supernet training (``train --supernet``) and pruning baselines (``prune``)."""
 
-    granularity: str = "unstructured"  # unstructured | block | row
+    granularity: Literal["unstructured", "block", "row"] = "unstructured"
     block: int = 8  # side of the square blocks of the `block` granularity
     grid: list[float] = field(default_factory=lambda: [round(0.1 * i, 1) for i in range(10)])
     prune_pred_joiner: bool = False  # also prune the predictor (LSTM) and joiner Linears
@@ -145,7 +145,7 @@ class SearchConfig:
 
     supernet: str = ""  # supernet run dir or checkpoint to search
     out_dir: str = ""  # where history.json, pareto.json, state live; "" = <supernet run dir>/search
-    format: str = "int8-sparse"  # storage format the sizes are measured in (fp32-dense | fp32-sparse | int8-sparse)
+    format: Literal["fp32-dense", "fp32-sparse", "int8-sparse"] = "int8-sparse"  # storage format the sizes are measured in
     size_min_mb: float = 0.0  # resource range; 0 = the sparsest sub-network's size
     size_max_mb: float = 0.0  # 0 = the dense network's size
     bucket_mb: float = 0.1  # Pareto table: best WER per size bucket of this width
@@ -160,14 +160,14 @@ class SearchConfig:
     seed_uniform: bool = True  # every uniform config inside the range is an initial parent
     # cost: bytes (front on size) | latency (front on measured latency, search/latency.py) | both (front on
     # one, a constraint on the other: max_latency_ms -> front on bytes; size_max_mb -> front on latency)
-    cost: str = "bytes"
-    front: str = ""  # with cost=both: bytes | latency ("" = the one without a constraint set)
+    cost: Literal["bytes", "latency", "both"] = "bytes"
+    front: Literal["", "bytes", "latency"] = ""  # with cost=both ("" = the one without a constraint set)
     max_latency_ms: float = 0.0  # per streaming step (one chunk, batch 1); latency: range top (0 = none)
     min_latency_ms: float = 0.0  # latency: range bottom
     bucket_ms: float = 0.02  # Pareto table bucket width when the front is on latency
     latency_table: str = ""  # reuse this latency table JSON instead of measuring (or the cache)
     latency_cache_dir: str = ""  # "" = $OMNISPARSE_CACHE/latency or ~/.cache/omnisparse/latency; none = off
-    latency_dtype: str = "fp32"  # kinds a cell's fastest time is taken among: fp32 | int8
+    latency_dtype: Literal["fp32", "int8"] = "fp32"  # kinds a cell's fastest time is taken among
     latency_threads: int = 1
     latency_repeats: int = 5  # timed calls per kind and cell (cold cache, median)
 
@@ -194,7 +194,7 @@ class PretrainConfig:
     sparsity: float = 0.7  # s*: uniform magnitude sparsity of every encoder gene on the sparse path
     sparsity_ramp_steps: int = 0  # cubic ramp of s* from 0 over this many steps (0 = s* from step 0)
     audio_dir: str = ""  # pre-train on every wav/flac under this directory instead of the corpus's train splits
-    audio_stats: str = "auto"  # audio_dir normalisation: auto (corpus stats if present) | corpus | audio
+    audio_stats: Literal["auto", "corpus", "audio"] = "auto"  # audio_dir normalisation (auto: corpus stats if present)
     valid_batches: int = 4  # dev batches for the validation contrastive loss (0 = no validation)
 
 
@@ -288,6 +288,18 @@ class Config:
     dual: DualModeConfig = field(default_factory=DualModeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    def validate(self) -> "Config":
+        """ConfigError (one line) for settings that cannot work together, at load rather than mid-run."""
+        self.augment.validate()
+        m = self.model
+        if m.chunk_size < 1:
+            raise ConfigError(f"model.chunk_size must be >= 1 encoder frame, got {m.chunk_size}")
+        if m.d_model % m.n_heads:
+            raise ConfigError(f"model.d_model {m.d_model} must be divisible by model.n_heads {m.n_heads}")
+        if m.loss == "pruned" and m.prune_range < 1:
+            raise ConfigError(f"model.prune_range must be >= 1 with model.loss=pruned, got {m.prune_range}")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -325,6 +337,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if origin is Literal:
+        choices = get_args(typ)
+        if value not in choices:
+            raise ConfigError(f"{where}: must be one of {' | '.join(repr(c) for c in choices)}, got {value!r}")
+        return value
     if typ is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -393,8 +410,7 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
         for data in _read_preset(preset):
             _update(cfg, data, "")
     apply_overrides(cfg, overrides or [])
-    cfg.augment.validate()
-    return cfg
+    return cfg.validate()
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
@@ -411,8 +427,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
     _update(cfg, data, "")
-    cfg.augment.validate()
-    return cfg
+    return cfg.validate()
 
 
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
