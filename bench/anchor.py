@@ -35,7 +35,8 @@ from lhotse.cut import Cut
 
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.decoding.evaluate import word_error_rate
-from omnisparse.utils.provenance import atomic_write_text, write_result
+from omnisparse.io.atomic import atomic_write_text
+from omnisparse.utils.provenance import write_result
 
 __all__ = ["ENGINE", "MODEL", "UNSEEN_SPLIT", "SAMPLE_RATE", "pocketsphinx_version", "pcm16", "decode_utterance",
            "pocketsphinx_eval", "cached_pocketsphinx_eval", "main"]

@@ -84,9 +84,10 @@ from typing import Any, Callable, Optional
 
 from omnisparse.config import Config, apply_overrides, config_from_dict, load_config
 from omnisparse.export.format import FORMATS
-from omnisparse.train import checkpoint as ck
+from omnisparse.io import checkpoint as ck
+from omnisparse.io.atomic import atomic_write_text
 from omnisparse.train.sparse_base import SparseTrainerBase
-from omnisparse.utils.provenance import atomic_write_text, write_result
+from omnisparse.utils.provenance import write_result
 
 log = logging.getLogger("bench.dual_mode")
 

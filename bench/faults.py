@@ -349,9 +349,9 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ disk full
     def disk_full(self, target: str):
-        from omnisparse.train import checkpoint as ck
+        from omnisparse.io import atomic
+        from omnisparse.io import checkpoint as ck
         from omnisparse.train.registry import train
-        from omnisparse.utils import provenance
         from omnisparse.utils.faults import disk_full
 
         after = self.rng.randint(1, 6)  # file writes that still succeed
@@ -360,10 +360,10 @@ class Bench:
             run = self.dir(f"disk-{target}")
             if target == "atomic_write_text":
                 path = run / "state.json"
-                provenance.atomic_write_text(path, "old")
-                with mock.patch.object(provenance.os, "fsync", disk_full(provenance.os.fsync)):
+                atomic.atomic_write_text(path, "old")
+                with mock.patch.object(atomic.os, "fsync", disk_full(atomic.os.fsync)):
                     try:
-                        provenance.atomic_write_text(path, "new")
+                        atomic.atomic_write_text(path, "new")
                         return "lost_data_or_crashed", "no error raised"
                     except OSError:
                         pass
@@ -381,7 +381,7 @@ class Bench:
     def untrusted(self, kind: str):
         import pickle
 
-        from omnisparse.train import checkpoint as ck
+        from omnisparse.io import checkpoint as ck
         from omnisparse.utils.faults import tree_digest
 
         def case():

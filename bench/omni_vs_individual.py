@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 
 from omnisparse.config import load_config
+from omnisparse.io import checkpoint as ck
 from omnisparse.report import build_report
 from omnisparse.report.points import ExperimentLayout
-from omnisparse.train import checkpoint as ck
 from omnisparse.utils.provenance import write_result
 
 

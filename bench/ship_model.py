@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from omnisparse.export.subnet import export_subnet
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 
 def model_card(result: dict, corpus: dict, size_bytes: int, nonzero: int) -> str:

@@ -22,8 +22,8 @@ from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.decoding.loading import load_model
 from omnisparse.export.format import FORMATS, ArtefactPricing
+from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
-from omnisparse.train import checkpoint as ck
 from omnisparse.train.registry import train
 from omnisparse.utils.provenance import write_result
 

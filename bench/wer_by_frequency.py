@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from omnisparse.data.layout import CorpusLayout
     from omnisparse.decoding.evaluate import evaluate_checkpoint
-    from omnisparse.train import checkpoint as ck
+    from omnisparse.io import checkpoint as ck
     from omnisparse.utils.provenance import write_result
 
     model = Path(args.model)

@@ -10,10 +10,12 @@ submodule does not add an edge to its parent packages' ``__init__``.
 
 Layers, low to high (a module belongs to the layer of its top-level package or module)::
 
-    io        the package root (``__version__``), ``errors`` and ``utils`` (``utils.provenance``:
-              atomic writes, git commit / machine records; ``utils.faults``): what every layer may use.
-              The file formats live with their writers, not here: ``train.checkpoint``,
-              ``export.format`` (which needs the masks)
+    io        the package root (``__version__``), ``errors`` and the ``io`` package: atomic and
+              checksummed writes (``io.atomic``), the checkpoint directory (``io.checkpoint``), the
+              export directory's on-disk format (``io.export_dir``); what every layer may use. It
+              imports only the standard library, numpy, torch and safetensors besides (checked below).
+              The artefact file format stays with its writer in ``export.format`` (it needs the masks)
+    utils     ``utils.provenance`` (git commit / machine records, on ``io.atomic``), ``utils.faults``
     config
     data      corpus, features, tokenizer, batching, the split manifests (``data.splits``)
     losses
@@ -38,11 +40,11 @@ export/deploy -> report -> CLI, with three changes that real dependencies force:
   (``export.format.ArtefactPricing``) and times them with the deploy CPU kernels (``search.latency``);
   neither of them needs the search.
 
-``LAYERING_DEBTS`` lists the upward edges that remain, one line of reason each: all of them come from
+``LAYERING_DEBTS`` lists the upward edges that remain, one line of reason each: both come from
 decoding's application modules (``loading``: open any run, checkpoint or export directory;
-``evaluate.evaluate_checkpoint``: ``omnisparse eval``; ``transcribe``), which read what train and
-export write and belong above export / deploy, but share the package with the inference code train
-validates with. Any other upward edge fails, and so does a debt that has been paid (remove its line).
+``transcribe``), which read what export writes and run what deploy optimises, and belong above
+export / deploy, but share the package with the inference code train validates with. Any other
+upward edge fails, and so does a debt that has been paid (remove its line).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = "omnisparse"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("omnisparse", "errors", "utils"),  # io
+    ("omnisparse", "errors", "io"),  # io
+    ("utils",),
     ("config",),
     ("data",),
     ("losses",),
@@ -70,15 +73,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 LAYERING_DEBTS: dict[tuple[str, str], str] = {
-    ("omnisparse.decoding.loading", "omnisparse.train.checkpoint"):
-        "load_model reads training checkpoints, whose format lives with its writer in train",
-    ("omnisparse.decoding.evaluate", "omnisparse.train.checkpoint"):
-        "evaluate_checkpoint (omnisparse eval) refuses --subnet on an export with a CheckpointError",
     ("omnisparse.decoding.loading", "omnisparse.export.format"):
-        "load_model also opens exported sub-networks (read_artefact); export.subnet loads its run with load_model",
+        "load_model also opens exported sub-networks: their model.safetensors is the sparse artefact, read "
+        "with export.format.read_artefact (it needs sparsity.masks, so it cannot live in io); export.subnet "
+        "loads its run with load_model",
     ("omnisparse.decoding.transcribe", "omnisparse.deploy.fast"):
-        "omnisparse transcribe --fast runs the deploy CPU kernels, which decode with decoding.greedy",
+        "omnisparse transcribe --fast runs the deploy CPU kernels (optimize_for_cpu: the fast inference path "
+        "itself, not a timing helper), which decode with decoding.greedy",
 }
+
+IO_THIRD_PARTY = {"numpy", "torch", "safetensors"}  # what io may import besides the standard library
 
 
 # ---------------------------------------------------------------------------------------------- graph
@@ -203,12 +207,12 @@ def upward_edges(graph: dict[str, dict[str, int]]) -> dict[tuple[str, str], int]
 def test_the_walker_sees_every_kind_of_import():
     graph = import_graph()
     assert "omnisparse" in graph and "omnisparse.data.engines._sox" in graph
-    assert "omnisparse.train.checkpoint" in graph["omnisparse.train.trainer"]  # from omnisparse.train import checkpoint
+    assert "omnisparse.io.checkpoint" in graph["omnisparse.train.trainer"]  # from omnisparse.io import checkpoint
     assert "omnisparse.models.encoder" in graph["omnisparse.models.transducer"]  # from .encoder import ...
     assert "omnisparse.losses.contrastive" in graph["omnisparse.models.wav2vec"]  # from ..losses.contrastive import ...
     assert "omnisparse.export.format" in graph["omnisparse.export"]  # a package's __init__: from .format import ...
     assert "omnisparse.export.subnet" in graph["omnisparse.export"]  # function-local: from . import subnet
-    assert "omnisparse" in graph["omnisparse.train.checkpoint"]  # from omnisparse import __version__
+    assert "omnisparse" in graph["omnisparse.io.checkpoint"]  # from omnisparse import __version__
     assert "omnisparse.config" in graph["omnisparse.data.augment"]  # under if TYPE_CHECKING:
     assert "omnisparse.train.registry" in graph["omnisparse.cli"]  # function-local, in a command
     assert "omnisparse.sparsity.space" in graph["omnisparse.sparsity"]  # from .space import ...
@@ -241,3 +245,28 @@ def test_layering_debts_are_still_owed():
     up = upward_edges(import_graph())
     paid = sorted(e for e in LAYERING_DEBTS if e not in up)
     assert not paid, f"no longer an upward import, remove from LAYERING_DEBTS: {paid}"
+
+
+def test_io_imports_only_the_standard_library_numpy_torch_safetensors():
+    """``io`` is the bottom: of omnisparse only the package root, ``errors`` and ``io`` itself; of the
+    rest only the standard library, numpy, torch and safetensors."""
+    import sys
+
+    bad = []
+    for path in sorted((SRC / PKG / "io").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue  # relative: inside io
+            for name in names:
+                top = name.split(".")[0]
+                if top == PKG:
+                    ok = name in (PKG, f"{PKG}.errors") or name == f"{PKG}.io" or name.startswith(f"{PKG}.io.")
+                else:
+                    ok = top in sys.stdlib_module_names or top in IO_THIRD_PARTY or top == "__future__"
+                if not ok:
+                    bad.append(f"{path.relative_to(SRC)} (line {node.lineno}): {name}")
+    assert not bad, "io imports outside what it may use:\n  " + "\n  ".join(bad)

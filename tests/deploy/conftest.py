@@ -17,8 +17,9 @@ from omnisparse.config import model_config_from_dict
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.export.subnet import export_subnet, space_for
 from omnisparse.decoding.loading import load_model
+from omnisparse.io.atomic import sha256
+from omnisparse.io.checkpoint import resolve_checkpoint
 from omnisparse.models.transducer import Transducer
-from omnisparse.train.checkpoint import resolve_checkpoint, sha256
 
 N_UTTS = 3  # dev utterances per transcript comparison
 

@@ -23,8 +23,8 @@ from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.transcribe import read_audio, transcribe_samples
 from omnisparse.export.format import FORMATS
 from omnisparse.export.subnet import ExportError, export_subnet, space_for
+from omnisparse.io.checkpoint import CheckpointError, resolve_checkpoint
 from omnisparse.sparsity.masks import MaskBank
-from omnisparse.train.checkpoint import CheckpointError, resolve_checkpoint
 
 N_DEV = 8  # dev cuts decoded per comparison (speed)
 VARIANTS = {  # granularity -> (block, prune_pred_joiner) of a copy of the supernet checkpoint

@@ -11,10 +11,10 @@ import pytest
 
 from omnisparse.config import load_config
 from omnisparse.export.format import ArtefactPricing
+from omnisparse.io import checkpoint as ck
 from omnisparse.models.transducer import Transducer
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.sparsity.space import SearchSpace
-from omnisparse.train import checkpoint as ck
 from omnisparse.utils.faults import weights_equal
 
 

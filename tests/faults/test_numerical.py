@@ -17,7 +17,7 @@ import torch
 from omnisparse.cli import main
 from omnisparse.config import load_config
 from omnisparse.errors import NonFiniteLossError
-from omnisparse.train import checkpoint as ck
+from omnisparse.io import checkpoint as ck
 from omnisparse.train.registry import train
 from omnisparse.train.trainer import Trainer
 from omnisparse.utils.faults import weights_equal

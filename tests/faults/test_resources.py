@@ -12,7 +12,7 @@ import torch
 from omnisparse.cli import main
 from omnisparse.config import load_config
 from omnisparse.errors import CheckpointWriteError, OutOfMemoryStop
-from omnisparse.train import checkpoint as ck
+from omnisparse.io import checkpoint as ck
 from omnisparse.train.registry import train
 from omnisparse.train.trainer import Trainer, is_out_of_memory, split_batch
 from omnisparse.utils.faults import disk_full, weights_equal
@@ -149,12 +149,12 @@ def test_disk_full_during_training_then_resume_is_bitwise(tiny_corpus, tmp_path,
 
 
 def test_disk_full_in_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
-    from omnisparse.utils import provenance
+    from omnisparse.io import atomic
 
     path = tmp_path / "x.json"
-    provenance.atomic_write_text(path, "old")
-    monkeypatch.setattr(provenance.os, "fsync", disk_full(provenance.os.fsync))
+    atomic.atomic_write_text(path, "old")
+    monkeypatch.setattr(atomic.os, "fsync", disk_full(atomic.os.fsync))
     with pytest.raises(OSError) as info:
-        provenance.atomic_write_text(path, "new")
+        atomic.atomic_write_text(path, "new")
     assert info.value.errno == errno.ENOSPC
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from omnisparse.config import load_config
-from omnisparse.train import checkpoint as ck
+from omnisparse.io import checkpoint as ck
 from omnisparse.utils.faults import checkpoint_exists, omnisparse_cmd, run_killed, tree_digest, weights_equal
 
 RNG = random.Random(8)  # kill delays: random, but the same in every CI run

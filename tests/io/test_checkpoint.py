@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from omnisparse.train import checkpoint as ck
+from omnisparse.io import checkpoint as ck
 
 
 def _model():

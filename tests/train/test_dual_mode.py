@@ -14,8 +14,8 @@ from omnisparse.config import load_config
 from omnisparse.decoding.evaluate import evaluate_checkpoint
 from omnisparse.decoding.loading import load_model
 from omnisparse.export.subnet import ExportError, export_subnet, resolve_mode, space_for
+from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
-from omnisparse.train import checkpoint as ck
 from omnisparse.train.dual_mode import DualModeTrainer, check_dual_config
 from omnisparse.train.registry import train
 

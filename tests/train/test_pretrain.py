@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from omnisparse.config import load_config
 from omnisparse.data.layout import CorpusLayout
-from omnisparse.train.checkpoint import CheckpointError
+from omnisparse.io.checkpoint import CheckpointError
 from omnisparse.train.pretrain import PretrainTrainer, pretrain
 from omnisparse.train.trainer import Trainer
 

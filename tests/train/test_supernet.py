@@ -139,7 +139,7 @@ def test_sparse_training_needs_dense_weights(tiny_corpus, tmp_path):
 
 
 def test_init_from_other_model_config_is_refused(tiny_corpus, tiny_run, tmp_path):
-    from omnisparse.train.checkpoint import CheckpointError
+    from omnisparse.io.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="ffn_dim"):
         SupernetTrainer(_cfg(tiny_corpus, tmp_path / "y", tiny_run, "--model.ffn_dim=48"))

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from omnisparse.config import load_config
-from omnisparse.train.checkpoint import CheckpointError
+from omnisparse.io.checkpoint import CheckpointError
 from omnisparse.train.registry import train
 from omnisparse.train.trainer import Trainer, lr_factor
 

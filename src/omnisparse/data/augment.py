@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from omnisparse.utils.provenance import atomic_write_bytes
+from omnisparse.io.atomic import atomic_write_bytes
 
 if TYPE_CHECKING:
     from omnisparse.config import AugmentConfig

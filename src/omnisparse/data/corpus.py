@@ -46,7 +46,7 @@ from omnisparse.data.corpus_plan import (
 )
 from omnisparse.data.engines import available_engines, get_engine
 from omnisparse.data.layout import CorpusLayout
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

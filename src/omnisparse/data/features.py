@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.validate import SAMPLE_RATE, ValidationReport, validate_cuts
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.text import normalize_text
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

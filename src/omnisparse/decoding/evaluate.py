@@ -20,7 +20,7 @@ from omnisparse.data.text import normalize_for_scoring
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.beam_search import modified_beam_search
 from omnisparse.decoding.greedy import greedy_search
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> dict[str, float]:
@@ -95,7 +95,7 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     splits = splits or [cfg.data.dev_split, *cfg.data.test_splits]
     subnet_config = None
     if subnet is not None and lm.export_meta is not None:
-        from omnisparse.train.checkpoint import CheckpointError
+        from omnisparse.io.checkpoint import CheckpointError
 
         raise CheckpointError(f"{lm.path} is an exported sub-network (config fixed at export); "
                               "--subnet applies to supernet checkpoints")

@@ -28,8 +28,8 @@ import torch
 from omnisparse.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.io.checkpoint import CheckpointError, load_weights, resolve_checkpoint, sha256
 from omnisparse.models.transducer import Transducer
-from omnisparse.train.checkpoint import CheckpointError, load_weights, resolve_checkpoint, sha256
 
 STREAMING_KEYS = ("chunk_size", "left_chunks", "lookahead", "subsampling")
 

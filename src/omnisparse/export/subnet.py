@@ -46,8 +46,8 @@ from omnisparse.decoding.loading import (
     load_model,
 )
 from omnisparse.export.format import FORMAT_VERSION, ArtefactPricing, check_format, write_artefact
+from omnisparse.io.checkpoint import resolve_checkpoint, sha256
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
-from omnisparse.train.checkpoint import resolve_checkpoint, sha256
 
 __all__ = ["EXPORT_VERSION", "ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
 

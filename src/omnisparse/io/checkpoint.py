@@ -19,7 +19,6 @@ naming both versions and the omnisparse release that wrote it), never skipped or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,9 @@ from safetensors.torch import load_file, save_file
 
 from omnisparse import __version__ as OMNISPARSE_VERSION
 from omnisparse.errors import CheckpointWriteError
+from omnisparse.io.atomic import fsync_file as _fsync_file  # module-level names: the fault tests patch them
+from omnisparse.io.atomic import fsync_path as _fsync_dir
+from omnisparse.io.atomic import sha256, verify_digests
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +50,6 @@ class CheckpointError(ValueError):
 class CheckpointVersionError(CheckpointError):
     """A checkpoint written in another format version (by another omnisparse release): intact, but
     not readable by this one. Refused rather than treated as corrupt."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def rng_state() -> dict[str, Any]:
@@ -192,12 +170,7 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
                 f"({OMNISPARSE_VERSION}) reads format version {FORMAT_VERSION} only")
         raise CheckpointError(f"{ckpt}: state.json has no valid format_version ({version!r}): not an omnisparse "
                               "checkpoint, or corrupt")
-    for name, digest in state.get("sha256", {}).items():
-        p = ckpt / name
-        if not p.exists():
-            raise CheckpointError(f"{ckpt}: {name} is missing")
-        if sha256(p) != digest:
-            raise CheckpointError(f"{ckpt}: {name} fails its checksum (truncated or corrupted)")
+    verify_digests(ckpt, state.get("sha256", {}), CheckpointError)
     return state
 
 

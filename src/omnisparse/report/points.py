@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omnisparse.export.format import FORMATS
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

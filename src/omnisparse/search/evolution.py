@@ -51,7 +51,7 @@ from typing import Any, Callable, Hashable, Mapping, Optional, Protocol, Sequenc
 
 from tqdm.auto import tqdm
 
-from omnisparse.utils.provenance import atomic_write_text
+from omnisparse.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -48,9 +48,9 @@ from torch import Tensor, nn
 
 from omnisparse.deploy.fast import (FP32_KINDS, INT8_DTYPE_KINDS, KINDS, build_kind, flush_buffer, optimize_for_cpu,
                                     time_call)
+from omnisparse.io.atomic import atomic_write_text
 from omnisparse.sparsity.masks import MatrixRanking
 from omnisparse.sparsity.space import SearchSpace
-from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)
 

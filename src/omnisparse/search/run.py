@@ -31,12 +31,13 @@ import torch
 from omnisparse.config import Config, SearchConfig
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.loading import load_model
+from omnisparse.io.atomic import atomic_write_text
 from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.export.format import ArtefactPricing, check_format
-from omnisparse.utils.provenance import atomic_write_text, provenance
+from omnisparse.utils.provenance import provenance
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omnisparse.train import checkpoint as ck
+from omnisparse.io import checkpoint as ck
 
 log = logging.getLogger(__name__)
 

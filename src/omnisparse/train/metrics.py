@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from omnisparse.utils.provenance import atomic_write_text, git_commit, machine
+from omnisparse.io.atomic import atomic_write_text
+from omnisparse.utils.provenance import git_commit, machine
 
 
 class MetricLogger:

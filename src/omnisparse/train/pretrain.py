@@ -48,14 +48,14 @@ from omnisparse.data.features import FeatureNormalizer, compute_global_stats, pr
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.unlabelled import UnlabelledDataset, audio_dir_cuts, audio_stats
+from omnisparse.io import checkpoint as ck
+from omnisparse.io.atomic import atomic_write_text
 from omnisparse.losses.contrastive import compute_mask_spans
 from omnisparse.models.wav2vec import PretrainOutput, Wav2VecPretrainModel
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity
 from omnisparse.sparsity.schedule import cubic_sparsity
-from omnisparse.train import checkpoint as ck
 from omnisparse.train.metrics import MetricLogger, write_run_record
 from omnisparse.train.trainer import Trainer, run_trainer
-from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from omnisparse.config import Config
 from omnisparse.decoding.evaluate import evaluate_cuts
+from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
-from omnisparse.train import checkpoint as ck
 from omnisparse.train.trainer import Trainer
 
 log = logging.getLogger(__name__)

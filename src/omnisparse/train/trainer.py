@@ -50,11 +50,11 @@ from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.errors import NonFiniteLossError, OutOfMemoryStop
+from omnisparse.io import checkpoint as ck
+from omnisparse.io.atomic import atomic_write_text
 from omnisparse.losses.transducer import LossOutput, TransducerLoss
 from omnisparse.models.transducer import Transducer
-from omnisparse.train import checkpoint as ck
 from omnisparse.train.metrics import MetricLogger, write_run_record
-from omnisparse.utils.provenance import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Provenance of a result: the command, the git commit, the machine and the date."""
+"""Provenance of a result: the command, the git commit, the machine and the date (the atomic writes
+it uses are :mod:`omnisparse.io.atomic`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from omnisparse.io.atomic import atomic_write_text
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -56,27 +59,6 @@ def provenance(command: str | None = None) -> dict[str, Any]:
         "machine": machine(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file + fsync + rename so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk or a kill: the old file stays, no temporary is left behind
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of ``text`` (UTF-8)."""
-    atomic_write_bytes(path, text.encode())
 
 
 def write_result(path: str | Path, payload: dict[str, Any], command: str | None = None) -> dict[str, Any]:

@@ -1,0 +1,9 @@
+"""The low I/O layer every other layer may use; it imports nothing of omnisparse but the package root
+(``__version__``) and :mod:`omnisparse.errors`.
+
+* :mod:`.atomic`      atomic (temporary file + fsync + rename) writes, fsync helpers, sha256 of files
+                      and the check of a directory against its recorded digests;
+* :mod:`.checkpoint`  the training checkpoint directory (``RUN/ckpt-<step>/``): write, verify, read;
+* :mod:`.export_dir`  the on-disk format of an exported sub-network directory (file names,
+                      ``meta.json`` kind / version, its checksummed verification).
+"""
