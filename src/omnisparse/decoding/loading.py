@@ -8,7 +8,8 @@
   feature statistics;
 * an exported sub-network (``omnisparse.export.subnet.export_subnet``): a directory holding
   ``meta.json``, ``model.safetensors`` (the sparse artefact of :mod:`omnisparse.export.format`),
-  ``tokenizer.model`` and ``global_stats.json``. It is read with :func:`read_artefact` into a plain
+  ``tokenizer.model`` and ``global_stats.json`` (the on-disk format: :mod:`omnisparse.io.export_dir`,
+  which also verifies ``meta.json`` and the checksums). It is read with :func:`read_artefact` into a plain
   dense :class:`Transducer` (pruned weights are exact zeros, no masks are set, no supernet code runs).
   Its ``meta.json`` ``trained_modes`` (first = default decoding mode; an optional ``mode`` comes
   first) say which attention modes it decodes in: an export of a dual-mode checkpoint is for one mode.
@@ -28,16 +29,11 @@ import torch
 from omnisparse.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
-from omnisparse.io.checkpoint import CheckpointError, load_weights, resolve_checkpoint, sha256
+from omnisparse.io.checkpoint import CheckpointError, load_weights, resolve_checkpoint
+from omnisparse.io.export_dir import EXPORT_META, is_export_dir, read_export_meta
 from omnisparse.models.transducer import Transducer
 
 STREAMING_KEYS = ("chunk_size", "left_chunks", "lookahead", "subsampling")
-
-EXPORT_KIND = "omnisparse-subnet-export"  # meta.json "kind" of an exported sub-network
-EXPORT_VERSION = 1  # layout version of the export directory / meta.json ("export_version")
-EXPORT_META = "meta.json"
-EXPORT_FILES = ("model.safetensors", "tokenizer.model", "global_stats.json")
-EXCLUDED_PREFIXES = ("ctc_head.",)  # state_dict entries an export does not hold
 
 
 @dataclass
@@ -66,47 +62,6 @@ def check_streaming_settings(trained: ModelConfig, requested: dict) -> None:
         raise CheckpointError(f"refusing to decode with streaming settings the model was not trained for: {desc}")
 
 
-def is_export_dir(path: str | Path) -> bool:
-    """True when ``path`` is a directory with a ``meta.json`` (an exported sub-network, possibly
-    incomplete or corrupt: :func:`load_export` says what is wrong)."""
-    p = Path(path)
-    return p.is_dir() and (p / EXPORT_META).is_file() and not (p / "state.json").exists()
-
-
-def read_export_meta(path: str | Path) -> dict[str, Any]:
-    """The ``meta.json`` of export directory ``path``, checked for the fields loading needs, and every
-    file it lists verified against its sha256. CheckpointError (one line) when anything is off."""
-    path = Path(path)
-    try:
-        meta = json.loads((path / EXPORT_META).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: {EXPORT_META} is unreadable or corrupt ({e})") from None
-    if not isinstance(meta, dict) or meta.get("kind") != EXPORT_KIND:
-        raise CheckpointError(f"{path}: {EXPORT_META} does not describe an omnisparse export "
-                              f"(expected \"kind\": \"{EXPORT_KIND}\")")
-    version = meta.get("export_version", EXPORT_VERSION)  # exports before the field existed: version 1
-    if version != EXPORT_VERSION:
-        by = meta.get("omnisparse_version") or "an unknown release"
-        raise CheckpointError(f"{path}: export layout version {version!r} (written by omnisparse {by}); this "
-                              f"omnisparse reads version {EXPORT_VERSION} only")
-    for key in ("model_config", "format", "config"):
-        if key not in meta:
-            raise CheckpointError(f"{path}: {EXPORT_META} lacks {key!r}")
-    for name in EXPORT_FILES:
-        if not (path / name).is_file():
-            raise CheckpointError(f"{path}: {name} is missing (incomplete export)")
-    files = meta.get("files") or {}
-    if not isinstance(files, dict):
-        raise CheckpointError(f"{path}: {EXPORT_META}: 'files' must map file name -> sha256")
-    for name, digest in files.items():
-        p = path / str(name)
-        if not p.is_file():
-            raise CheckpointError(f"{path}: {name} is missing (incomplete export)")
-        if sha256(p) != digest:
-            raise CheckpointError(f"{path}: {name} fails its checksum (truncated or corrupted)")
-    return meta
-
-
 def load_export(path: str | Path, device: str | torch.device = "cpu",
                 model_overrides: dict | None = None) -> LoadedModel:
     """Load an exported sub-network directory (see the module docstring) as a plain :class:`Transducer`.
@@ -114,7 +69,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     Only the CTC head may be missing from ``model.safetensors`` (it is never exported; it stays at its
     random init and is unused by decoding); any other missing or unexpected tensor, a shape mismatch,
     a corrupt file or a missing file is a one-line CheckpointError."""
-    from omnisparse.export.format import read_artefact
+    from omnisparse.export.format import EXCLUDED_PREFIXES, read_artefact  # EXCLUDED_PREFIXES: never exported
 
     path = Path(path)
     meta = read_export_meta(path)

@@ -9,9 +9,11 @@
     global_stats.json   copied from the checkpoint (feature normalisation)
     meta.json           what the model is and where it came from (see :func:`export_subnet`)
 
-``omnisparse.decoding.loading.load_model(OUT_DIR)`` loads it as a plain dense :class:`Transducer`
-(pruned weights exact zeros, no masks, no supernet code), so ``omnisparse transcribe OUT_DIR ...``
-and ``omnisparse eval OUT_DIR`` work on it like on a checkpoint.
+The on-disk format of the directory (file names, ``meta.json`` kind, version and checksums) is
+:mod:`omnisparse.io.export_dir`, shared with the reader: ``omnisparse.decoding.loading.load_model(OUT_DIR)``
+loads it as a plain dense :class:`Transducer` (pruned weights exact zeros, no masks, no supernet
+code), so ``omnisparse transcribe OUT_DIR ...`` and ``omnisparse eval OUT_DIR`` work on it like on a
+checkpoint.
 
 The masks come from the checkpoint's weights (magnitude rankings, :class:`MaskBank`) and its saved
 ``sparsity`` settings (granularity, block, grid, prune_pred_joiner): the exported network is exactly
@@ -36,20 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from omnisparse.decoding.loading import (
-    EXPORT_FILES,
-    EXPORT_KIND,
-    EXPORT_META,
-    EXPORT_VERSION,
-    LoadedModel,
-    is_export_dir,
-    load_model,
-)
+from omnisparse.decoding.loading import LoadedModel, load_model
 from omnisparse.export.format import FORMAT_VERSION, ArtefactPricing, check_format, write_artefact
-from omnisparse.io.checkpoint import resolve_checkpoint, sha256
+from omnisparse.io.atomic import fsync_path
+from omnisparse.io.checkpoint import resolve_checkpoint
+from omnisparse.io.export_dir import EXPORT_KIND, EXPORT_VERSION, file_digests, is_export_dir, write_export_meta
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 
-__all__ = ["EXPORT_VERSION", "ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
+__all__ = ["ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
 
 
 class ExportError(ValueError):
@@ -89,20 +85,6 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if _occupied(out) and not overwrite:
         raise ExportError(f"{out} already exists and is not empty; refusing to overwrite it "
                           "(pass overwrite=True to replace it)")
-
-
-def _fsync_path(p: Path) -> None:
-    """fsync a file or (best effort) a directory."""
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _streaming_summary(mc: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,7 +129,7 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         if old is not None and not out.exists():
             os.replace(old, out)
         raise
-    _fsync_path(out.parent)
+    fsync_path(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -248,7 +230,7 @@ def export_subnet(source: str | os.PathLike, config: Optional[str | Mapping[str,
                                f"the search space prices it at {expected}")
         for name in ("tokenizer.model", "global_stats.json"):
             shutil.copyfile(ckpt / name, tmp / name)
-            _fsync_path(tmp / name)
+            fsync_path(tmp / name)
         mc = json.loads(json.dumps(dataclasses.asdict(lm.model.config)))  # what the model was built from
         meta = {
             "kind": EXPORT_KIND,
@@ -268,17 +250,12 @@ def export_subnet(source: str | os.PathLike, config: Optional[str | Mapping[str,
             **({"mode": mode} if mode is not None else {}),
             "run_config": lm.config.to_dict(),
             "source": {"checkpoint": str(Path(ckpt).resolve()), "step": state.get("step")},
-            "files": {name: sha256(tmp / name) for name in EXPORT_FILES},
+            "files": file_digests(tmp),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "extra": extra,
         }
-        meta_tmp = tmp / f".{EXPORT_META}.tmp"
-        with open(meta_tmp, "w") as f:
-            f.write(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(meta_tmp, tmp / EXPORT_META)
-        _fsync_path(tmp)
+        write_export_meta(tmp, meta)
+        fsync_path(tmp)
         _install(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
