@@ -80,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omnisparse.io.atomic import atomic_write_text
 from omnisparse.models.encoder import FeedForward
 from omnisparse.models.layers import PrunableLinear
 
@@ -553,12 +554,9 @@ def check_plan(plan: Mapping[str, Any]) -> None:
 
 
 def save_plan(plan: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``plan`` as indented JSON (atomic: temporary file + rename). Returns the path."""
+    """Write ``plan`` as indented JSON (atomic: temporary file + rename, no fsync). Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(plan, indent=2, sort_keys=True) + "\n", fsync=False)
     return path
 
 

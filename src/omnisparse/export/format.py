@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from omnisparse.io.atomic import atomic_writer
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_count, n_units, unit_grid
 
 FORMATS = ("fp32-dense", "fp32-sparse", "int8-sparse")
@@ -343,38 +344,20 @@ def write_artefact(path: str | os.PathLike, model: nn.Module, config: Mapping[st
     if set(data) != set(expected):
         raise RuntimeError(f"artefact layout mismatch: {sorted(set(data) ^ set(expected))}")
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     written = 0
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(header)))
-            f.write(header)
-            written = 8 + len(header)
-            for spec_t in tensors:
-                t = data[spec_t.name]
-                if tuple(t.shape) != spec_t.shape:
-                    raise RuntimeError(f"{spec_t.name}: shape {tuple(t.shape)} differs from layout {spec_t.shape}")
-                blob = _to_bytes(t, spec_t.dtype)
-                if len(blob) != spec_t.nbytes:
-                    raise RuntimeError(f"{spec_t.name}: {len(blob)} bytes, layout says {spec_t.nbytes}")
-                f.write(blob)
-                written += len(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_writer(path, sync_dir=True) as f:  # the rename made durable too
+        f.write(struct.pack("<Q", len(header)))
+        f.write(header)
+        written = 8 + len(header)
+        for spec_t in tensors:
+            t = data[spec_t.name]
+            if tuple(t.shape) != spec_t.shape:
+                raise RuntimeError(f"{spec_t.name}: shape {tuple(t.shape)} differs from layout {spec_t.shape}")
+            blob = _to_bytes(t, spec_t.dtype)
+            if len(blob) != spec_t.nbytes:
+                raise RuntimeError(f"{spec_t.name}: {len(blob)} bytes, layout says {spec_t.nbytes}")
+            f.write(blob)
+            written += len(blob)
     return written
 
 
