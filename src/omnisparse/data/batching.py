@@ -20,6 +20,7 @@ warning (``AsrDataset.skipped``) rather than crashing an epoch.
 from __future__ import annotations
 
 import logging
+import warnings
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -144,8 +145,12 @@ def make_sampler(cuts: CutSet, max_duration: float, shuffle: bool, num_buckets: 
     before adding a cut, so a batch can overshoot by less than one utterance. Samplers are resumable through ``state_dict()`` / ``load_state_dict()``.
     """
     if shuffle:
-        return DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
-                                       seed=seed, world_size=world_size, rank=rank, drop_last=drop_last)
+        with warnings.catch_warnings():
+            # lhotse suggests lazy CutSets for memory; ours are read eagerly on purpose (filtered by duration and
+            # counted first, and a split's manifest is a few MB), and bucketing is what we use the sampler for
+            warnings.filterwarnings("ignore", message="You are using DynamicBucketingSampler with an eagerly read")
+            return DynamicBucketingSampler(cuts, max_duration=max_duration, shuffle=True, num_buckets=num_buckets,
+                                           seed=seed, world_size=world_size, rank=rank, drop_last=drop_last)
     return SimpleCutSampler(cuts, max_duration=max_duration, shuffle=False, world_size=world_size, rank=rank)
 
 

@@ -42,7 +42,8 @@ def fbank(samples: np.ndarray, sampling_rate: int = SAMPLE_RATE) -> torch.Tensor
     than ``MIN_SAMPLES`` samples, NaN / infinite samples, or amplitudes so large the power overflows."""
     if sampling_rate != SAMPLE_RATE:
         raise ValueError(f"fbank expects {SAMPLE_RATE} Hz audio, got {sampling_rate} (resample first)")
-    x = np.asarray(samples, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 samples beyond float32 become inf: refused just below
+        x = np.asarray(samples, dtype=np.float32)
     if x.ndim > 1 and sum(d > 1 for d in x.shape) > 1:
         raise ValueError(f"fbank expects mono samples, got an array of shape {x.shape} (downmix first)")
     x = x.reshape(1, -1)
