@@ -1,11 +1,15 @@
 """Dense streaming RNN-T on the `small` default corpus: WER, training time and streaming speed.
 
     .venv/bin/python bench/dense_small.py [--preset small] [--out bench/results/dense_small.json]
-                                          [--rtf-utts 50] [--anchor-utts 0] [--section.key=value ...]
+                                          [--rtf-utts 50] [--anchor-utts 0] [--nproc 1]
+                                          [--section.key=value ...]
 
 Stages (each resumable: re-running continues where it stopped):
   1. build the corpus and its features/tokenizer (skipped when present)
-  2. train the preset `<preset>` (resumes from the run's last checkpoint)
+  2. train the preset `<preset>` (resumes from the run's last checkpoint); ``--nproc N > 1`` trains with
+     ``torchrun --standalone --nproc_per_node=N`` (DDP, gloo on CPU; one intra-op thread per rank
+     unless ``--train.threads`` says otherwise: on 2 cores two 1-thread ranks do more work than one
+     2-thread process), then evaluates here
   3. WER on dev / test-clean / test-other (+ test-unseen-engine when the corpus has it; greedy, the
      trained streaming mode)
   4. streaming real-time factor: audio -> streaming fbank -> encoder ``infer`` -> greedy, batch 1,
@@ -23,6 +27,8 @@ import argparse
 import csv
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,11 +76,24 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def train_distributed(preset: str, overrides: list[str], nproc: int, run_dir: Path) -> dict:
+    """Train (or resume) ``preset`` under torchrun with ``nproc`` ranks; returns the run's cost record."""
+    if not any(o.startswith("--train.threads") for o in overrides):
+        overrides = [*overrides, "--train.threads=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "omnisparse.cli", "train", "--config", preset, *overrides]
+    print("training:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    with open(run_dir / "cost.json") as f:
+        return json.load(f)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--out", default="bench/results/dense_small.json")
     ap.add_argument("--rtf-utts", type=int, default=50)
+    ap.add_argument("--nproc", type=int, default=1, help="DDP ranks for training (torchrun; default 1: in-process)")
     ap.add_argument("--anchor-utts", type=int, default=0, help="pocketsphinx on the first N utterances per test "
                     "split (0 = all)")
     args, overrides = ap.parse_known_args(argv)
@@ -84,8 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         build_corpus(corpus, preset=args.preset, seed=0)
     prepare_training_data(corpus, cfg.data.train_splits, cfg.data.vocab_size)
 
-    result = train(cfg)
     run_dir = Path(cfg.train.out_dir)
+    if args.nproc > 1:
+        cost = train_distributed(args.preset, overrides, args.nproc, run_dir)
+    else:
+        cost = train(cfg)["cost"]
     lm = load_model(run_dir)
     mode = lm.trained_modes[0]
     anchor_mod = _anchor_module()
@@ -106,7 +128,6 @@ def main(argv: list[str] | None = None) -> None:
     anchor = anchor_mod.cached_pocketsphinx_eval(run_dir / "eval_anchor.json", corpus,
                                                  {s: wer_ids[s] for s in test_splits})
     rtf = streaming_rtf(lm.model, lm.tokenizer, lm.normalizer, load_split_cuts(cfg, [cfg.data.test_splits[0]]), args.rtf_utts)
-    cost = result["cost"]
     curve = wer_curve(run_dir)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "params": lm.model.num_params(),
         "train_wall_s": cost["wall_s"],
         "optimizer_steps": cost["optimizer_steps"],
+        "world_size": cost.get("world_size", 1),
         "audio_s_per_wall_s": cost["audio_seconds"] / max(1e-9, cost["wall_s"]),
         "wer": {"dev": wer[cfg.data.dev_split], **{s: wer[s] for s in test_splits}},
         "rtf_stream": rtf["rtf"],

@@ -77,6 +77,7 @@ class ModelConfig:
     simple_loss_scale: float = 0.5  # loss=pruned: weight of the simple (linear-joint) RNN-T loss
     simple_lm_scale: float = 0.25  # loss=pruned: k2 smoothing of the simple loss, LM-only share (icefall 0.25)
     simple_am_scale: float = 0.0  # loss=pruned: AM-only share
+    simple_proj: bool = False  # loss=pruned: the simple joint gets its own Linear heads on the encoder and predictor outputs (as k2/icefall) instead of reusing the joiner
     prune_warmup_steps: int = 0  # loss=pruned: k2 warm-up, scales go (1, 0.1) -> (simple_loss_scale, 1) over these steps
 
 

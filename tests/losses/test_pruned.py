@@ -312,7 +312,8 @@ def _tiny_batches(cfg, n):
     return batches, tok
 
 
-def test_transducer_loss_pruned_trains(tiny_config):
+@pytest.mark.parametrize("simple_proj", [False, True])
+def test_transducer_loss_pruned_trains(tiny_config, simple_proj):
     from omnisparse.losses.transducer import TransducerLoss
     from omnisparse.models.transducer import Transducer
 
@@ -321,6 +322,7 @@ def test_transducer_loss_pruned_trains(tiny_config):
     cfg.model.vocab_size, cfg.model.blank_id = tok.vocab_size, tok.blank_id
     cfg.model.loss = "pruned"
     cfg.model.prune_range = 4
+    cfg.model.simple_proj = simple_proj
     torch.manual_seed(0)
     model = Transducer.from_config(cfg.model)
     lf = TransducerLoss(model)
@@ -346,6 +348,40 @@ def test_transducer_loss_pruned_trains(tiny_config):
         cfg.model.loss = "full"
         ref = lf(bt["feats"], bt["feat_lens"], bt["tokens"], bt["token_lens"])
     assert out.rnnt >= ref.rnnt - 1e-4 and ref.simple == 0.0
+
+
+def test_simple_proj_heads_carry_the_simple_loss(tiny_config):
+    """``model.simple_proj``: the simple loss is the linear joint of the model's own heads on the raw
+    encoder / predictor outputs; its gradient reaches those heads and never the joiner's output layer."""
+    from omnisparse.losses.transducer import TransducerLoss
+    from omnisparse.models.transducer import Transducer
+
+    cfg = tiny_config
+    cfg.model.vocab_size = 11
+    cfg.model.simple_proj = True
+    assert Transducer.from_config(cfg.model).simple_joint is None  # loss=full: no heads
+    cfg.model.loss = "pruned"
+    torch.manual_seed(0)
+    model = Transducer.from_config(cfg.model)
+    assert model.simple_joint is not None
+    lf = TransducerLoss(model)
+    feats, feat_lens = torch.randn(2, 40, cfg.model.feat_dim), torch.tensor([40, 31])
+    tokens, token_lens = torch.randint(1, 11, (2, 3)), torch.tensor([3, 2])
+    out = lf(feats, feat_lens, tokens, token_lens)
+    with torch.no_grad():
+        o = model(feats, feat_lens, tokens, token_lens)
+        am, lm = model.simple_joint(o.enc, o.pred)
+        ref, _ = rnnt_loss_simple(am, lm, tokens, o.enc_lens, token_lens, lm_scale=cfg.model.simple_lm_scale)
+    assert out.simple == pytest.approx(float(ref), rel=1e-5)
+    o = model(feats, feat_lens, tokens, token_lens)
+    j = model.joiner
+    am, lm = model.simple_joint(o.enc, o.pred)
+    res = pruned_transducer_loss(j.project_enc(o.enc), j.project_pred(o.pred), j.out.effective_weight(), j.out.bias,
+                                 tokens, o.enc_lens, token_lens, am=am, lm=lm)
+    heads = [model.simple_joint.am_proj.weight, model.simple_joint.lm_proj.weight]
+    grads = torch.autograd.grad(res.simple, [*heads, j.out.weight], allow_unused=True)
+    assert all(float(g.abs().sum()) > 0 for g in grads[:2])
+    assert grads[2] is None or float(grads[2].abs().sum()) == 0.0
 
 
 def test_transducer_loss_default_is_full_and_warmup_counts_forwards(tiny_config):

@@ -5,7 +5,9 @@
 (:mod:`omnisparse.losses.pruned`): ``simple_scale * simple + pruned_scale * pruned``, the simple
 joint being the joiner without its tanh (``am = out(enc_proj(enc))``, ``lm = pred_proj(pred) @ out.weight.T``,
 no extra parameters) and the scales following :func:`pruned_loss_scales` over
-``model.prune_warmup_steps``. The warm-up reads :attr:`TransducerLoss.step` (set it to the optimizer
+``model.prune_warmup_steps``; with ``model.simple_proj`` the simple joint is the model's own
+:class:`~omnisparse.models.joiner.SimpleJoint` heads on the raw encoder and predictor outputs (k2's
+``simple_am_proj`` / ``simple_lm_proj``). The warm-up reads :attr:`TransducerLoss.step` (set it to the optimizer
 step before each step; left at None it counts the forwards made in training mode).
 
 Distillation (supernet training, ``sparsity.distill``): the dense path returns its log-posteriors
@@ -71,8 +73,11 @@ class TransducerLoss(nn.Module):
         self._forwards = 0
 
     def rnnt_from_projections(self, enc_p: torch.Tensor, pred_p: torch.Tensor, tokens: torch.Tensor,
-                              enc_lens: torch.Tensor, token_lens: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-        """Transducer part of the loss from ``enc_p (B, T', J)``, ``pred_p (B, U+1, J)``.
+                              enc_lens: torch.Tensor, token_lens: torch.Tensor,
+                              simple: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                              ) -> tuple[torch.Tensor, float, float]:
+        """Transducer part of the loss from ``enc_p (B, T', J)``, ``pred_p (B, U+1, J)``; ``simple``:
+        the pruned loss's ``(am (B, T', V), lm (B, U+1, V))`` when the model has a simple joint.
 
         Returns ``(loss, rnnt, simple)``: the scalar to optimise (mean over utterances), the RNN-T
         value reported (full, or pruned) and the simple loss (0 for ``loss=full``)."""
@@ -90,7 +95,8 @@ class TransducerLoss(nn.Module):
         out = pruned_transducer_loss(enc_p, pred_p, j.out.effective_weight(), j.out.bias, tokens, enc_lens,
                                      token_lens, blank=cfg.blank_id, prune_range=cfg.prune_range,
                                      lm_scale=cfg.simple_lm_scale, am_scale=cfg.simple_am_scale,
-                                     reduction="mean", dtype=self.loss_dtype)
+                                     reduction="mean", dtype=self.loss_dtype,
+                                     am=None if simple is None else simple[0], lm=None if simple is None else simple[1])
         step = self._forwards if self.step is None else self.step
         s_scale, p_scale = pruned_loss_scales(step, cfg.prune_warmup_steps, cfg.simple_loss_scale)
         if m.training:
@@ -110,7 +116,10 @@ class TransducerLoss(nn.Module):
         j = m.joiner
         enc_p = j.project_enc(out.enc)  # (B, T', J)
         pred_p = j.project_pred(out.pred)  # (B, U+1, J)
-        loss, rnnt_val, simple_val = self.rnnt_from_projections(enc_p, pred_p, tokens, out.enc_lens, token_lens)
+        simple = (m.simple_joint(out.enc, out.pred)
+                  if getattr(m, "simple_joint", None) is not None and m.config.loss == "pruned" else None)
+        loss, rnnt_val, simple_val = self.rnnt_from_projections(enc_p, pred_p, tokens, out.enc_lens, token_lens,
+                                                                simple)
         ctc_val = 0.0
         if getattr(out, "ctc_logits", None) is not None and m.config.ctc_weight > 0:
             lp = out.ctc_logits.log_softmax(-1).transpose(0, 1)  # (T', B, V)

@@ -1,4 +1,5 @@
-"""RNN-T joiner: ``logits[b, t, u] = out(tanh(enc_proj(enc[b, t]) + pred_proj(pred[b, u])))``.
+"""RNN-T joiner: ``logits[b, t, u] = out(tanh(enc_proj(enc[b, t]) + pred_proj(pred[b, u])))``, and the
+pruned loss's optional :class:`SimpleJoint`.
 
 All three Linears are :class:`PrunableLinear`. Decoders project once (:meth:`Joiner.project_enc`,
 :meth:`Joiner.project_pred`) and call :meth:`Joiner.step` per hypothesis; a fused loss can take
@@ -42,3 +43,21 @@ class Joiner(nn.Module):
     def step(self, enc_proj: Tensor, pred_proj: Tensor) -> Tensor:
         """One frame/label pair per row: ``enc_proj (B, J)``, ``pred_proj (B, J)`` -> ``(B, V)``."""
         return self.out(torch.tanh(enc_proj + pred_proj))
+
+
+class SimpleJoint(nn.Module):
+    """The linear joint of the pruned RNN-T loss with heads of its own (k2's ``simple_am_proj`` /
+    ``simple_lm_proj``): ``am = am_proj(enc) (B, T, V)``, ``lm = lm_proj(pred) (B, U+1, V)``.
+
+    Training only (it picks the band the tanh joiner is trained on): never pruned, never exported.
+    Separate heads let the linear joint learn what it needs without pulling the joiner's output layer
+    towards a tanh-free use of it."""
+
+    def __init__(self, d_model: int, pred_dim: int, vocab_size: int):
+        super().__init__()
+        self.am_proj = nn.Linear(d_model, vocab_size)
+        self.lm_proj = nn.Linear(pred_dim, vocab_size)
+
+    def forward(self, enc: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+        """``enc (B, T, d_model)``, ``pred (B, U+1, pred_dim)`` -> ``(am (B, T, V), lm (B, U+1, V))``."""
+        return self.am_proj(enc), self.lm_proj(pred)

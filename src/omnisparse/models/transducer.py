@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .encoder import Encoder, EncoderState
-from .joiner import Joiner
+from .joiner import Joiner, SimpleJoint
 from .layers import PrunableLinear, prunable_linears_of
 from .predictor import build_predictor
 
@@ -48,15 +48,18 @@ def add_blank_prefix(targets: Tensor, target_lens: Optional[Tensor] = None, blan
 
 class Transducer(nn.Module):
     """RNN-T. ``encoder``: :class:`Encoder`; ``predictor``: ``LstmPredictor | StatelessPredictor``;
-    ``joiner``: :class:`Joiner`; ``ctc_head``: ``nn.Linear(d_model, V)`` or None."""
+    ``joiner``: :class:`Joiner`; ``ctc_head``: ``nn.Linear(d_model, V)`` or None; ``simple_joint``:
+    :class:`SimpleJoint` (training-only heads of the pruned loss) or None."""
 
     def __init__(self, encoder: Encoder, predictor: nn.Module, joiner: Joiner,
-                 ctc_head: Optional[nn.Linear] = None, config=None, blank_id: int = 0):
+                 ctc_head: Optional[nn.Linear] = None, config=None, blank_id: int = 0,
+                 simple_joint: Optional[SimpleJoint] = None):
         super().__init__()
         self.encoder = encoder
         self.predictor = predictor
         self.joiner = joiner
         self.ctc_head = ctc_head
+        self.simple_joint = simple_joint
         self.config = config
         self.blank_id = blank_id if config is None else config.blank_id
 
@@ -67,7 +70,9 @@ class Transducer(nn.Module):
         predictor = build_predictor(cfg)
         joiner = Joiner(cfg.d_model, cfg.pred_dim, cfg.joiner_dim, cfg.vocab_size)
         ctc = nn.Linear(cfg.d_model, cfg.vocab_size) if cfg.ctc_weight > 0 else None
-        return cls(encoder, predictor, joiner, ctc, config=cfg)
+        simple = (SimpleJoint(cfg.d_model, cfg.pred_dim, cfg.vocab_size)
+                  if cfg.loss == "pruned" and cfg.simple_proj else None)
+        return cls(encoder, predictor, joiner, ctc, config=cfg, simple_joint=simple)
 
     # ------------------------------------------------------------------ pieces
     def encode(self, feats: Tensor, feat_lens: Optional[Tensor] = None, mode: str = "stream",
