@@ -161,7 +161,9 @@ def test_meta_json_and_safetensors_compat(export_dir, supernet_ckpt):
     with safe_open(str(export_dir / "model.safetensors"), "pt") as f:
         md = f.metadata()
         assert md["format"] == "fp32-sparse" and json.loads(md["config"]) == meta["config"]
-        assert any(k.endswith(".col_idx") for k in f.keys())
+        assert md["omnisparse_format_version"] == meta["artefact_format_version"] == "2"
+        # the genes at 0.0 are stored dense (.dense F32), the sparser ones as CSR (.col_idx)
+        assert any(k.endswith(".col_idx") for k in f.keys()) and any(k.endswith(".dense") for k in f.keys())
         assert not any(k.startswith("ctc_head.") for k in f.keys())
 
 

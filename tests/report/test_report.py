@@ -75,8 +75,10 @@ def test_report_end_to_end_is_cached(tiny_experiment, monkeypatch):
         for p in rep["points"]:
             assert 0 <= p["wer"]["dev"] and p["rtf"] > 0
             assert p["size_bytes"]["int8-sparse"] < p["size_bytes"]["fp32-sparse"]
-        sizes = {p["name"]: p["size_bytes"]["int8-sparse"] for p in rep["points"]}
-        assert sizes["u0.9"] < sizes["u0.5"] < sizes["dense"]
+        sizes = {p["name"]: p["size_bytes"] for p in rep["points"]}
+        assert sizes["u0.9"]["fp32-sparse"] < sizes["u0.5"]["fp32-sparse"] < sizes["dense"]["fp32-sparse"]
+        # unstructured int8 at 0.5 keeps the dense layout (3 bytes per kept weight > 1 per weight)
+        assert sizes["u0.9"]["int8-sparse"] < sizes["u0.5"]["int8-sparse"] <= sizes["dense"]["int8-sparse"]
         assert rep["headline"][0]["individual"] == "prune-0.5"
         md = (layout.report_dir / "report.md").read_text()
         assert "supernet-searched" in md and "prune-0.5" in md

@@ -20,7 +20,9 @@ FMT = "int8-sparse"
 
 @pytest.fixture(scope="module")
 def space() -> SearchSpace:
-    """The tiny model's space: 6 genes, grid 0.0 .. 0.9; int8-sparse sizes 276346 .. 337308 bytes."""
+    """The tiny model's space: 6 genes, grid 0.0 .. 0.9; int8-sparse sizes 241510 (sparsest) .. 251544
+    (dense; a few configs just past a matrix's layout switch are up to a few hundred bytes larger: the
+    sparse layout's header entries outweigh the data it saves)."""
     cfg = load_config("tiny").model
     cfg.vocab_size = 17
     model = Transducer.from_config(cfg)
@@ -68,7 +70,7 @@ def make(space, evaluator, size_min=None, size_max=None, **kw):
 
 
 def test_children_stay_inside_the_size_range(space):
-    lo, hi = 295_000, 320_000
+    lo, hi = 245_000, 250_000
     finder = make(space, FakeWer(space), lo, hi, generations=4)
     res = finder.run()
     assert res["history"] and res["cost"]["generations"] == 4
@@ -195,7 +197,7 @@ def test_rng_state_json_round_trip():
 
 
 def test_uniform_configs_in_range_seed_the_first_generation(space):
-    lo, hi = 295_000, 320_000
+    lo, hi = 245_000, 250_000
     in_range = [s for s in space.grid if lo <= space.size_bytes(space.uniform(s), FMT) <= hi]
     assert 0 < len(in_range) < len(space.grid)  # the range cuts the ladder: both sides are exercised
     finder = make(space, FakeWer(space), lo, hi, population=12)
@@ -204,8 +206,10 @@ def test_uniform_configs_in_range_seed_the_first_generation(space):
     assert sorted(set(p["config"].values()).pop() for p in seeded) == sorted(in_range)
     assert all(len(set(p["config"].values())) == 1 for p in seeded)
     assert len(first) == 12 and {p["origin"] for p in first} == {"uniform", "random"}
-    # the full range: sparsest + the 9 other uniform configs, even past `population`
-    full = make(space, FakeWer(space), population=4).initial_population()
+    # the full range: sparsest + the 9 other uniform configs, even past `population` (up to the largest
+    # uniform config: uniform 0.7 is a little larger than the dense one, see the fixture)
+    top = max(space.size_bytes(space.uniform(s), FMT) for s in space.grid)
+    full = make(space, FakeWer(space), size_max=top, population=4).initial_population()
     assert [p["origin"] for p in full] == ["sparsest"] + ["uniform"] * (len(space.grid) - 1)
     # off: the old behaviour
     off = make(space, FakeWer(space), lo, hi, population=12, seed_uniform=False).initial_population()

@@ -18,7 +18,7 @@ from omnisparse.config import load_config
 from omnisparse.export.format import FORMATS, ArtefactPricing, write_artefact
 from omnisparse.models.layers import PrunableLinear
 from omnisparse.models.transducer import Transducer
-from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec
+from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec, kept_count
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 
 V = 17
@@ -161,26 +161,35 @@ def test_nonzero_params(granularity):
 
 
 # ---------------------------------------------------------------------- sizes
-def _tensor_bytes(path) -> int:
+def _header(path) -> tuple[int, dict]:
+    """``(header length, header JSON)`` of an artefact."""
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-    return os.path.getsize(path) - 8 - n
+        return n, json.loads(f.read(n))
+
+
+def _tensor_bytes(path) -> int:
+    return os.path.getsize(path) - 8 - _header(path)[0]
 
 
 @pytest.mark.parametrize("granularity,s,expected", [
-    # one 16x8 weight, no bias. unstructured: N=128, s=0.5 -> nnz=64
-    #   fp32-dense 16*8*4=512; fp32-sparse values 64*4 + col_idx 64*2 (I16) + row_ptr 17*4 = 452;
-    #   int8-sparse 64*1 + 128 + 68 + scale 16*4 = 324
-    ("unstructured", 0.5, {"fp32-dense": 512, "fp32-sparse": 452, "int8-sparse": 324}),
-    # unstructured s=0.75 -> nnz=32: 32*4 + 32*2 + 68 = 260; 32 + 64 + 68 + 64 = 228
-    ("unstructured", 0.75, {"fp32-dense": 512, "fp32-sparse": 260, "int8-sparse": 228}),
-    # block 4: 4x2 tiles, N=8, s=0.5 -> 4 tiles: values 4*16*4 + col_idx 4*2 + row_ptr 5*4 = 284;
-    #   int8: 4*16 + 8 + 20 + 64 = 156
+    # one 16x8 weight, no bias. The sparse formats store the smaller of the dense layout (fp32 16*8*4 =
+    # 512, int8 16*8 = 128, + scale 16*4 = 64 in int8) and the sparse one; ties dense.
+    # unstructured: N=128, s=0.5 -> nnz=64: fp32-sparse values 64*4 + col_idx 64*2 (I16) + row_ptr
+    #   17*4 = 452 < 512; int8 64*1 + 128 + 68 = 260 > 128 -> dense 128 + 64 = 192
+    ("unstructured", 0.5, {"fp32-dense": 512, "fp32-sparse": 452, "int8-sparse": 192}),
+    # unstructured s=0.75 -> nnz=32: 32*4 + 32*2 + 68 = 260 < 512; int8 32 + 64 + 68 = 164 > 128 -> 192
+    ("unstructured", 0.75, {"fp32-dense": 512, "fp32-sparse": 260, "int8-sparse": 192}),
+    # unstructured s=0.9 -> nnz=round(12.8)=13: 13*4 + 13*2 + 68 = 146; int8 13 + 26 + 68 = 107 < 128
+    #   -> sparse 107 + 64 = 171
+    ("unstructured", 0.9, {"fp32-dense": 512, "fp32-sparse": 146, "int8-sparse": 171}),
+    # block 4: 4x2 tiles, N=8, s=0.5 -> 4 tiles: values 4*16*4 + col_idx 4*2 + row_ptr 5*4 = 284 < 512;
+    #   int8: 4*16 + 8 + 20 = 92 < 128 -> 92 + 64 = 156
     ("block", 0.5, {"fp32-dense": 512, "fp32-sparse": 284, "int8-sparse": 156}),
-    # row: N=16, s=0.5 -> 8 rows: values 8*8*4 + rows 8*2 = 272; int8: 64 + 16 + 64 = 144
+    # row: N=16, s=0.5 -> 8 rows: values 8*8*4 + rows 8*2 = 272 < 512; int8: 64 + 16 = 80 < 128 -> 144
     ("row", 0.5, {"fp32-dense": 512, "fp32-sparse": 272, "int8-sparse": 144}),
-    # row at s=0.0 in a sparse format: every row stored: 16*8*4 + 16*2 = 544 (> dense)
-    ("row", 0.0, {"fp32-dense": 512, "fp32-sparse": 544, "int8-sparse": 128 + 32 + 64}),
+    # row at s=0.0: every row: 16*8*4 + 16*2 = 544 > 512 and 128 + 32 = 160 > 128: dense, 512 / 128 + 64
+    ("row", 0.0, {"fp32-dense": 512, "fp32-sparse": 512, "int8-sparse": 128 + 64}),
 ])
 def test_size_by_hand_one_matrix(tmp_path, granularity, s, expected):
     model = OneMatrix(16, 8)
@@ -191,10 +200,46 @@ def test_size_by_hand_one_matrix(tmp_path, granularity, s, expected):
         written = write_artefact(path, model, {"g": s}, fmt, spec)
         assert _tensor_bytes(path) == expected[fmt], fmt
         assert written == os.path.getsize(path) == space.size_bytes({"g": s}, fmt)
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = f.read(n)
-        assert n % 8 == 0 and json.loads(header)["__metadata__"]["format"] == fmt
+        n, header = _header(path)
+        assert n % 8 == 0 and header["__metadata__"]["format"] == fmt
+
+
+@pytest.mark.parametrize("granularity,fmt,k_switch", [
+    # one 16x8 weight; the int8 scale (16*4) is in both layouts, so it does not move the switch.
+    # unstructured: sparse = nnz*(v + 2) (values + I16 col_idx) + row_ptr 17*4, dense = 128*v
+    ("unstructured", "int8-sparse", 20),  # 3*nnz + 68 >= 128 from nnz = 20 (a tie: dense)
+    ("unstructured", "fp32-sparse", 74),  # 6*nnz + 68 >= 512 from nnz = 74 (a tie: dense)
+    # row: sparse = k*(8v + 2) (kept rows + I16 row index), dense = 16*8*v
+    ("row", "int8-sparse", 13),           # 10k >= 128 from k = 13 (12.8)
+    ("row", "fp32-sparse", 16),           # 34k >= 512 from k = 16 (15.06): only s = 0 is dense
+])
+def test_layout_switches_where_the_byte_counts_cross(tmp_path, granularity, fmt, k_switch):
+    out_f, in_f = 16, 8
+    v = 1 if fmt == "int8-sparse" else 4
+    dense_bytes = out_f * in_f * v
+
+    def sparse_bytes(k: int) -> int:
+        return k * (v + 2) + 4 * (out_f + 1) if granularity == "unstructured" else k * (in_f * v + 2)
+
+    assert sparse_bytes(k_switch - 1) < dense_bytes <= sparse_bytes(k_switch)  # the hand values cross here
+    n = out_f * in_f if granularity == "unstructured" else out_f
+    scale = {"lin.weight.scale"} if fmt == "int8-sparse" else set()
+    model = OneMatrix(out_f, in_f)
+    spec = MaskSpec(granularity)
+    space = SearchSpace.from_model(model, genes=["g"], spec=spec, pricing=ArtefactPricing.of(model))
+    # the largest sparsity still dense (k_switch kept), and the next one up, which is sparse
+    for k, dense in ((k_switch, True), (k_switch - 1, False)):
+        s = 1 - k / n
+        assert kept_count(n, s) == k
+        path = tmp_path / f"{k}.safetensors"
+        written = write_artefact(path, model, {"g": s}, fmt, spec)
+        names = set(_header(path)[1]) - {"__metadata__"}
+        if dense:
+            assert names == {"lin.weight.dense"} | scale
+        else:
+            assert "lin.weight.values" in names and "lin.weight.dense" not in names and scale <= names
+        assert _tensor_bytes(path) == (dense_bytes if dense else sparse_bytes(k)) + 4 * out_f * len(scale)
+        assert written == os.path.getsize(path) == space.size_bytes({"g": s}, fmt)
 
 
 def test_index_dtype_widens_past_32767(tmp_path):
@@ -202,12 +247,12 @@ def test_index_dtype_widens_past_32767(tmp_path):
     spec = MaskSpec("unstructured")
     space = SearchSpace.from_model(model, genes=["g"], spec=spec, pricing=ArtefactPricing.of(model))
     path = tmp_path / "wide.safetensors"
-    write_artefact(path, model, {"g": 0.5}, "fp32-sparse", spec)
-    # nnz = 32768: values 4 B + col_idx I32 4 B each, row_ptr 3 * 4
-    assert _tensor_bytes(path) == 32768 * 8 + 12
-    assert os.path.getsize(path) == space.size_bytes({"g": 0.5}, "fp32-sparse")
-    assert json.loads(open(path, "rb").read()[8:8 + struct.unpack("<Q", open(path, "rb").read(8))[0]])[
-        "lin.weight.col_idx"]["dtype"] == "I32"
+    write_artefact(path, model, {"g": 0.75}, "fp32-sparse", spec)
+    # nnz = 16384: values 4 B + col_idx I32 4 B each, row_ptr 3 * 4 = 131084 < dense 2*32768*4 = 262144
+    # (at 0.5, 32768 * 8 + 12 = 262156 would lose to the dense layout)
+    assert _tensor_bytes(path) == 16384 * 8 + 12
+    assert os.path.getsize(path) == space.size_bytes({"g": 0.75}, "fp32-sparse")
+    assert _header(path)[1]["lin.weight.col_idx"]["dtype"] == "I32"
 
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)
@@ -230,6 +275,8 @@ def test_size_bytes_equals_written_file(tmp_path, granularity):
     # dense data does not depend on the config (only the header's config JSON does); sparser is
     # smaller in the sparse formats
     assert len({sizes[i, "dense-data"] for i in range(len(configs))}) == 1
+    # at sparsity 0 (sample_max) fp32-sparse stores every matrix dense: the same data as fp32-dense
+    assert _tensor_bytes(tmp_path / "0-fp32-sparse.safetensors") == sizes[0, "dense-data"]
     for fmt in ("fp32-sparse", "int8-sparse"):
         assert sizes[1, fmt] < sizes[0, fmt]
         assert sizes[1, "int8-sparse"] < sizes[1, "fp32-sparse"]

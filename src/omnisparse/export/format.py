@@ -9,7 +9,8 @@ relative to the start of the data, tensors stored back to back in name order) pl
 (string values only): ``format``, ``granularity``, ``block``, ``config`` (JSON of the sparsity config,
 sorted keys), ``model_config`` (JSON of the ModelConfig, sorted keys), ``prunable_shapes`` (JSON
 ``{weight name: [out, in]}``, so that a reader needs no model to rebuild dense matrices) and
-``omnisparse_format_version`` = ``"1"``. JSON is compact (``,`` / ``:`` separators), ASCII, sorted.
+``omnisparse_format_version`` = ``"2"`` (the reader also reads ``"1"``: the same file without the
+dense layout of the sparse formats). JSON is compact (``,`` / ``:`` separators), ASCII, sorted.
 
 Tensors (everything little-endian):
 
@@ -21,25 +22,30 @@ Tensors (everything little-endian):
 
   ``fp32-dense``  ``W`` F32 ``(out, in)``: the masked weight; size independent of sparsity (the
                   reference point).
-  ``fp32-sparse`` ``unstructured``: CSR - ``W.values`` F32 ``(nnz,)``, ``W.col_idx`` ``(nnz,)``,
-                  ``W.row_ptr`` I32 ``(out+1,)``; ``block`` (side ``b``): BSR - ``W.values`` F32
-                  ``(nblocks, b, b)`` (edge tiles zero-padded), ``W.col_idx`` ``(nblocks,)`` (block
-                  columns), ``W.row_ptr`` I32 ``(ceil(out/b)+1,)``; ``row``: kept rows -
-                  ``W.values`` F32 ``(k, in)``, ``W.rows`` ``(k,)``. Kept units in row-major order.
-  ``int8-sparse`` the same index tensors; ``W.values`` I8 (same shape) and ``W.scale`` F32 ``(out,)``:
+  ``fp32-sparse`` the smaller (in data bytes; ties: dense) of two layouts:
+                  *dense* - ``W.dense`` F32 ``(out, in)``, the masked weight (pruned entries 0);
+                  *sparse* - ``unstructured``: CSR - ``W.values`` F32 ``(nnz,)``, ``W.col_idx``
+                  ``(nnz,)``, ``W.row_ptr`` I32 ``(out+1,)``; ``block`` (side ``b``): BSR -
+                  ``W.values`` F32 ``(nblocks, b, b)`` (edge tiles zero-padded), ``W.col_idx``
+                  ``(nblocks,)`` (block columns), ``W.row_ptr`` I32 ``(ceil(out/b)+1,)``; ``row``: kept
+                  rows - ``W.values`` F32 ``(k, in)``, ``W.rows`` ``(k,)``. Kept units in row-major
+                  order.
+  ``int8-sparse`` the same choice and tensors with I8 values (``W.dense`` I8 ``(out, in)`` or
+                  ``W.values`` I8, same shapes) plus ``W.scale`` F32 ``(out,)`` in both layouts:
                   symmetric per-output-row quantisation for every granularity,
                   ``scale[r] = max|W_masked[r]| / 127`` (0 for an all-zero row),
                   ``q = clamp(round(W / scale[r]), -127, 127)``, dequantised as ``q * scale[r]``.
 
   Index tensors are I16 when the indexed dimension has at most 32767 entries (``in`` for CSR
   columns, ``ceil(in/b)`` for BSR block columns, ``out`` for kept rows), else I32. ``nnz`` /
-  ``nblocks`` / ``k`` are :func:`kept_count` of the matrix's units, so the file's size depends only on
-  shapes, granularity and sparsities (what :meth:`SearchSpace.size_bytes` relies on, through
-  :class:`ArtefactPricing`). Units are kept
-  by the mask, not by value: a kept weight that happens to be 0 is still stored.
-
-  Prunable matrices of genes NOT in ``config`` (and genes at sparsity 0) are dense sub-matrices but
-  are still stored in ``fmt``'s sparse layout (at density 1) in the sparse formats.
+  ``nblocks`` / ``k`` are :func:`kept_count` of the matrix's units, so both layouts' sizes, hence the
+  choice between them (:func:`matrix_tensors`) and the file's size, depend only on shapes,
+  granularity and sparsities (what :meth:`SearchSpace.size_bytes` relies on, through
+  :class:`ArtefactPricing`). Units are kept by the mask, not by value: a kept weight that happens to
+  be 0 is still stored. A matrix at sparsity 0 (or of a gene not in ``config``) is always dense; the
+  sparse layout wins only above a sparsity that depends on the granularity, index width and value
+  dtype (e.g. unstructured with I16 indices: ``3 nnz + 4 (out+1) < out in`` for int8,
+  ``6 nnz + 4 (out+1) < 4 out in`` for fp32).
 
 The size of a file is computed without writing it by :func:`artefact_size`, from the same layout
 function (:func:`artefact_tensors` + :func:`encode_header`) as the writer uses.
@@ -64,7 +70,8 @@ from omnisparse.io.atomic import atomic_writer
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_count, n_units, unit_grid
 
 FORMATS = ("fp32-dense", "fp32-sparse", "int8-sparse")
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")  # version 1: no ``.dense`` tensors (every matrix in its sparse layout)
 EXCLUDED_PREFIXES = ("ctc_head.",)
 I16_MAX_DIM = 32767
 
@@ -137,12 +144,19 @@ def _index_dtype(dim: int) -> str:
     return "I16" if dim <= I16_MAX_DIM else "I32"
 
 
-@lru_cache(maxsize=65536)
-def matrix_tensors(name: str, shape: tuple[int, int], s: float, fmt: str, spec: MaskSpec) -> tuple[TensorSpec, ...]:
-    """The tensors storing prunable weight ``name`` of ``shape = (out, in)`` at sparsity ``s`` in ``fmt``."""
-    out_f, in_f = shape
+def _dense_layout(name: str, shape: tuple[int, int], fmt: str) -> list[TensorSpec]:
+    """Weight ``name`` stored as a full ``(out, in)`` matrix in ``fmt``: ``name`` F32 (fp32-dense),
+    ``name.dense`` F32 (fp32-sparse) or ``name.dense`` I8 + ``name.scale`` F32 (int8-sparse)."""
     if fmt == "fp32-dense":
-        return (tensor_spec(name, "F32", (out_f, in_f)),)
+        return [tensor_spec(name, "F32", shape)]
+    if fmt == "fp32-sparse":
+        return [tensor_spec(f"{name}.dense", "F32", shape)]
+    return [tensor_spec(f"{name}.dense", "I8", shape), tensor_spec(f"{name}.scale", "F32", (shape[0],))]
+
+
+def _sparse_layout(name: str, shape: tuple[int, int], s: float, fmt: str, spec: MaskSpec) -> list[TensorSpec]:
+    """Weight ``name`` stored in ``fmt``'s (sparse) layout for ``spec`` at sparsity ``s``."""
+    out_f, in_f = shape
     k = kept_count(n_units(shape, spec), s)
     vdt = "F32" if fmt == "fp32-sparse" else "I8"
     if spec.granularity == "unstructured":
@@ -157,7 +171,19 @@ def matrix_tensors(name: str, shape: tuple[int, int], s: float, fmt: str, spec: 
         ts = [tensor_spec(f"{name}.values", vdt, (k, in_f)), tensor_spec(f"{name}.rows", _index_dtype(out_f), (k,))]
     if fmt == "int8-sparse":
         ts.append(tensor_spec(f"{name}.scale", "F32", (out_f,)))
-    return tuple(ts)
+    return ts
+
+
+@lru_cache(maxsize=65536)
+def matrix_tensors(name: str, shape: tuple[int, int], s: float, fmt: str, spec: MaskSpec) -> tuple[TensorSpec, ...]:
+    """The tensors storing prunable weight ``name`` of ``shape = (out, in)`` at sparsity ``s`` in ``fmt``:
+    the one place that chooses between the dense and the sparse layout (the smaller in data bytes, ties
+    dense), used by the writer, the size functions and :func:`artefact_size`."""
+    dense = _dense_layout(name, shape, fmt)
+    if fmt == "fp32-dense":
+        return tuple(dense)
+    sparse = _sparse_layout(name, shape, s, fmt, spec)
+    return tuple(dense if sum(t.nbytes for t in dense) <= sum(t.nbytes for t in sparse) else sparse)
 
 
 def check_format(fmt: str) -> str:
@@ -268,16 +294,19 @@ def _quantise_rows(w: Tensor) -> tuple[Tensor, Tensor]:
     return q.to(torch.int8), scale
 
 
-def _encode_matrix(name: str, w: Tensor, units: Tensor, fmt: str, spec: MaskSpec) -> dict[str, Tensor]:
-    """Tensors of one masked weight ``w (out, in)`` (float32, CPU) with kept-unit mask ``units``."""
-    if fmt == "fp32-dense":
-        return {name: w}
+def _encode_matrix(name: str, w: Tensor, units: Tensor, fmt: str, spec: MaskSpec,
+                   layout: Sequence[TensorSpec]) -> dict[str, Tensor]:
+    """Tensors of one masked weight ``w (out, in)`` (float32, CPU) with kept-unit mask ``units``, in
+    ``layout`` (its :func:`matrix_tensors`, which chose dense or sparse)."""
     out: dict[str, Tensor] = {}
     if fmt == "int8-sparse":
         vals, out[f"{name}.scale"] = _quantise_rows(w)
     else:
         vals = w
-    if spec.granularity == "unstructured":
+    dense_name = _dense_layout(name, tuple(w.shape), fmt)[0].name
+    if dense_name in {t.name for t in layout}:
+        out[dense_name] = vals
+    elif spec.granularity == "unstructured":
         idx = units.nonzero()
         out[f"{name}.values"] = vals[units]
         out[f"{name}.col_idx"] = idx[:, 1]
@@ -340,7 +369,8 @@ def write_artefact(path: str | os.PathLike, model: nn.Module, config: Mapping[st
             ranking = bank.ranking(module)
             s = config.get(p.gene, 0.0)
             w = (t.detach().float() * ranking.mask(s).float()).cpu()
-            data.update(_encode_matrix(p.name, w, ranking.unit_mask(s).cpu(), fmt, spec))
+            layout = matrix_tensors(p.name, p.shape, s, fmt, spec)
+            data.update(_encode_matrix(p.name, w, ranking.unit_mask(s).cpu(), fmt, spec, layout))
     if set(data) != set(expected):
         raise RuntimeError(f"artefact layout mismatch: {sorted(set(data) ^ set(expected))}")
 
@@ -379,8 +409,9 @@ def _parse(blob: bytes, source: str) -> tuple[dict[str, str], dict[str, Tensor]]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
         raise ValueError(f"{source}: artefact metadata values must be strings")
     version = meta.get("omnisparse_format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{source}: unsupported omnisparse format version {version!r} (expected {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{source}: unsupported omnisparse format version {version!r} "
+                         f"(expected one of {', '.join(READABLE_VERSIONS)})")
     data = memoryview(blob)[8 + n:]
     entries = []
     for name, e in header.items():
@@ -428,26 +459,35 @@ def _check_row_ptr(ptr: Tensor, n: int, nnz: int, what: str) -> Tensor:
 
 
 def _decode_matrix(name: str, shape: tuple[int, int], tensors: dict[str, Tensor], fmt: str,
-                   spec: MaskSpec) -> tuple[Tensor, list[str]]:
-    """Dense float32 weight of prunable ``name`` and the tensor names it consumed."""
+                   spec: MaskSpec, version: str = FORMAT_VERSION) -> tuple[Tensor, list[str]]:
+    """Dense float32 weight of prunable ``name`` and the tensor names it consumed. ``version``: the
+    file's format version (``"1"`` has no dense layout in the sparse formats)."""
     out_f, in_f = shape
-    if fmt == "fp32-dense":
-        w = tensors.get(name)
-        if w is None or tuple(w.shape) != shape or w.dtype != torch.float32:
-            raise ValueError(f"{name}: missing or malformed dense weight")
-        return w, [name]
-    layout = {t.name: t for t in matrix_tensors(name, shape, 0.0, fmt, spec)}
-    for tname, t in layout.items():
-        got = tensors.get(tname)
+    layout = _dense_layout(name, shape, fmt)
+    dense_name = layout[0].name
+    if fmt != "fp32-dense" and dense_name in tensors and version == "1":
+        raise ValueError(f"{dense_name}: a dense layout in a format version 1 artefact")
+    dense = fmt == "fp32-dense" or dense_name in tensors
+    if not dense:  # index dtypes do not depend on the sparsity; shapes are checked below
+        layout = _sparse_layout(name, shape, 0.0, fmt, spec)
+    for t in layout:
+        got = tensors.get(t.name)
         if got is None or got.dtype != _DTYPES[t.dtype][1] or got.dim() != len(t.shape):
-            raise ValueError(f"{tname}: missing or malformed in a {fmt} artefact")
-    vals = tensors[f"{name}.values"].float()
+            raise ValueError(f"{t.name}: missing or malformed in a {fmt} artefact")
+    names = [t.name for t in layout]
     if fmt == "int8-sparse":
         scale = tensors[f"{name}.scale"]
         if tuple(scale.shape) != (out_f,):
-            raise ValueError(f"{name}.scale: expected shape {(out_f,)}")
+            raise ValueError(f"{name}.scale: expected shape {(out_f,)}, got {tuple(scale.shape)}")
     else:
         scale = None
+    if dense:
+        w = tensors[dense_name]
+        if tuple(w.shape) != shape:
+            raise ValueError(f"{dense_name}: expected shape {shape}, got {tuple(w.shape)}")
+        w = w.float()
+        return (w * scale[:, None] if scale is not None else w), names
+    vals = tensors[f"{name}.values"].float()
     w = torch.zeros(out_f, in_f)
     if spec.granularity == "unstructured":
         nnz = vals.shape[0]
@@ -484,7 +524,7 @@ def _decode_matrix(name: str, shape: tuple[int, int], tensors: dict[str, Tensor]
         if scale is not None:
             vals = vals * scale[kept][:, None]
         w[kept] = vals
-    return w, list(layout)
+    return w, names
 
 
 def read_artefact(path: str | os.PathLike) -> tuple[dict, dict[str, float], str, MaskSpec, dict[str, Tensor]]:
@@ -514,7 +554,7 @@ def read_artefact(path: str | os.PathLike) -> tuple[dict, dict[str, float], str,
     consumed: set[str] = set()
     try:
         for name, shape in shapes.items():
-            state[name], used = _decode_matrix(name, shape, tensors, fmt, spec)
+            state[name], used = _decode_matrix(name, shape, tensors, fmt, spec, meta["omnisparse_format_version"])
             consumed.update(used)
     except (RuntimeError, IndexError, TypeError) as e:
         raise ValueError(f"{path}: corrupt artefact data ({e})") from None
