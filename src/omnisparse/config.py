@@ -37,6 +37,7 @@ class DataConfig:
     max_cut_duration: float = 20.0  # longer utterances are skipped (counted) to bound memory
     num_workers: int = 0
     spec_augment: bool = True
+    spec_augment_start_epoch: int = 0  # epochs before this one are not masked (an under-fitted model learns faster unmasked)
     freq_masks: int = 2
     freq_mask_width: int = 15  # mel bins
     time_masks: int = 2
@@ -292,6 +293,8 @@ class Config:
     def validate(self) -> "Config":
         """ConfigError (one line) for settings that cannot work together, at load rather than mid-run."""
         self.augment.validate()
+        if self.data.spec_augment_start_epoch < 0:
+            raise ConfigError(f"data.spec_augment_start_epoch must be >= 0, got {self.data.spec_augment_start_epoch}")
         m = self.model
         if m.chunk_size < 1:
             raise ConfigError(f"model.chunk_size must be >= 1 encoder frame, got {m.chunk_size}")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from omnisparse.config import AugmentConfig, ConfigError, load_config
 from omnisparse.data import augment as A
 from omnisparse.data.augment import Augmenter, active_power, cut_rng, load_or_make_rir_bank
-from omnisparse.data.batching import AsrDataset, make_loader, make_sampler
+from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_loader, make_sampler
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.tokenizer import Tokenizer
@@ -243,6 +243,20 @@ def test_augmentation_starts_at_its_epoch(tiny_corpus, tmp_path):
     assert not torch.equal(ds[batch]["feats"][:, :10], plain[:, :10])
     with pytest.raises(ConfigError, match="start_epoch"):
         load_config("tiny", ["--augment.start_epoch=-1"])
+
+
+def test_spec_augment_starts_at_its_epoch(tiny_corpus, tmp_path):
+    ds, cuts = _dataset(tiny_corpus, tmp_path)
+    batch = cuts.subset(first=4)
+    plain = AsrDataset(ds.tokenizer, ds.normalizer)[batch]["feats"]
+    masked = AsrDataset(ds.tokenizer, ds.normalizer, spec_augment=SpecAugmentConfig(2, 15, 2, 0.1),
+                        spec_augment_start_epoch=1)
+    masked.set_epoch(0)
+    assert torch.equal(masked[batch]["feats"], plain)
+    masked.set_epoch(1)
+    assert not torch.equal(masked[batch]["feats"], plain)
+    with pytest.raises(ConfigError, match="spec_augment_start_epoch"):
+        load_config("tiny", ["--data.spec_augment_start_epoch=-1"])
 
 
 def test_resumed_augmented_run_is_bitwise_identical(tiny_corpus, tmp_path, interrupt_at, monkeypatch):

@@ -163,6 +163,18 @@ def test_fp32_dense_is_plain_masked_weights(tmp_path, model):
     assert set(loaded) == {k for k in model.state_dict() if not k.startswith("ctc_head.")}
 
 
+def test_training_only_heads_are_not_exported(tmp_path):
+    """The pruned loss's simple joint (like the CTC head) trains the model but is not part of it."""
+    m = tiny_model(loss="pruned", simple_proj=True)
+    assert m.simple_joint is not None
+    path = tmp_path / "m.safetensors"
+    size = write_artefact(path, m, {}, "int8-sparse", MaskSpec("unstructured"))
+    assert size == path.stat().st_size
+    _, _, _, _, state = read_artefact(path)
+    assert not any(k.startswith(("simple_joint.", "ctc_head.")) for k in state)
+    assert set(state) == {k for k in m.state_dict() if not k.startswith(("simple_joint.", "ctc_head."))}
+
+
 def test_deterministic_and_atomic_overwrite(tmp_path, model):
     spec = MaskSpec("block", 8)
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"

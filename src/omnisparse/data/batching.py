@@ -79,7 +79,7 @@ class AsrDataset(torch.utils.data.Dataset):
 
     def __init__(self, tokenizer: Tokenizer, normalizer: FeatureNormalizer, on_the_fly: bool = False,
                  spec_augment: SpecAugmentConfig | None = None, seed: int = 0, augmenter: Augmenter | None = None,
-                 augment_start_epoch: int = 0):
+                 augment_start_epoch: int = 0, spec_augment_start_epoch: int = 0):
         self.tokenizer = tokenizer
         self.normalizer = normalizer
         self.on_the_fly = on_the_fly
@@ -87,6 +87,7 @@ class AsrDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.augmenter = augmenter
         self.augment_start_epoch = augment_start_epoch
+        self.spec_augment_start_epoch = spec_augment_start_epoch
         self.epoch = 0
         self.skipped: Counter = Counter()
 
@@ -129,7 +130,7 @@ class AsrDataset(torch.utils.data.Dataset):
                     "tokens": torch.zeros(0, 0, dtype=torch.int64), "token_lens": torch.zeros(0, dtype=torch.int64),
                     "texts": [], "ids": []}
         x, x_lens = pad_sequences(feats)
-        if self.spec_augment is not None:
+        if self.spec_augment is not None and self.epoch >= self.spec_augment_start_epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(",".join(ids).encode()))
             spec_augment(x, x_lens, self.spec_augment, g)
         toks = [torch.tensor(t, dtype=torch.int64) for t in self.tokenizer.encode_batch(texts)]

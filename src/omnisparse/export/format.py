@@ -14,8 +14,9 @@ dense layout of the sparse formats). JSON is compact (``,`` / ``:`` separators),
 
 Tensors (everything little-endian):
 
-* every entry of the model's ``state_dict`` except the CTC head (``ctc_head.*``); entries that are not
-  prunable weights are stored dense under their ``state_dict`` name, floating point ones as F32;
+* every entry of the model's ``state_dict`` except the training-only heads (``ctc_head.*``, the pruned
+  loss's ``simple_joint.*``); entries that are not prunable weights are stored dense under their
+  ``state_dict`` name, floating point ones as F32;
 * the weight ``W`` (name ``<module>.weight``, shape ``(out, in)``) of every PrunableLinear of the
   model, masked at its gene's sparsity (``config.get(gene, 0.0)``; masks from :class:`MaskBank`, i.e.
   from the weights' current magnitudes), stored according to ``fmt``:
@@ -72,7 +73,7 @@ from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_c
 FORMATS = ("fp32-dense", "fp32-sparse", "int8-sparse")
 FORMAT_VERSION = "2"
 READABLE_VERSIONS = ("1", "2")  # version 1: no ``.dense`` tensors (every matrix in its sparse layout)
-EXCLUDED_PREFIXES = ("ctc_head.",)
+EXCLUDED_PREFIXES = ("ctc_head.", "simple_joint.")  # training-only heads
 I16_MAX_DIM = 32767
 
 # safetensors dtype -> (numpy little-endian dtype, torch dtype, bytes per element)

@@ -178,7 +178,8 @@ class Trainer:
         augmenter = Augmenter.from_config(cfg.augment, self._rir_cache_dir(), self.train_cuts, tc.seed) \
             if cfg.augment.enabled else None
         self.dataset = AsrDataset(self.tokenizer, self.normalizer, cfg.data.on_the_fly_features, spec, seed=tc.seed,
-                                  augmenter=augmenter, augment_start_epoch=cfg.augment.start_epoch)
+                                  augmenter=augmenter, augment_start_epoch=cfg.augment.start_epoch,
+                                  spec_augment_start_epoch=cfg.data.spec_augment_start_epoch)
         self.dev_cuts = load_split_cuts(cfg, [cfg.data.dev_split])
         if cfg.data.dev_subset > 0:
             self.dev_cuts = self.dev_cuts.subset(first=min(cfg.data.dev_subset, len(self.dev_cuts)))
