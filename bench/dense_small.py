@@ -13,7 +13,9 @@ Stages (each resumable: re-running continues where it stopped):
   3. WER on dev / test-clean / test-other (+ test-unseen-engine when the corpus has it; greedy, the
      trained streaming mode)
   4. streaming real-time factor: audio -> streaming fbank -> encoder ``infer`` -> greedy, batch 1,
-     1 thread, on test-clean utterances
+     1 thread, on the first ``--rtf-utts`` test-clean utterances, in PyTorch as trained (``rtf_stream``)
+     and in the runtime a device runs: the ONNX export, int8, in onnxruntime (``rtf_stream_onnx_int8``;
+     its WER on those utterances beside PyTorch's, ``rtf_subset_wer``)
   5. ``anchor``: pocketsphinx (bench/anchor.py) on the same test splits and utterances as stage 3's
      WER (the first ``--anchor-utts`` of each split when given: pocketsphinx decodes at about real
      time on one core; ``anchor_subset_wer`` then holds our WER on exactly those utterances), its
@@ -40,7 +42,9 @@ from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
 from omnisparse.decoding.loading import load_model
-from omnisparse.decoding.streaming import streaming_rtf
+from omnisparse.decoding.streaming import SHIFT, recognizer_rtf, streaming_rtf
+from omnisparse.deploy.onnx_export import export_onnx
+from omnisparse.deploy.onnx_runner import OnnxModel, OnnxStreamingRecognizer
 from omnisparse.train.registry import train
 from omnisparse.utils.provenance import write_result
 
@@ -114,12 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     test_splits = list(cfg.data.test_splits)
     if anchor_mod.UNSEEN_SPLIT not in test_splits and CorpusLayout(corpus).cuts(anchor_mod.UNSEEN_SPLIT).exists():
         test_splits.append(anchor_mod.UNSEEN_SPLIT)
-    wer, wer_ids, subset_wer = {}, {}, {}
+    wer, wer_ids, subset_wer, refs_of = {}, {}, {}, {}
     for split in [cfg.data.dev_split, *test_splits]:
         r = evaluate_cuts(lm.model, load_split_cuts(cfg, [split]), lm.tokenizer, lm.normalizer, mode=mode,
                           decode=cfg.decode, progress=True)
         wer[split] = r["wer"]
         hyps = sorted(r["hyps"], key=lambda h: h["id"])
+        refs_of[split] = hyps
         if args.anchor_utts > 0:
             hyps = hyps[:args.anchor_utts]
         wer_ids[split] = [h["id"] for h in hyps]
@@ -127,7 +132,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{split}: WER {r['wer']:.4f} ({r['utterances']} utterances)")
     anchor = anchor_mod.cached_pocketsphinx_eval(run_dir / "eval_anchor.json", corpus,
                                                  {s: wer_ids[s] for s in test_splits})
-    rtf = streaming_rtf(lm.model, lm.tokenizer, lm.normalizer, load_split_cuts(cfg, [cfg.data.test_splits[0]]), args.rtf_utts)
+    rtf_split = cfg.data.test_splits[0]
+    rtf_cuts = load_split_cuts(cfg, [rtf_split])
+    rtf = streaming_rtf(lm.model, lm.tokenizer, lm.normalizer, rtf_cuts, args.rtf_utts)
+    onnx = OnnxModel(export_onnx(lm, run_dir / "onnx-int8", dtype="int8", overwrite=True).path, threads=1)
+    rtf_ort = recognizer_rtf(lambda: OnnxStreamingRecognizer(onnx), rtf_cuts, args.rtf_utts,
+                             lm.model.encoder.frames_per_chunk * SHIFT)
+    rtf_refs = {h["id"]: h["ref"] for h in refs_of[rtf_split]}
+    rtf_subset_wer = {name: word_error_rate([rtf_refs[i] for i in r["hyps"]], list(r["hyps"].values()))["wer"]
+                      for name, r in (("pytorch", rtf), ("onnx_int8", rtf_ort))}
     curve = wer_curve(run_dir)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         "audio_s_per_wall_s": cost["audio_seconds"] / max(1e-9, cost["wall_s"]),
         "wer": {"dev": wer[cfg.data.dev_split], **{s: wer[s] for s in test_splits}},
         "rtf_stream": rtf["rtf"],
-        "rtf_detail": rtf,
+        "rtf_stream_onnx_int8": rtf_ort["rtf"],
+        "rtf_detail": {k: v for k, v in rtf.items() if k != "hyps"},
+        "rtf_subset_wer": rtf_subset_wer,
         "anchor": anchor,
         "anchor_subset_wer": {s: subset_wer[s] for s in test_splits},
         "wer_curve": curve,
@@ -150,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         "plot": str(out.with_suffix(".png")),
     }
     written = write_result(out, payload, command=" ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
-    print(json.dumps({k: written[k] for k in ("params", "train_wall_s", "wer", "rtf_stream", "audio_s_per_wall_s")}, indent=2))
+    print(json.dumps({k: written[k] for k in ("params", "train_wall_s", "wer", "rtf_stream", "rtf_stream_onnx_int8",
+                                                   "audio_s_per_wall_s")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ stream-mode greedy decoding of the same audio.
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -128,28 +129,34 @@ class StreamingRecognizer:
         return self.tokenizer.decode(self.greedy.hyps[0])
 
 
-def streaming_rtf(model, tokenizer, normalizer, cuts, n: int, threads: int = 1) -> dict:
-    """Real-time factor of streaming recognition: compute seconds per audio second, audio fed one
-    chunk (``encoder.frames_per_chunk`` x 10 ms) at a time, batch 1, on ``threads`` threads, over the
-    first ``n`` cuts (audio decoding excluded). Returns ``{rtf, audio_s, utterances, threads}``."""
-    import time
-
+def recognizer_rtf(new_recognizer, cuts, n: int, piece: int, threads: int = 1) -> dict:
+    """Real-time factor of a streaming recogniser: compute seconds per audio second over the first ``n``
+    cuts, audio fed ``piece`` samples at a time (audio decoding excluded, fbank included), torch on
+    ``threads`` threads. ``new_recognizer()`` returns a fresh object with ``accept_audio(samples)`` and
+    ``finalize() -> text`` (:class:`StreamingRecognizer`, or a runtime's twin of it). Returns
+    ``{rtf, audio_s, utterances, threads, hyps: {cut id: text}}``."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        step = model.encoder.frames_per_chunk * SHIFT
         audio_s = compute_s = 0.0
-        used = 0
+        hyps: dict[str, str] = {}
         for cut in list(cuts)[:n]:
             x = cut.load_audio()[0].astype(np.float32)
-            rec = StreamingRecognizer(model, tokenizer, normalizer)
+            rec = new_recognizer()
             t0 = time.perf_counter()
-            for i in range(0, len(x), step):
-                rec.accept_audio(x[i:i + step])
-            rec.finalize()
+            for i in range(0, len(x), piece):
+                rec.accept_audio(x[i:i + piece])
+            hyps[cut.id] = rec.finalize()
             compute_s += time.perf_counter() - t0
             audio_s += len(x) / 16000
-            used += 1
     finally:
         torch.set_num_threads(saved)
-    return {"rtf": compute_s / max(audio_s, 1e-9), "audio_s": audio_s, "utterances": used, "threads": threads}
+    return {"rtf": compute_s / max(audio_s, 1e-9), "audio_s": audio_s, "utterances": len(hyps), "threads": threads,
+            "hyps": hyps}
+
+
+def streaming_rtf(model, tokenizer, normalizer, cuts, n: int, threads: int = 1) -> dict:
+    """:func:`recognizer_rtf` of :class:`StreamingRecognizer` on ``model`` (PyTorch, as loaded), audio fed
+    one encoder chunk (``encoder.frames_per_chunk`` x 10 ms) at a time."""
+    return recognizer_rtf(lambda: StreamingRecognizer(model, tokenizer, normalizer), cuts, n,
+                          model.encoder.frames_per_chunk * SHIFT, threads)
