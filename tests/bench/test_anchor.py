@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("pocketsphinx")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "anchor.py"
 SPLIT_KEYS = {"wer", "utterances", "words", "substitutions", "insertions", "deletions", "audio_s", "decode_wall_s",
               "decode_cpu_s", "rtf", "rtf_cpu"}
 
 
 @pytest.fixture(scope="module")
-def anchor():
-    spec = importlib.util.spec_from_file_location("bench_anchor", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def anchor(load_bench):
+    return load_bench("anchor")
 
 
 @pytest.fixture(scope="module")

@@ -4,27 +4,21 @@ split, both streaming real-time factors (PyTorch, onnxruntime int8), the anchor 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("pocketsphinx")
 pytest.importorskip("onnxruntime")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "dense_small.py"
 # the overrides the session's tiny_run was trained with (a resumed run must match its config)
 TINY_RUN = ["--train.max_steps=30", "--train.ckpt_every=30"]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_dense_small", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_bench):
+    return load_bench("dense_small")
 
 
 def test_finished_run_is_evaluated(bench, tiny_corpus, tiny_run, tmp_path):
