@@ -16,13 +16,16 @@ pointed at ``--corpus``, so that the comparison does not move when the preset fi
   ``no_dropout`` (``model.dropout=0``: not a recipe, the price of dropout's random masks on CPU);
   opt-in: ``compile_encoder`` (``torch.compile(encoder, dynamic=True)``) and ``bf16_autocast`` (the
   encoder under ``torch.autocast("cpu", torch.bfloat16)``; default only on CPUs with native bf16);
+* ``pruned_simple_proj``: ``pruned`` whose simple joint has heads of its own (``model.simple_proj``);
 * ``v2_core`` = vocab_128 + lstm_predictor + pruned, ``v2`` = v2_core + buckets_30;
   ``v2_core_fused_lstm``: v2_core with the LSTM predictor's forward run by ``torch.lstm`` (one C++
   call over U+1 steps, same weights and gate order, masks honoured) instead of the Python loop over
   steps of :class:`PrunableLSTMLayer`: a change the library does not have yet, measured here by
   replacing that one model's ``predictor.forward``;
   ``preset``: ``omnisparse/conf/<preset>.yaml`` as it stands (its augmentation is not applied: batches are drawn
-  before timing, data loading is not timed);
+  before timing, data loading is not timed); ``preset_ddp2x1``: the preset trained as ``torchrun
+  --nproc_per_node=2 ... --train.threads=1`` trains it, two gloo DDP processes of one thread each
+  (:class:`RankPool`; each rank its own batches, a step's audio is both ranks'; no per-part split);
 * ``today_again``: ``today`` once more, timed with the others: its ratio to ``today`` is the noise floor.
 
 Variants with the same data settings get the very same batches (same sampler seed, SpecAugment on).
@@ -52,11 +55,16 @@ from __future__ import annotations
 
 import argparse
 import copy
+import queue
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from omnisparse.config import load_config
@@ -79,6 +87,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vocab_128": {"overrides": {**TODAY, "data.vocab_size": 128}},
     "lstm_predictor": {"overrides": {**TODAY, "model.pred_type": "lstm"}},
     "pruned": {"overrides": {**TODAY, "model.loss": "pruned"}},
+    "pruned_simple_proj": {"overrides": {**TODAY, "model.loss": "pruned", "model.simple_proj": True}},
     "buckets_30": {"overrides": {**TODAY, "data.num_buckets": 30}},
     "batch_30s": {"overrides": {**TODAY, "data.max_duration": 30.0}},
     "no_dropout": {"overrides": {**TODAY, "model.dropout": 0.0}},
@@ -88,6 +97,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "v2": {"overrides": {**V2_CORE, "data.num_buckets": 30}},
     "v2_core_fused_lstm": {"overrides": V2_CORE, "fused_lstm": True},
     "preset": {"overrides": {}},
+    "preset_ddp2x1": {"overrides": {}, "ranks": 2},
     "today_again": {"overrides": TODAY},
 }
 OPT_IN = ("compile_encoder", "bf16_autocast")
@@ -202,8 +212,9 @@ class Runner:
         enc_cut = enc.detach().requires_grad_(True)
         pred = m.predict(add_blank_prefix(b["tokens"], b["token_lens"], blank))
         j = m.joiner
+        simple = m.simple_joint(enc_cut, pred) if m.simple_joint is not None else None
         loss, _, _ = self.loss.rnnt_from_projections(j.project_enc(enc_cut), j.project_pred(pred), b["tokens"],
-                                                     enc_lens, b["token_lens"])
+                                                     enc_lens, b["token_lens"], simple)
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
@@ -246,6 +257,94 @@ class Runner:
                 "padding": round(pad, 3), "params": self.params, "warmup_s": self.untimed_s, "batches": self.timed}
 
 
+def _rank_worker(rank: int, world: int, cfg, n_draw: int, init_file: str, commands, results) -> None:
+    """One DDP rank (gloo, 1 thread) of a ``ranks`` variant: the trainer's step (DDP over
+    :class:`TransducerLoss`, clipping, AdamW) on this rank's share of the batches, one per command."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    batches, tok = draw_batches(cfg, n_draw * world)
+    mine = batches[rank::world]
+    cfg.model.vocab_size, cfg.model.blank_id = tok.vocab_size, tok.blank_id
+    torch.manual_seed(0)
+    model = Transducer.from_config(cfg.model).train()
+    loss = TransducerLoss(model)
+    loss.step = 10 ** 9  # past any warm-up of the pruned loss's scales, as in Runner
+    ddp = torch.nn.parallel.DistributedDataParallel(loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    results.put(("ready", rank, model.num_params()))
+    while (i := commands.get()) is not None:
+        b = mine[i]
+        out = ddp(b["feats"], b["feat_lens"], b["tokens"], b["token_lens"], mode=cfg.train.mode)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        results.put(("done", rank, float(b["feat_lens"].sum()) * 0.01))
+    dist.destroy_process_group()
+
+
+class RankPool:
+    """A variant trained by ``ranks`` DDP processes of one thread each (``torchrun``'s layout on a small
+    CPU). The workers wait while the in-process variants run, so the variants still take turns; a step's
+    time is the wall clock from the command to the last rank's reply, its audio that of every rank."""
+
+    TIMEOUT_S = 900
+
+    def __init__(self, name: str, cfg, n_draw: int, ranks: int):
+        self.name = name
+        prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
+        ctx = mp.get_context("spawn")
+        self._dir = tempfile.TemporaryDirectory(prefix="train_profile_ddp_")
+        self.commands = [ctx.Queue() for _ in range(ranks)]
+        self.results = ctx.Queue()
+        init = str(Path(self._dir.name) / "init")
+        self.procs = [ctx.Process(target=_rank_worker, args=(r, ranks, cfg, n_draw, init, self.commands[r],
+                                                             self.results), daemon=True) for r in range(ranks)]
+        for p in self.procs:
+            p.start()
+        self.params = [self._reply("ready")[2] for _ in range(ranks)][0]
+        self.s_total = self.audio_s = 0.0
+        self.untimed_s: list[float] = []
+        self.timed: list[dict] = []
+
+    def _reply(self, kind: str) -> tuple:
+        try:
+            msg = self.results.get(timeout=self.TIMEOUT_S)
+        except queue.Empty:
+            raise RuntimeError(f"[{self.name}] a DDP rank did not answer in {self.TIMEOUT_S} s "
+                               f"(alive: {[p.is_alive() for p in self.procs]})") from None
+        if msg[0] != kind:
+            raise RuntimeError(f"[{self.name}] unexpected message from a rank: {msg!r}")
+        return msg
+
+    def step(self, i: int, timed: bool, repeats: int) -> None:
+        runs = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for q in self.commands:
+                q.put(i)
+            audio = sum(self._reply("done")[2] for _ in self.commands)
+            runs.append(time.perf_counter() - t0)
+        if not timed:
+            self.untimed_s += [round(r, 2) for r in runs]
+            return
+        self.s_total += min(runs)
+        self.audio_s += audio
+        self.timed.append({"audio_s": round(audio, 1), "s": round(min(runs), 3)})
+
+    def result(self) -> dict[str, Any]:
+        return {"s_per_step": self.s_total / len(self.timed), "audio_s_per_wall_s": self.audio_s / self.s_total,
+                "ranks": len(self.procs), "threads_per_rank": 1, "params": self.params,
+                "warmup_s": self.untimed_s, "batches": self.timed}
+
+    def close(self) -> None:
+        for q in self.commands:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=60)
+        self._dir.cleanup()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", default=None, help="corpus dir (default: the preset's data.corpus_dir)")
@@ -267,12 +366,17 @@ def main(argv=None) -> int:
     base = load_config(args.preset, [f"--data.corpus_dir={args.corpus}"] if args.corpus else [])
     n_draw = args.warmup + args.batches
     cache: dict[tuple, tuple[list[dict], Tokenizer]] = {}
-    runners: list[Runner] = []
+    runners: list[Runner | RankPool] = []
     for name in names:
         spec = VARIANTS[name]
         cfg = copy.deepcopy(base)
         _apply(cfg, spec["overrides"])
         d = cfg.data
+        if spec.get("ranks", 1) > 1:
+            runners.append(RankPool(name, cfg, n_draw, spec["ranks"]))
+            print(f"[{name}] the preset on {spec['ranks']} DDP ranks x 1 thread, {runners[-1].params / 1e6:.2f}M params",
+                  flush=True)
+            continue
         key = (d.vocab_size, d.num_buckets, d.max_duration, d.max_cut_duration, d.spec_augment)
         if key not in cache:
             cache[key] = draw_batches(cfg, n_draw)
@@ -286,6 +390,9 @@ def main(argv=None) -> int:
         for r in (runners if i % 2 == 0 else runners[::-1]):
             r.step(i, timed=i >= args.warmup, repeats=args.repeats)
         print(f"round {i + 1}/{n_draw}", flush=True)
+    for r in runners:
+        if isinstance(r, RankPool):
+            r.close()
     results = {}
     for r in runners:
         spec = VARIANTS[r.name]
@@ -296,8 +403,8 @@ def main(argv=None) -> int:
     for name, r in results.items():
         r["speedup_vs_today"] = r["audio_s_per_wall_s"] / ref
         print(f"{name:>15}: {r['s_per_step']:.2f} s/step, {r['audio_s_per_wall_s']:6.1f} audio-s/s, "
-              f"x{r['speedup_vs_today']:.2f}, pad {r['padding']:.0%}, {r['params'] / 1e6:.2f}M, "
-              + ", ".join(f"{k} {v:.0%}" for k, v in r["share"].items()), flush=True)
+              f"x{r['speedup_vs_today']:.2f}, pad {r.get('padding', float('nan')):.0%}, {r['params'] / 1e6:.2f}M, "
+              + ", ".join(f"{k} {v:.0%}" for k, v in r.get("share", {}).items()), flush=True)
     write_result(args.out, {"preset": args.preset, "corpus": base.data.corpus_dir, "threads": args.threads,
                             "batches": args.batches, "repeats": args.repeats, "warmup": args.warmup,
                             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native_bf16(),
