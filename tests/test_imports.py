@@ -28,6 +28,7 @@ Layers, low to high (a module belongs to the layer of its top-level package or m
     search
     report
     cli       thin: argument parsing, one lazy import per command
+    testing   shared test dummies (random tiny models and batches); the library never imports it
 
 This is the data flow data -> models -> losses -> sparsity -> train -> decoding/search ->
 export/deploy -> report -> CLI, with three changes that real dependencies force:
@@ -70,6 +71,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("search",),
     ("report",),
     ("cli",),
+    ("testing",),
 )
 
 LAYERING_DEBTS: dict[tuple[str, str], str] = {

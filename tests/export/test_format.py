@@ -12,32 +12,21 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from omnisparse.config import load_config, model_config_from_dict
+from omnisparse.config import model_config_from_dict
 from omnisparse.export.format import FORMATS, ArtefactPricing, read_artefact, write_artefact
 from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec
 from omnisparse.sparsity.space import SearchSpace
+from omnisparse.testing.dummies import VOCAB as V, random_batch as batch, tiny_model as _tiny_model
 
-V = 17
+
+def tiny_model(seed: int = 0, **kw):
+    """With a CTC head, which the artefact must leave out."""
+    return _tiny_model(seed, **{"ctc_weight": 0.3, **kw})
+
+
 CONFIG = {"enc.0.attn": 0.5, "enc.0.conv": 0.9, "enc.0.ffn": 0.0, "enc.1.attn": 0.3, "enc.1.ffn": 0.7,
           "joiner": 0.4}  # enc.1.conv and pred absent: dense
-
-
-def tiny_model(seed: int = 0, **kw) -> Transducer:
-    cfg = load_config("tiny").model
-    cfg.vocab_size = V
-    cfg.ctc_weight = 0.3
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    torch.manual_seed(seed)
-    return Transducer.from_config(cfg).eval()
-
-
-def batch(B: int = 2, T: int = 24, U: int = 4):
-    g = torch.Generator().manual_seed(1)
-    feats = torch.randn(B, T, 80, generator=g)
-    tokens = torch.randint(1, V, (B, U), generator=g)
-    return feats, torch.tensor([T, T - 5]), tokens, torch.tensor([U, U - 1])
 
 
 def outputs(model: Transducer) -> torch.Tensor:

@@ -7,9 +7,7 @@ import math
 import pytest
 import torch
 
-from omnisparse.config import load_config
 from omnisparse.models.layers import PrunableLinear
-from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import (
     GRANULARITIES,
     MaskBank,
@@ -20,23 +18,9 @@ from omnisparse.sparsity.masks import (
     n_units,
     unit_scores,
 )
+from omnisparse.testing.dummies import VOCAB as V, random_batch as batch, tiny_model
 
-V = 17
 GRID = [round(0.1 * i, 1) for i in range(10)]
-
-
-def tiny_model(seed: int = 0) -> Transducer:
-    cfg = load_config("tiny").model
-    cfg.vocab_size = V
-    torch.manual_seed(seed)
-    return Transducer.from_config(cfg).eval()
-
-
-def batch(B: int = 2, T: int = 24, U: int = 4):
-    g = torch.Generator().manual_seed(1)
-    feats = torch.randn(B, T, 80, generator=g)
-    tokens = torch.randint(1, V, (B, U), generator=g)
-    return feats, torch.tensor([T, T - 5]), tokens, torch.tensor([U, U - 1])
 
 
 # ---------------------------------------------------------------------- spec and scores

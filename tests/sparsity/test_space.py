@@ -14,24 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from omnisparse.config import load_config
 from omnisparse.export.format import FORMATS, ArtefactPricing, write_artefact
 from omnisparse.models.layers import PrunableLinear
-from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec, kept_count
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
+from omnisparse.testing.dummies import VOCAB as V, tiny_model
 
-V = 17
 GRID = tuple(round(0.1 * i, 1) for i in range(10))
-
-
-def tiny_model(seed: int = 0, **kw) -> Transducer:
-    cfg = load_config("tiny").model
-    cfg.vocab_size = V
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    torch.manual_seed(seed)
-    return Transducer.from_config(cfg).eval()
 
 
 class OneMatrix(nn.Module):
