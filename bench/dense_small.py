@@ -46,6 +46,7 @@ from omnisparse.decoding.streaming import SHIFT, recognizer_rtf, streaming_rtf
 from omnisparse.deploy.onnx_export import export_onnx
 from omnisparse.deploy.onnx_runner import OnnxModel, OnnxStreamingRecognizer
 from omnisparse.train.registry import train
+from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
 
@@ -64,20 +65,12 @@ def wer_curve(run_dir: Path) -> list[dict]:
 
 
 def plot_curve(curve: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([c["wall_s"] / 60 for c in curve], [c["dev_wer"] for c in curve], marker="o")
-    ax.set_xlabel("training wall time (min)")
-    ax.set_ylabel("dev WER (greedy, streaming)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(6, 4)) as (fig, ax):
+        ax.plot([c["wall_s"] / 60 for c in curve], [c["dev_wer"] for c in curve], marker="o")
+        ax.set_xlabel("training wall time (min)")
+        ax.set_ylabel("dev WER (greedy, streaming)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
 
 
 def train_distributed(preset: str, overrides: list[str], nproc: int, run_dir: Path) -> dict:

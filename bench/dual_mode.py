@@ -87,6 +87,7 @@ from omnisparse.export.format import FORMATS
 from omnisparse.io import checkpoint as ck
 from omnisparse.io.atomic import atomic_write_text
 from omnisparse.train.sparse_base import SparseTrainerBase
+from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
 log = logging.getLogger("bench.dual_mode")
@@ -371,29 +372,21 @@ def targets(rows: list[dict], steps: int) -> tuple[dict, list[str]]:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     splits = list(rows[0]["wer"]) if rows else []
-    fig, axes = plt.subplots(1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 4.6), sharey=True,
-                             squeeze=False)
-    labels = [f"{r['system']}\n{r['mode']}" + (f", s={r['sparsity']:g}" if r["sparsity"] else "") for r in rows]
-    colors = ["tab:blue" if r["mode"] == "full" else "tab:orange" for r in rows]
-    for ax, split in zip(axes[0], splits):
-        vals = [r["wer"].get(split, float("nan")) for r in rows]
-        bars = ax.bar(range(len(rows)), vals, color=colors)
-        for b, v in zip(bars, vals):
-            ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(split)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("WER (greedy; blue: full context, orange: streaming)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, 1, max(1, len(splits)), figsize=(4.2 * max(1, len(splits)), 4.6), sharey=True,
+                      squeeze=False) as (fig, axes):
+        labels = [f"{r['system']}\n{r['mode']}" + (f", s={r['sparsity']:g}" if r["sparsity"] else "") for r in rows]
+        colors = ["tab:blue" if r["mode"] == "full" else "tab:orange" for r in rows]
+        for ax, split in zip(axes[0], splits):
+            vals = [r["wer"].get(split, float("nan")) for r in rows]
+            bars = ax.bar(range(len(rows)), vals, color=colors)
+            for b, v in zip(bars, vals):
+                ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+            ax.set_title(split)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0][0].set_ylabel("WER (greedy; blue: full context, orange: streaming)")
+        fig.suptitle(title, fontsize=10)
 
 
 # ---------------------------------------------------------------------------- main

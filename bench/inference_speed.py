@@ -60,6 +60,7 @@ import torch
 from omnisparse.decoding.evaluate import word_error_rate
 from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import SHIFT, StreamingRecognizer
+from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
 RUNTIMES = ("pytorch", "pytorch-fast", "onnxruntime")
@@ -148,28 +149,20 @@ def build_runtime(lm, runtime: str, dtype: str, work: Path, name: str):
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    markers = {"pytorch": "o", "pytorch-fast": "s", "onnxruntime": "^"}
-    for (rt, dt) in sorted({(r["runtime"], r["dtype"]) for r in rows}):
-        sel = sorted((r for r in rows if r["runtime"] == rt and r["dtype"] == dt), key=lambda r: r["rtf"])
-        ax.plot([r["rtf"] * 1000 for r in sel], [r["wer_test_other"] for r in sel], marker=markers.get(rt, "x"),
-                linestyle="none", fillstyle="full" if dt == "fp32" else "none", label=f"{rt} {dt}")
-        for r in sel:
-            if r["model"] == "dense":
-                ax.annotate("dense", (r["rtf"] * 1000, r["wer_test_other"]), fontsize=7)
-    ax.set_xlabel("measured latency: compute ms per second of audio (streaming, batch 1, 1 thread)")
-    ax.set_ylabel("WER test-other")
-    ax.set_title("WER vs measured latency")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(7.5, 5)) as (fig, ax):
+        markers = {"pytorch": "o", "pytorch-fast": "s", "onnxruntime": "^"}
+        for (rt, dt) in sorted({(r["runtime"], r["dtype"]) for r in rows}):
+            sel = sorted((r for r in rows if r["runtime"] == rt and r["dtype"] == dt), key=lambda r: r["rtf"])
+            ax.plot([r["rtf"] * 1000 for r in sel], [r["wer_test_other"] for r in sel], marker=markers.get(rt, "x"),
+                    linestyle="none", fillstyle="full" if dt == "fp32" else "none", label=f"{rt} {dt}")
+            for r in sel:
+                if r["model"] == "dense":
+                    ax.annotate("dense", (r["rtf"] * 1000, r["wer_test_other"]), fontsize=7)
+        ax.set_xlabel("measured latency: compute ms per second of audio (streaming, batch 1, 1 thread)")
+        ax.set_ylabel("WER test-other")
+        ax.set_title("WER vs measured latency")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 def targets(rows: list[dict], parity: dict, parity_whole_dev: bool) -> dict:

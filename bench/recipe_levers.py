@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from omnisparse.utils.plotting import saved_figure
+
 # lever -> (overrides, what it changes); step-dependent keys are scaled in run_config()
 LEVERS: dict[str, tuple[list[str], str]] = {
     "baseline": ([], "the preset as is"),
@@ -51,29 +53,21 @@ def run_config(preset: str, lever: str, steps: int, out_dir: Path, extra: list[s
 
 
 def plot(rows: list[dict], splits: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.8 / len(splits)
-    for k, split in enumerate(splits):
-        xs = [i + k * width for i in range(len(rows))]
-        ax.bar(xs, [r["wer"][split] for r in rows], width, label=split)
-    base = next((r for r in rows if r["lever"] == "baseline"), None)
-    if base is not None:
+    with saved_figure(path, figsize=(8, 4)) as (fig, ax):
+        width = 0.8 / len(splits)
         for k, split in enumerate(splits):
-            ax.axhline(base["wer"][split], ls="--", lw=0.8, color=f"C{k}")
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))],
-                  [f"{r['lever']}\n{r['s_per_step']:.2f} s/step" for r in rows], fontsize=8)
-    ax.set_ylabel("WER (greedy, streaming)")
-    ax.set_title(f"recipe levers, {rows[0]['optimizer_steps']}-step runs (dashed: baseline)", fontsize=10)
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            xs = [i + k * width for i in range(len(rows))]
+            ax.bar(xs, [r["wer"][split] for r in rows], width, label=split)
+        base = next((r for r in rows if r["lever"] == "baseline"), None)
+        if base is not None:
+            for k, split in enumerate(splits):
+                ax.axhline(base["wer"][split], ls="--", lw=0.8, color=f"C{k}")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))],
+                      [f"{r['lever']}\n{r['s_per_step']:.2f} s/step" for r in rows], fontsize=8)
+        ax.set_ylabel("WER (greedy, streaming)")
+        ax.set_title(f"recipe levers, {rows[0]['optimizer_steps']}-step runs (dashed: baseline)", fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:

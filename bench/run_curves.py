@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
 
@@ -47,21 +48,13 @@ def read_run(name: str, run_dir: Path, max_step: int) -> dict:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in rows:
-        ax.plot([c["step"] for c in r["curve"]], [c["dev_wer"] for c in r["curve"]], marker="o", label=r["name"])
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("dev-subset WER (greedy, streaming)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(7, 4)) as (fig, ax):
+        for r in rows:
+            ax.plot([c["step"] for c in r["curve"]], [c["dev_wer"] for c in r["curve"]], marker="o", label=r["name"])
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("dev-subset WER (greedy, streaming)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:

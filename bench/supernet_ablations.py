@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from omnisparse.utils.plotting import saved_figure
+
 DEFAULT_RUNS = [
     "default=bench/results/supernet_small.json",
     "kd=bench/results/supernet_small_kd.json",
@@ -61,28 +63,20 @@ def compare(name: str, path: Path, baselines: dict[float, dict]) -> dict:
 
 
 def plot(runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharex=True)
-    for ax, split in zip(axes, SPLITS):
-        for run in runs:
-            xs = [r["sparsity"] for r in run["rows"]]
-            ax.plot(xs, [100 * r["relative_gap"][split] for r in run["rows"]], marker="o", label=run["name"])
-        ax.axhline(0, color="k", lw=0.8)
-        if split == "test-other":
-            ax.axhline(-2, color="g", ls="--", lw=0.8, label="target (-2 %)")
-        ax.set_xlabel("uniform sparsity")
-        ax.set_ylabel(f"{split} WER vs individually pruned (%)")
-        ax.set_title(f"{split}: supernet uniform sub-network / individual - 1", fontsize=9)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8)
-    fig.suptitle("supernet recipes vs individually pruned models (below 0 = supernet better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, 1, 2, figsize=(10, 4), sharex=True) as (fig, axes):
+        for ax, split in zip(axes, SPLITS):
+            for run in runs:
+                xs = [r["sparsity"] for r in run["rows"]]
+                ax.plot(xs, [100 * r["relative_gap"][split] for r in run["rows"]], marker="o", label=run["name"])
+            ax.axhline(0, color="k", lw=0.8)
+            if split == "test-other":
+                ax.axhline(-2, color="g", ls="--", lw=0.8, label="target (-2 %)")
+            ax.set_xlabel("uniform sparsity")
+            ax.set_ylabel(f"{split} WER vs individually pruned (%)")
+            ax.set_title(f"{split}: supernet uniform sub-network / individual - 1", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[1].legend(fontsize=8)
+        fig.suptitle("supernet recipes vs individually pruned models (below 0 = supernet better)", fontsize=10)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,31 +25,24 @@ from omnisparse.export.format import FORMATS, ArtefactPricing
 from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train.registry import train
+from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
 
 def plot(rows: list[dict], dense_ref: dict, splits: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for split, marker in zip(splits, "os"):
-        xs = [r["size_bytes"]["fp32-sparse"] / 1e6 for r in rows]
-        ax.plot(xs, [r["wer"][split] for r in rows], marker=marker, label=f"supernet, uniform ({split})")
-        for r, x in zip(rows, xs):
-            ax.annotate(r["name"], (x, r["wer"][split]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        if split in dense_ref:
-            ax.axhline(dense_ref[split], ls="--", lw=0.8, color="gray")
-    ax.set_xlabel("model size, fp32-sparse (MB)")
-    ax.set_ylabel("WER (greedy, streaming)")
-    ax.set_title("small: supernet sub-networks (dashed: dense model)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, figsize=(6.5, 4.2)) as (fig, ax):
+        for split, marker in zip(splits, "os"):
+            xs = [r["size_bytes"]["fp32-sparse"] / 1e6 for r in rows]
+            ax.plot(xs, [r["wer"][split] for r in rows], marker=marker, label=f"supernet, uniform ({split})")
+            for r, x in zip(rows, xs):
+                ax.annotate(r["name"], (x, r["wer"][split]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if split in dense_ref:
+                ax.axhline(dense_ref[split], ls="--", lw=0.8, color="gray")
+        ax.set_xlabel("model size, fp32-sparse (MB)")
+        ax.set_ylabel("WER (greedy, streaming)")
+        ax.set_title("small: supernet sub-networks (dashed: dense model)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from omnisparse.utils.plotting import saved_figure
+
 BUCKETS = (("unseen", 0, 0), ("1-2", 1, 2), ("3-20", 3, 20), (">20", 21, None))
 
 
@@ -65,28 +67,20 @@ def breakdown(refs: list[str], hyps: list[str], train_counts: Counter) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     splits = list(result)
     names = [b[0] for b in BUCKETS]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8))
-    width = 0.8 / len(splits)
-    for k, split in enumerate(splits):
-        xs = [i + k * width for i in range(len(names))]
-        ax1.bar(xs, [result[split]["buckets"][b]["word_error"] for b in names], width, label=split)
-        ax2.bar(xs, [result[split]["buckets"][b]["wer_contribution"] for b in names], width, label=split)
-    for ax, title in ((ax1, "word error rate of the bucket"), (ax2, "contribution to the split's WER")):
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
-        ax.set_xlabel("occurrences of the word in the training transcripts")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, axis="y")
-    ax1.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, 1, 2, figsize=(9, 3.8)) as (fig, (ax1, ax2)):
+        width = 0.8 / len(splits)
+        for k, split in enumerate(splits):
+            xs = [i + k * width for i in range(len(names))]
+            ax1.bar(xs, [result[split]["buckets"][b]["word_error"] for b in names], width, label=split)
+            ax2.bar(xs, [result[split]["buckets"][b]["wer_contribution"] for b in names], width, label=split)
+        for ax, title in ((ax1, "word error rate of the bucket"), (ax2, "contribution to the split's WER")):
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
+            ax.set_xlabel("occurrences of the word in the training transcripts")
+            ax.set_title(title, fontsize=10)
+            ax.grid(alpha=0.3, axis="y")
+        ax1.legend(fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omnisparse.report.points import Point
+from omnisparse.utils.plotting import saved_figure
 
 STYLE = {  # method -> (label, marker, line style)
     "dense": ("dense model", "*", ""),
@@ -43,30 +44,22 @@ def headline(points: list[Point], fmt: str, split: str = "test-other", min_rel: 
 
 def plot(points: list[Point], fmt: str, splits: list[str], path: Path, title: str = "") -> None:
     """WER vs size (MB, ``fmt``), one panel per split."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     splits = [s for s in splits if any(s in p.wer for p in points)]
-    fig, axes = plt.subplots(1, len(splits), figsize=(5.5 * len(splits), 4.3), squeeze=False)
-    for ax, split in zip(axes[0], splits):
-        for method, (label, marker, ls) in STYLE.items():
-            pts = sorted((p for p in points if p.method == method and split in p.wer), key=lambda p: p.size_bytes[fmt])
-            if not pts:
-                continue
-            xs = [p.size_bytes[fmt] / 1e6 for p in pts]
-            ax.plot(xs, [p.wer[split] for p in pts], marker=marker, ls=ls or "none", label=label,
-                    markersize=9 if method == "dense" else 6)
-        ax.set_xlabel(f"model size, {fmt} (MB)")
-        ax.set_ylabel(f"WER {split} (greedy, streaming)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, 1, len(splits), figsize=(5.5 * len(splits), 4.3), squeeze=False) as (fig, axes):
+        for ax, split in zip(axes[0], splits):
+            for method, (label, marker, ls) in STYLE.items():
+                pts = sorted((p for p in points if p.method == method and split in p.wer), key=lambda p: p.size_bytes[fmt])
+                if not pts:
+                    continue
+                xs = [p.size_bytes[fmt] / 1e6 for p in pts]
+                ax.plot(xs, [p.wer[split] for p in pts], marker=marker, ls=ls or "none", label=label,
+                        markersize=9 if method == "dense" else 6)
+            ax.set_xlabel(f"model size, {fmt} (MB)")
+            ax.set_ylabel(f"WER {split} (greedy, streaming)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        if title:
+            fig.suptitle(title)
 
 
 def _fmt_wer(x: Optional[float]) -> str:
