@@ -11,9 +11,10 @@ submodule does not add an edge to its parent packages' ``__init__``.
 Layers, low to high (a module belongs to the layer of its top-level package or module)::
 
     io        the package root (``__version__``), ``errors`` and the ``io`` package: atomic and
-              checksummed writes (``io.atomic``), the checkpoint directory (``io.checkpoint``), the
-              export directory's on-disk format (``io.export_dir``); what every layer may use. It
-              imports only the standard library, numpy, torch and safetensors besides (checked below).
+              checksummed writes (``io.atomic``), JSON files that must hold an object (``io.json_file``),
+              the checkpoint directory (``io.checkpoint``), the export directory's on-disk format
+              (``io.export_dir``); what every layer may use. It imports only the standard library,
+              numpy, torch and safetensors besides (checked below).
               The artefact file format stays with its writer in ``export.format`` (it needs the masks)
     utils     ``utils.provenance`` (git commit / machine records, on ``io.atomic``), ``utils.faults``
     config
