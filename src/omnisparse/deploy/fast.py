@@ -16,12 +16,12 @@ How a kind is chosen (:func:`optimize_for_cpu` with ``measure=True``): one strea
 (``Encoder.infer`` on two chunks, greedy decoding of the result) records the input each Linear really
 receives at batch 1 (``C`` or ``C + R`` frames for encoder Linears, one row for the predictor and the
 joiner step); each candidate kind is built, checked against the dense output, and timed on that input
-on ``threads`` threads (:mod:`omnisparse.deploy.timing`). ``cache="cold"`` (default) reads a buffer as large as the whole model before
-every timed call (in a streaming step every other weight is touched between two uses of a layer's
-weights) and takes the median of ``repeats + 2`` single calls; ``cache="hot"`` times ``inner``
-back-to-back calls, ``repeats`` times. A non-dense kind is chosen only when it beats dense by more
-than ``margin`` (relative). Kinds that torch cannot run for a shape (e.g. BSR when no block size
-divides it) are skipped and recorded with the reason. The plan also holds the time of one whole
+on ``threads`` threads (:mod:`omnisparse.deploy.timing`). ``cache="cold"`` (default) reads a buffer
+as large as the whole model before every timed call (in a streaming step every other weight is
+touched between two uses of a layer's weights) and takes the median of ``repeats + 2`` single calls;
+``cache="hot"`` times ``inner`` back-to-back calls, ``repeats`` times. A non-dense kind is chosen
+only when it beats dense by more than ``margin`` (relative). Kinds that torch cannot run for a shape
+(e.g. BSR when no block size divides it) are skipped and recorded with the reason. The plan also holds the time of one whole
 streaming encoder step before and after (``encoder_step_us``), the check that per-layer choices add
 up. It is plain JSON (:func:`save_plan` / :func:`load_plan`) and can be re-applied without timing
 (``optimize_for_cpu(model, plan=...)``), as long as the weights are the same sub-network.

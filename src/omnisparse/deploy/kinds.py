@@ -31,7 +31,7 @@ FP32_KINDS = ("dense", "sparse-csr", "sparse-bsr", "row-compact")
 INT8_KINDS = ("int8", "row-compact-int8")
 KINDS = FP32_KINDS + INT8_KINDS
 BSR_BLOCKS = (8, 4, 2)
-INT8_DTYPE_KINDS = ("int8", "row-compact-int8", "sparse-csr", "sparse-bsr")  # candidates of dtype="int8" (fast, search.latency)
+INT8_DTYPE_KINDS = ("int8", "row-compact-int8", "sparse-csr", "sparse-bsr")  # candidates of dtype="int8"
 
 
 class RowCompactLinear(nn.Module):
