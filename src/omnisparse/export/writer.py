@@ -78,9 +78,10 @@ def check_config_genes(config: Mapping[str, float], genes) -> dict[str, float]:
 def write_artefact(path: str | os.PathLike, model: nn.Module, config: Mapping[str, float], fmt: str,
                    spec: MaskSpec) -> int:
     """Write sub-network ``config`` (``{gene: sparsity}``) of ``model`` to ``path`` in ``fmt``; returns the
-    number of bytes written (= :func:`artefact_size`). Masks are derived from the model's current weights
-    (:class:`MaskBank` over every gene; masks currently set on the model are ignored and left as they
-    are), so a config plus weights fully determines the file. Atomic: temporary file + fsync + rename."""
+    number of bytes written (= :func:`~omnisparse.export.format.artefact_size`). Masks are derived from the
+    model's current weights (:class:`MaskBank` over every gene; masks currently set on the model are
+    ignored and left as they are), so a config plus weights fully determines the file. Atomic:
+    temporary file + fsync + rename."""
     check_format(fmt)
     groups = model.prunable_groups()
     config = check_config_genes(config, groups)

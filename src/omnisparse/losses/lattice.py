@@ -112,7 +112,8 @@ class _JointLogProbs(torch.autograd.Function):
 def joint_logprobs(logits: Tensor, targets: Tensor, blank: int = 0) -> tuple[Tensor, Tensor]:
     """``log p(blank)`` ``(B,T,U+1)`` and ``log p(next label)`` ``(B,T,U)`` from full logits.
 
-    ``targets`` must hold valid indices everywhere (see :func:`rnnt_loss`, which replaces padding).
+    ``targets`` must hold valid indices everywhere (see :func:`~omnisparse.losses.rnnt.rnnt_loss`, which
+    replaces padding).
     """
     B, T, U1, _ = logits.shape
     targets = targets.to(torch.long)[:, None, : U1 - 1].expand(B, T, U1 - 1).contiguous()
