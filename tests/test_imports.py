@@ -11,10 +11,11 @@ submodule does not add an edge to its parent packages' ``__init__``.
 Layers, low to high (a module belongs to the layer of its top-level package or module)::
 
     io        the package root (``__version__``), ``errors`` and the ``io`` package: atomic and
-              checksummed writes (``io.atomic``), the checkpoint directory (``io.checkpoint``), the
-              export directory's on-disk format (``io.export_dir``); what every layer may use. It
-              imports only the standard library, numpy, torch and safetensors besides (checked below).
-              The artefact file format stays with its writer in ``export.format`` (it needs the masks)
+              checksummed writes (``io.atomic``), JSON files that must hold an object (``io.json_file``),
+              the checkpoint directory (``io.checkpoint``), the export directory's on-disk format
+              (``io.export_dir``); what every layer may use. It imports only the standard library,
+              numpy, torch and safetensors besides (checked below).
+              The artefact file format stays in ``export`` with its writer and reader (they need the masks)
     utils     ``utils.provenance`` (git commit / machine records, on ``io.atomic``), ``utils.faults``
     config
     data      corpus, features, tokenizer, batching, the split manifests (``data.splits``)
@@ -23,7 +24,8 @@ Layers, low to high (a module belongs to the layer of its top-level package or m
     sparsity  masks, the search space, schedules
     decoding
     train
-    export    the artefact file format (``export.format``) and exported model directories
+    export    the artefact file format (layout and sizes ``export.format``, ``export.writer``,
+              ``export.reader``) and exported model directories
     deploy
     search
     report
@@ -41,7 +43,7 @@ export/deploy -> report -> CLI, with three changes that real dependencies force:
   (``export.format.ArtefactPricing``) and times them with the deploy CPU kernels (``search.latency``);
   neither of them needs the search.
 
-``LAYERING_DEBTS`` lists the upward edges that remain, one line of reason each: both come from
+``LAYERING_DEBTS`` lists the upward edges that remain, one line of reason each: all come from
 decoding's application modules (``loading``: open any run, checkpoint or export directory;
 ``transcribe``), which read what export writes and run what deploy optimises, and belong above
 export / deploy, but share the package with the inference code train validates with. Any other
@@ -75,10 +77,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 
 LAYERING_DEBTS: dict[tuple[str, str], str] = {
-    ("omnisparse.decoding.loading", "omnisparse.export.format"):
+    ("omnisparse.decoding.loading", "omnisparse.export.reader"):
         "load_model also opens exported sub-networks: their model.safetensors is the sparse artefact, read "
-        "with export.format.read_artefact (it needs sparsity.masks, so it cannot live in io); export.subnet "
+        "with export.reader.read_artefact (it needs sparsity.masks, so it cannot live in io); export.subnet "
         "loads its run with load_model",
+    ("omnisparse.decoding.loading", "omnisparse.export.format"):
+        "the same reading of an export: export.format.EXCLUDED_PREFIXES names the training-only heads an "
+        "artefact leaves out, the missing keys load_model accepts",
     ("omnisparse.decoding.transcribe", "omnisparse.deploy.fast"):
         "omnisparse transcribe --fast runs the deploy CPU kernels (optimize_for_cpu: the fast inference path "
         "itself, not a timing helper), which decode with decoding.greedy",

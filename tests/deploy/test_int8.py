@@ -10,7 +10,8 @@ import torch
 
 from omnisparse.cli import main as cli_main
 from omnisparse.decoding.loading import load_model
-from omnisparse.deploy.fast import INT8_DTYPE_KINDS, load_plan, optimize_for_cpu, save_plan
+from omnisparse.deploy.fast import load_plan, optimize_for_cpu, save_plan
+from omnisparse.deploy.kinds import INT8_DTYPE_KINDS
 
 from .test_fast import INT8_CER, INT8_ENC_TOL, stream_outputs, transcripts
 

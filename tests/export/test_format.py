@@ -13,7 +13,9 @@ import torch
 from safetensors import safe_open
 
 from omnisparse.config import model_config_from_dict
-from omnisparse.export.format import FORMATS, ArtefactPricing, read_artefact, write_artefact
+from omnisparse.export.format import FORMATS, ArtefactPricing
+from omnisparse.export.reader import read_artefact
+from omnisparse.export.writer import write_artefact
 from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec
 from omnisparse.sparsity.space import SearchSpace

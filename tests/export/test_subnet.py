@@ -275,9 +275,9 @@ def test_corrupt_or_incomplete_exports_fail_in_one_line(export_dir, wav, tmp_pat
 
 
 def test_only_the_ctc_head_may_be_missing(export_dir, monkeypatch):
-    import omnisparse.export.format as fmt_mod
+    import omnisparse.export.reader as reader_mod
 
-    real = fmt_mod.read_artefact
+    real = reader_mod.read_artefact
 
     def dropping(path):
         mc, config, fmt, spec, state = real(path)
@@ -289,13 +289,13 @@ def test_only_the_ctc_head_may_be_missing(export_dir, monkeypatch):
         state["encoder.extra.weight"] = torch.zeros(2)
         return mc, config, fmt, spec, state
 
-    monkeypatch.setattr(fmt_mod, "read_artefact", dropping)
+    monkeypatch.setattr(reader_mod, "read_artefact", dropping)
     with pytest.raises(CheckpointError, match="missing \\['encoder"):
         load_model(export_dir)
-    monkeypatch.setattr(fmt_mod, "read_artefact", adding)
+    monkeypatch.setattr(reader_mod, "read_artefact", adding)
     with pytest.raises(CheckpointError, match="unexpected \\['encoder.extra.weight'\\]"):
         load_model(export_dir)
-    monkeypatch.setattr(fmt_mod, "read_artefact", real)
+    monkeypatch.setattr(reader_mod, "read_artefact", real)
     lm = load_model(export_dir)
     if lm.model.ctc_head is not None:  # the head is never exported; decoding never uses it
         assert lm.model.config.ctc_weight > 0

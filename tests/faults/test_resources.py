@@ -14,7 +14,8 @@ from omnisparse.config import load_config
 from omnisparse.errors import CheckpointWriteError, OutOfMemoryStop
 from omnisparse.io import checkpoint as ck
 from omnisparse.train.registry import train
-from omnisparse.train.trainer import Trainer, is_out_of_memory, split_batch
+from omnisparse.train.recovery import is_out_of_memory, split_batch
+from omnisparse.train.trainer import Trainer
 from omnisparse.utils.faults import disk_full, weights_equal
 
 

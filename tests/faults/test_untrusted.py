@@ -194,7 +194,7 @@ def test_export_of_another_layout_version_is_refused(dense_export, tmp_path, cap
 
 def test_export_artefact_of_another_model_config_is_named(dense_export, tiny_run, tmp_path):
     """An artefact written for another model (d_model 48) put into the export, checksums updated."""
-    from omnisparse.export.format import write_artefact
+    from omnisparse.export.writer import write_artefact
     from omnisparse.models.transducer import Transducer
     from omnisparse.sparsity.masks import MaskSpec
 

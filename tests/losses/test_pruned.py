@@ -19,7 +19,9 @@ from omnisparse.losses.pruned import (
     rnnt_loss_simple,
     simple_logprobs,
 )
-from omnisparse.losses.rnnt import _prepare_targets, rnnt_loss, rnnt_loss_from_joiner, rnnt_loss_from_logprobs
+from omnisparse.losses.lattice import _prepare_targets
+from omnisparse.losses.recursion import rnnt_loss_from_logprobs
+from omnisparse.losses.rnnt import rnnt_loss, rnnt_loss_from_joiner
 
 from .test_rnnt import brute_force_batch, repad
 

@@ -10,14 +10,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from omnisparse.losses.rnnt import (
-    fused_chunk_bytes,
-    joint_bytes,
-    joint_logprobs,
-    rnnt_loss,
-    rnnt_loss_from_joiner,
-    rnnt_loss_from_logprobs,
-)
+from omnisparse.losses.lattice import joint_logprobs
+from omnisparse.losses.recursion import rnnt_loss_from_logprobs
+from omnisparse.losses.rnnt import fused_chunk_bytes, joint_bytes, rnnt_loss, rnnt_loss_from_joiner
 
 F64 = torch.float64
 RECURSIONS = ["alphabeta", "time", "diagonal"]

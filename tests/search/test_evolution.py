@@ -12,7 +12,8 @@ import pytest
 from omnisparse.config import load_config
 from omnisparse.export.format import ArtefactPricing
 from omnisparse.models.transducer import Transducer
-from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings, _rng_from_json, _rng_to_json
+from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
+from omnisparse.search.state import _rng_from_json, _rng_to_json
 from omnisparse.sparsity.space import SearchSpace
 
 FMT = "int8-sparse"

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from omnisparse.export.format import FORMATS, ArtefactPricing, write_artefact
+from omnisparse.export.format import FORMATS, ArtefactPricing
+from omnisparse.export.writer import write_artefact
 from omnisparse.models.layers import PrunableLinear
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec, kept_count
 from omnisparse.sparsity.space import SearchSpace, parse_subnet

@@ -70,7 +70,7 @@ def test_non_finite_loss_skipped_then_stops(tiny_corpus, tmp_path, monkeypatch):
     out = train(cfg)
     assert out["step"] == 6 and out["cost"]["skipped_batches"] == 1
 
-    from omnisparse.train.trainer import NonFiniteLossError
+    from omnisparse.errors import NonFiniteLossError
 
     monkeypatch.setattr(Trainer, "forward_backward", lambda self, b, m: (float("nan"), {}))
     with pytest.raises(NonFiniteLossError, match="3 non-finite"):

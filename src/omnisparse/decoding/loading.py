@@ -69,7 +69,8 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     Only the CTC head may be missing from ``model.safetensors`` (it is never exported; it stays at its
     random init and is unused by decoding); any other missing or unexpected tensor, a shape mismatch,
     a corrupt file or a missing file is a one-line CheckpointError."""
-    from omnisparse.export.format import EXCLUDED_PREFIXES, read_artefact  # EXCLUDED_PREFIXES: never exported
+    from omnisparse.export.format import EXCLUDED_PREFIXES  # never exported
+    from omnisparse.export.reader import read_artefact
 
     path = Path(path)
     meta = read_export_meta(path)

@@ -1,20 +1,10 @@
 """Fast CPU execution of a (sparse) sub-network in PyTorch: one execution kind per Linear, chosen by timing.
 
 Every :class:`PrunableLinear` of a model (an exported sub-network loaded with ``load_model``: pruned
-weights are exact zeros; or any Transducer, masks baked in) is replaced by one of these modules:
-
-``dense``            ``nn.Linear`` with the masked weight (the reference).
-``sparse-csr``       weight as a torch sparse CSR tensor, ``F.linear`` on it (pays off only at high
-                     unstructured sparsity on CPU: from ~70-80 % on, measured here).
-``sparse-bsr``       weight as a sparse BSR tensor of ``b x b`` blocks, ``b`` the largest of 8, 4, 2
-                     dividing both dimensions (for ``block`` pruning).
-``row-compact``      :class:`RowCompactLinear`: only the nonzero rows of the weight are multiplied; the
-                     outputs of all-zero rows are their bias (a constant), put back in place with one
-                     ``cat`` + ``index_select``. Available when the weight has all-zero rows (``row``
-                     pruning, or any matrix that happens to have them).
-``int8``             ``torch.ao.quantization.quantize_dynamic`` of the dense Linear (int8 weights per
-                     tensor, activations quantised on the fly per call): not exact (see below).
-``row-compact-int8`` the compacted Linear of ``row-compact``, quantised the same way.
+weights are exact zeros; or any Transducer, masks baked in) is replaced by the module of one execution
+kind of :mod:`omnisparse.deploy.kinds`: ``dense`` (the reference), ``sparse-csr``, ``sparse-bsr``,
+``row-compact`` (only the nonzero rows are multiplied), ``int8`` or ``row-compact-int8`` (dynamic
+quantisation: not exact, see below).
 
 Feed-forward shrinking (``ffn_shrink=True``, exact, structural, applied before the choice): in a
 :class:`FeedForward`, a pruned row ``j`` of ``w1`` makes hidden unit ``j`` the constant
@@ -26,12 +16,12 @@ How a kind is chosen (:func:`optimize_for_cpu` with ``measure=True``): one strea
 (``Encoder.infer`` on two chunks, greedy decoding of the result) records the input each Linear really
 receives at batch 1 (``C`` or ``C + R`` frames for encoder Linears, one row for the predictor and the
 joiner step); each candidate kind is built, checked against the dense output, and timed on that input
-on ``threads`` threads. ``cache="cold"`` (default) reads a buffer as large as the whole model before
-every timed call (in a streaming step every other weight is touched between two uses of a layer's
-weights) and takes the median of ``repeats + 2`` single calls; ``cache="hot"`` times ``inner``
-back-to-back calls, ``repeats`` times. A non-dense kind is chosen only when it beats dense by more
-than ``margin`` (relative). Kinds that torch cannot run for a shape (e.g. BSR when no block size
-divides it) are skipped and recorded with the reason. The plan also holds the time of one whole
+on ``threads`` threads (:mod:`omnisparse.deploy.timing`). ``cache="cold"`` (default) reads a buffer
+as large as the whole model before every timed call (in a streaming step every other weight is
+touched between two uses of a layer's weights) and takes the median of ``repeats + 2`` single calls;
+``cache="hot"`` times ``inner`` back-to-back calls, ``repeats`` times. A non-dense kind is chosen
+only when it beats dense by more than ``margin`` (relative). Kinds that torch cannot run for a shape
+(e.g. BSR when no block size divides it) are skipped and recorded with the reason. The plan also holds the time of one whole
 streaming encoder step before and after (``encoder_step_us``), the check that per-layer choices add
 up. It is plain JSON (:func:`save_plan` / :func:`load_plan`) and can be re-applied without timing
 (``optimize_for_cpu(model, plan=...)``), as long as the weights are the same sub-network.
@@ -70,16 +60,15 @@ import copy
 import json
 import math
 import os
-import statistics
-import time
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omnisparse.deploy.kinds import FP32_KINDS, INT8_DTYPE_KINDS, INT8_KINDS, KINDS, bsr_block, build_kind
+from omnisparse.deploy.timing import flush_buffer, time_call, time_encoder_step
 from omnisparse.io.atomic import atomic_write_text
 from omnisparse.models.encoder import FeedForward
 from omnisparse.models.layers import PrunableLinear
@@ -87,141 +76,6 @@ from omnisparse.models.layers import PrunableLinear
 PLAN_KIND = "omnisparse-cpu-plan"
 PLAN_VERSION = 1
 DTYPES = ("fp32", "int8")
-FP32_KINDS = ("dense", "sparse-csr", "sparse-bsr", "row-compact")
-INT8_KINDS = ("int8", "row-compact-int8")
-KINDS = FP32_KINDS + INT8_KINDS
-BSR_BLOCKS = (8, 4, 2)
-INT8_DTYPE_KINDS = ("int8", "row-compact-int8", "sparse-csr", "sparse-bsr")  # candidates of dtype="int8"
-
-
-# ---------------------------------------------------------------------------------------------- modules
-class RowCompactLinear(nn.Module):
-    """``(..., in) -> (..., out)`` computing only the ``k`` nonzero rows of a weight ``(out, in)``.
-
-    ``inner``: ``nn.Linear(in, k)`` (or its dynamically quantised counterpart) holding the kept rows and
-    their biases; ``pruned_bias (out - k,)``: the outputs of the all-zero rows; ``perm (out,)``: position
-    of every output in ``cat([inner(x), pruned_bias])``; ``kept (k,)``: the kept rows. Eager mode writes
-    ``inner(x)`` into a copy of the full bias with ``index_copy_`` (cheapest measured); under ONNX export
-    it is ``cat`` + ``index_select`` (Concat + Gather)."""
-
-    def __init__(self, weight: Tensor, bias: Optional[Tensor]):
-        super().__init__()
-        out_f, in_f = weight.shape
-        zero = (weight == 0).all(dim=1)
-        kept = (~zero).nonzero().flatten()
-        pruned = zero.nonzero().flatten()
-        b = bias if bias is not None else weight.new_zeros(out_f)
-        self.in_features, self.out_features = in_f, out_f
-        self.inner = nn.Linear(in_f, kept.numel())
-        with torch.no_grad():
-            self.inner.weight.copy_(weight[kept])
-            self.inner.bias.copy_(b[kept])
-        self.register_buffer("pruned_bias", b[pruned].detach().clone())
-        self.register_buffer("full_bias", b.detach().clone())
-        self.register_buffer("kept", kept)
-        self.register_buffer("perm", torch.argsort(torch.cat([kept, pruned])))
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.inner(x)
-        p = self.pruned_bias.numel()
-        if p == 0:
-            return y
-        if torch.onnx.is_in_onnx_export():
-            y = torch.cat([y, self.pruned_bias.expand(*y.shape[:-1], p)], dim=-1)
-            return y.index_select(-1, self.perm)
-        out = self.full_bias.expand(*y.shape[:-1], self.out_features).clone()
-        return out.index_copy_(-1, self.kept, y)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, kept={self.inner.out_features}"
-
-
-class SparseLinear(nn.Module):
-    """``(..., in) -> (..., out)`` with the weight as a torch sparse CSR or BSR tensor (``layout``
-    ``"csr"`` / ``"bsr"``, ``block`` the BSR block side)."""
-
-    def __init__(self, weight: Tensor, bias: Optional[Tensor], layout: str, block: int = 0):
-        super().__init__()
-        self.out_features, self.in_features = weight.shape
-        self.layout, self.block = layout, block
-        w = weight.detach().clone()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            sw = w.to_sparse_csr() if layout == "csr" else w.to_sparse_bsr((block, block))
-        self.register_buffer("weight", sw)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-1]
-        y = F.linear(x.reshape(-1, self.in_features), self.weight, self.bias)
-        return y.reshape(*lead, self.out_features)
-
-    def extra_repr(self) -> str:
-        nnz = int(self.weight.values().count_nonzero())
-        return (f"in_features={self.in_features}, out_features={self.out_features}, layout={self.layout}"
-                + (f", block={self.block}" if self.layout == "bsr" else "") + f", nnz={nnz}")
-
-
-def _dense(weight: Tensor, bias: Optional[Tensor]) -> nn.Linear:
-    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        lin.weight.copy_(weight)
-        if bias is not None:
-            lin.bias.copy_(bias)
-    return lin.eval()
-
-
-def _quantise(module: nn.Module) -> nn.Module:
-    """``module`` with every ``nn.Linear`` in it replaced by torch's dynamic int8 Linear."""
-    from torch.ao.quantization import quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        if isinstance(module, nn.Linear):
-            return quantize_dynamic(nn.Sequential(module), {nn.Linear}, dtype=torch.qint8)[0]
-        return quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8)
-
-
-def bsr_block(shape: Sequence[int]) -> int:
-    """The BSR block side for a weight of ``shape``: the largest of :data:`BSR_BLOCKS` dividing both
-    dimensions, 0 when none does."""
-    return next((b for b in BSR_BLOCKS if shape[0] % b == 0 and shape[1] % b == 0), 0)
-
-
-def build_kind(kind: str, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
-    """The module executing ``kind`` for ``weight (out, in)``, ``bias (out,)`` (float32, CPU), after
-    one probe call on a ``(1, in)`` input. ValueError when the kind does not apply (no zero rows for
-    row-compact, no block size for BSR); RuntimeError / NotImplementedError when torch cannot run it."""
-    module = _build_kind(kind, weight, bias)
-    with torch.no_grad():
-        y = module(torch.zeros(1, weight.shape[1]))
-    if tuple(y.shape) != (1, weight.shape[0]):
-        raise RuntimeError(f"{kind}: output shape {tuple(y.shape)}, expected {(1, weight.shape[0])}")
-    return module
-
-
-def _build_kind(kind: str, weight: Tensor, bias: Optional[Tensor]) -> nn.Module:
-    weight = weight.detach().float().cpu()
-    bias = None if bias is None else bias.detach().float().cpu()
-    if kind == "dense":
-        return _dense(weight, bias)
-    if kind == "sparse-csr":
-        return SparseLinear(weight, bias, "csr")
-    if kind == "sparse-bsr":
-        b = bsr_block(weight.shape)
-        if not b:
-            raise ValueError(f"no BSR block size in {BSR_BLOCKS} divides {tuple(weight.shape)}")
-        return SparseLinear(weight, bias, "bsr", b)
-    if kind in ("row-compact", "row-compact-int8"):
-        if not bool((weight == 0).all(dim=1).any()):
-            raise ValueError("no all-zero rows to drop")
-        m = RowCompactLinear(weight, bias)
-        if kind == "row-compact-int8":
-            m.inner = _quantise(m.inner)
-        return m
-    if kind == "int8":
-        return _quantise(_dense(weight, bias))
-    raise ValueError(f"unknown execution kind {kind!r}; expected one of {KINDS}")
 
 
 # ---------------------------------------------------------------------------------------------- model surgery
@@ -297,38 +151,6 @@ def capture_inputs(model: nn.Module) -> dict[str, Tensor]:
         for h in handles:
             h.remove()
     return seen
-
-
-def time_call(fn: Callable[[Tensor], Any], x: Tensor, repeats: int = 5, inner: int = 10,
-              flush: Optional[Tensor] = None) -> float:
-    """Microseconds per call ``fn(x)``, without autograd, after two warm-up calls. Without ``flush``:
-    median over ``repeats`` of the mean of ``inner`` back-to-back calls (weights stay in cache).
-    With ``flush`` (a buffer read before every timed call, evicting what the rest of a model would):
-    median of ``repeats + 2`` single calls."""
-    with torch.no_grad():
-        fn(x)
-        fn(x)
-        times = []
-        if flush is not None:
-            for _ in range(repeats + 2):
-                flush.sum()
-                t0 = time.perf_counter()
-                fn(x)
-                times.append((time.perf_counter() - t0) * 1e6)
-        else:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                for _ in range(inner):
-                    fn(x)
-                times.append((time.perf_counter() - t0) / inner * 1e6)
-    return float(statistics.median(times))
-
-
-def flush_buffer(model: nn.Module) -> Tensor:
-    """A float32 buffer as large as all of ``model``'s parameters and buffers (at least 256 KiB): reading
-    it between two calls of one layer stands for the rest of a streaming step touching its weights."""
-    nbytes = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-    return torch.ones(max(nbytes, 1 << 18) // 4)
 
 
 def _candidate_kinds(kinds: Optional[Sequence[str]], int8: bool) -> list[str]:
@@ -434,25 +256,6 @@ def optimize_for_cpu(model: nn.Module, plan: Mapping[str, Any] | str | os.PathLi
         out_plan["encoder_step_us"] = {"unoptimised": round(step_before, 3),
                                        "optimised": round(time_encoder_step(model, threads, repeats, inner), 3)}
     return model, out_plan
-
-
-def time_encoder_step(model: nn.Module, threads: int = 1, repeats: int = 5, inner: int = 10) -> float:
-    """Microseconds of one steady-state streaming encoder step at batch 1 (``Encoder.infer`` on one
-    chunk of ``chunk_size * subsampling`` fbank frames, from a state primed with the first chunk and
-    its look-ahead), on ``threads`` threads; median as in :func:`time_call`."""
-    enc = model.encoder
-    g = torch.Generator().manual_seed(0)
-    first = (enc.chunk_size + enc.lookahead) * enc.subsampling_factor
-    feats = torch.randn(1, first + enc.frames_per_chunk, enc.subsampling.feat_dim, generator=g)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            _, state = model.infer(feats[:, :first], model.init_stream_state(1))
-        chunk = feats[:, first:]
-        return time_call(lambda x: model.infer(x, state), chunk, repeats, inner)
-    finally:
-        torch.set_num_threads(saved)
 
 
 def _choose_by_timing(w: Tensor, b: Optional[Tensor], x: Optional[Tensor], allowed: Sequence[str],

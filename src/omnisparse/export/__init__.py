@@ -1,9 +1,12 @@
-"""Export of (sparse) sub-networks: the safetensors-compatible artefact (:mod:`.format`, with the
-:class:`~.format.ArtefactPricing` a search space prices configs with) and standalone model
-directories (:mod:`.subnet`, imported on first use: it loads the run it exports with
-``omnisparse.decoding.loading``, which opens exports with :mod:`.format`)."""
+"""Export of (sparse) sub-networks: the safetensors-compatible artefact (its layout and sizes in
+:mod:`.format`, with the :class:`~.format.ArtefactPricing` a search space prices configs with; its
+writer :mod:`.writer` and reader :mod:`.reader`) and standalone model directories (:mod:`.subnet`,
+imported on first use: it loads the run it exports with ``omnisparse.decoding.loading``, which opens
+exports with :mod:`.reader`)."""
 
-from .format import FORMATS, ArtefactPricing, artefact_size, read_artefact, write_artefact
+from .format import FORMATS, ArtefactPricing, artefact_size
+from .reader import read_artefact
+from .writer import write_artefact
 
 __all__ = ["FORMATS", "ArtefactPricing", "artefact_size", "read_artefact", "write_artefact", "export_subnet",
            "ExportResult"]

@@ -18,8 +18,9 @@ Tensors (everything little-endian):
   loss's ``simple_joint.*``); entries that are not prunable weights are stored dense under their
   ``state_dict`` name, floating point ones as F32;
 * the weight ``W`` (name ``<module>.weight``, shape ``(out, in)``) of every PrunableLinear of the
-  model, masked at its gene's sparsity (``config.get(gene, 0.0)``; masks from :class:`MaskBank`, i.e.
-  from the weights' current magnitudes), stored according to ``fmt``:
+  model, masked at its gene's sparsity (``config.get(gene, 0.0)``; masks from
+  :class:`~omnisparse.sparsity.masks.MaskBank`, i.e. from the weights' current magnitudes), stored
+  according to ``fmt``:
 
   ``fp32-dense``  ``W`` F32 ``(out, in)``: the masked weight; size independent of sparsity (the
                   reference point).
@@ -48,8 +49,11 @@ Tensors (everything little-endian):
   dtype (e.g. unstructured with I16 indices: ``3 nnz + 4 (out+1) < out in`` for int8,
   ``6 nnz + 4 (out+1) < 4 out in`` for fp32).
 
-The size of a file is computed without writing it by :func:`artefact_size`, from the same layout
-function (:func:`artefact_tensors` + :func:`encode_header`) as the writer uses.
+This module is the layout: which tensors a file holds, with their dtypes and shapes
+(:func:`artefact_tensors`, :func:`matrix_tensors`), its metadata and header (:func:`encode_header`),
+and the size of a file computed without writing it (:func:`artefact_size`, :class:`ArtefactPricing`).
+The writer (:func:`omnisparse.export.writer.write_artefact`) lays its file out with the same functions;
+the reader (:func:`omnisparse.export.reader.read_artefact`) checks a file against them.
 """
 
 from __future__ import annotations
@@ -57,18 +61,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import struct
 from functools import lru_cache
-from pathlib import Path
 from typing import Mapping, NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from omnisparse.io.atomic import atomic_writer
-from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_count, n_units, unit_grid
+from omnisparse.sparsity.masks import MaskSpec, kept_count, n_units, unit_grid
 
 FORMATS = ("fp32-dense", "fp32-sparse", "int8-sparse")
 FORMAT_VERSION = "2"
@@ -255,7 +254,8 @@ def _encode_header(tensors: Sequence[TensorSpec], metadata: Mapping[str, str]) -
 
 def artefact_size(params: Sequence[ParamInfo], config: Mapping[str, float], fmt: str, spec: MaskSpec,
                   model_config: str) -> int:
-    """Exact size in bytes of the file :func:`write_artefact` writes for these inputs."""
+    """Exact size in bytes of the file :func:`~omnisparse.export.writer.write_artefact` writes for these
+    inputs."""
     tensors = artefact_tensors(params, config, check_format(fmt), spec)
     header, data_bytes = _encode_header(tensors, artefact_metadata(params, config, fmt, spec, model_config))
     return 8 + len(header) + data_bytes
@@ -283,286 +283,6 @@ class ArtefactPricing:
         return check_format(fmt)
 
     def size_bytes(self, config: Mapping[str, float], fmt: str, spec: MaskSpec) -> int:
-        """Exact size of the file :func:`write_artefact` writes for ``config`` (validated by the space)."""
+        """Exact size of the file :func:`~omnisparse.export.writer.write_artefact` writes for ``config``
+        (validated by the space)."""
         return artefact_size(self.params, config, fmt, spec, self.model_config)
-
-
-# ---------------------------------------------------------------------------------------------- writing
-def _quantise_rows(w: Tensor) -> tuple[Tensor, Tensor]:
-    """``w (out, in)`` float32 -> ``(q int8 (out, in), scale float32 (out,))``, symmetric per row."""
-    scale = w.abs().amax(dim=1) / 127.0
-    q = torch.round(w / torch.where(scale > 0, scale, torch.ones_like(scale))[:, None]).clamp_(-127, 127)
-    return q.to(torch.int8), scale
-
-
-def _encode_matrix(name: str, w: Tensor, units: Tensor, fmt: str, spec: MaskSpec,
-                   layout: Sequence[TensorSpec]) -> dict[str, Tensor]:
-    """Tensors of one masked weight ``w (out, in)`` (float32, CPU) with kept-unit mask ``units``, in
-    ``layout`` (its :func:`matrix_tensors`, which chose dense or sparse)."""
-    out: dict[str, Tensor] = {}
-    if fmt == "int8-sparse":
-        vals, out[f"{name}.scale"] = _quantise_rows(w)
-    else:
-        vals = w
-    dense_name = _dense_layout(name, tuple(w.shape), fmt)[0].name
-    if dense_name in {t.name for t in layout}:
-        out[dense_name] = vals
-    elif spec.granularity == "unstructured":
-        idx = units.nonzero()
-        out[f"{name}.values"] = vals[units]
-        out[f"{name}.col_idx"] = idx[:, 1]
-        out[f"{name}.row_ptr"] = torch.cat([units.new_zeros(1, dtype=torch.int64), units.sum(1).cumsum(0)])
-    elif spec.granularity == "block":
-        b = spec.block
-        rows, cols = units.shape
-        padded = torch.nn.functional.pad(vals, (0, cols * b - w.shape[1], 0, rows * b - w.shape[0]))
-        tiles = padded.reshape(rows, b, cols, b).permute(0, 2, 1, 3)
-        out[f"{name}.values"] = tiles[units]
-        out[f"{name}.col_idx"] = units.nonzero()[:, 1]
-        out[f"{name}.row_ptr"] = torch.cat([units.new_zeros(1, dtype=torch.int64), units.sum(1).cumsum(0)])
-    else:
-        kept = units.nonzero()[:, 0]
-        out[f"{name}.values"] = vals[kept]
-        out[f"{name}.rows"] = kept
-    return out
-
-
-def _to_bytes(t: Tensor, dtype: str) -> bytes:
-    np_dtype, torch_dtype, _ = _DTYPES[dtype]
-    return t.detach().to(device="cpu", dtype=torch_dtype).contiguous().numpy().astype(np_dtype, copy=False).tobytes()
-
-
-def check_config_genes(config: Mapping[str, float], genes) -> dict[str, float]:
-    """``config`` as ``{gene: float}``: ValueError for a gene not in ``genes`` or a sparsity outside [0, 1)."""
-    if not isinstance(config, Mapping):
-        raise ValueError(f"a sub-network config must be a mapping gene -> sparsity, got {type(config).__name__}")
-    unknown = [g for g in config if g not in genes]
-    if unknown:
-        raise ValueError(f"unknown gene(s) {unknown} in config; known genes: {list(genes)}")
-    return {g: check_sparsity(s, f"sparsity of gene {g}") for g, s in config.items()}
-
-
-def write_artefact(path: str | os.PathLike, model: nn.Module, config: Mapping[str, float], fmt: str,
-                   spec: MaskSpec) -> int:
-    """Write sub-network ``config`` (``{gene: sparsity}``) of ``model`` to ``path`` in ``fmt``; returns the
-    number of bytes written (= :func:`artefact_size`). Masks are derived from the model's current weights
-    (:class:`MaskBank` over every gene; masks currently set on the model are ignored and left as they
-    are), so a config plus weights fully determines the file. Atomic: temporary file + fsync + rename."""
-    check_format(fmt)
-    groups = model.prunable_groups()
-    config = check_config_genes(config, groups)
-    params = describe_model(model)
-    tensors = artefact_tensors(params, config, fmt, spec)
-    header = encode_header(tensors, artefact_metadata(params, config, fmt, spec, model_config_json(model)))
-    expected = {t.name: t for t in tensors}
-
-    bank = MaskBank(model, spec)
-    bank.refresh()
-    state = model.state_dict()
-    data: dict[str, Tensor] = {}
-    with torch.no_grad():
-        for p in params:
-            t = state[p.name]
-            if p.gene is None:
-                data[p.name] = t
-                continue
-            module = p.name[: -len(".weight")]
-            ranking = bank.ranking(module)
-            s = config.get(p.gene, 0.0)
-            w = (t.detach().float() * ranking.mask(s).float()).cpu()
-            layout = matrix_tensors(p.name, p.shape, s, fmt, spec)
-            data.update(_encode_matrix(p.name, w, ranking.unit_mask(s).cpu(), fmt, spec, layout))
-    if set(data) != set(expected):
-        raise RuntimeError(f"artefact layout mismatch: {sorted(set(data) ^ set(expected))}")
-
-    written = 0
-    with atomic_writer(path, sync_dir=True) as f:  # the rename made durable too
-        f.write(struct.pack("<Q", len(header)))
-        f.write(header)
-        written = 8 + len(header)
-        for spec_t in tensors:
-            t = data[spec_t.name]
-            if tuple(t.shape) != spec_t.shape:
-                raise RuntimeError(f"{spec_t.name}: shape {tuple(t.shape)} differs from layout {spec_t.shape}")
-            blob = _to_bytes(t, spec_t.dtype)
-            if len(blob) != spec_t.nbytes:
-                raise RuntimeError(f"{spec_t.name}: {len(blob)} bytes, layout says {spec_t.nbytes}")
-            f.write(blob)
-            written += len(blob)
-    return written
-
-
-# ---------------------------------------------------------------------------------------------- reading
-def _parse(blob: bytes, source: str) -> tuple[dict[str, str], dict[str, Tensor]]:
-    """Validate the container and return ``(metadata, {name: tensor})``; ValueError when corrupt."""
-    if len(blob) < 8:
-        raise ValueError(f"{source}: not an omnisparse artefact (only {len(blob)} bytes)")
-    (n,) = struct.unpack("<Q", blob[:8])
-    if n < 2 or 8 + n > len(blob):
-        raise ValueError(f"{source}: corrupt or truncated artefact (header length {n}, file {len(blob)} bytes)")
-    try:
-        header = json.loads(blob[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{source}: corrupt artefact header ({e})") from None
-    if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
-        raise ValueError(f"{source}: artefact header has no __metadata__")
-    meta = header.pop("__metadata__")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise ValueError(f"{source}: artefact metadata values must be strings")
-    version = meta.get("omnisparse_format_version")
-    if version not in READABLE_VERSIONS:
-        raise ValueError(f"{source}: unsupported omnisparse format version {version!r} "
-                         f"(expected one of {', '.join(READABLE_VERSIONS)})")
-    data = memoryview(blob)[8 + n:]
-    entries = []
-    for name, e in header.items():
-        try:
-            dtype, shape, (begin, end) = e["dtype"], e["shape"], e["data_offsets"]
-            ok = (dtype in _DTYPES and isinstance(shape, list)
-                  and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-                  and all(isinstance(o, int) and not isinstance(o, bool) for o in (begin, end)))
-        except (TypeError, KeyError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{source}: corrupt header entry for {name!r}: {e!r}")
-        if end - begin != math.prod(shape) * _DTYPES[dtype][2]:
-            raise ValueError(f"{source}: {name}: data_offsets {begin, end} do not match {dtype} {shape}")
-        entries.append((begin, end, name, dtype, tuple(shape)))
-    entries.sort()
-    pos = 0
-    for begin, end, name, _, _ in entries:
-        if begin != pos:
-            raise ValueError(f"{source}: {name}: data is not contiguous (offset {begin}, expected {pos})")
-        pos = end
-    if pos != len(data):
-        raise ValueError(f"{source}: corrupt or truncated artefact: tensors need {pos} data bytes, "
-                         f"file has {len(data)}")
-    tensors = {}
-    for begin, end, name, dtype, shape in entries:
-        np_dtype, torch_dtype, _ = _DTYPES[dtype]
-        arr = np.frombuffer(data[begin:end], dtype=np_dtype).astype(np.dtype(np_dtype).newbyteorder("="))
-        tensors[name] = torch.from_numpy(arr.reshape(shape)).to(torch_dtype)
-    return meta, tensors
-
-
-def _check_index(idx: Tensor, limit: int, what: str) -> Tensor:
-    idx = idx.long()
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= limit):
-        raise ValueError(f"{what}: index out of range [0, {limit})")
-    return idx
-
-
-def _check_row_ptr(ptr: Tensor, n: int, nnz: int, what: str) -> Tensor:
-    ptr = ptr.long()
-    if ptr.shape != (n + 1,) or int(ptr[0]) != 0 or int(ptr[-1]) != nnz or bool((ptr[1:] < ptr[:-1]).any()):
-        raise ValueError(f"{what}: invalid row_ptr")
-    return ptr
-
-
-def _decode_matrix(name: str, shape: tuple[int, int], tensors: dict[str, Tensor], fmt: str,
-                   spec: MaskSpec, version: str = FORMAT_VERSION) -> tuple[Tensor, list[str]]:
-    """Dense float32 weight of prunable ``name`` and the tensor names it consumed. ``version``: the
-    file's format version (``"1"`` has no dense layout in the sparse formats)."""
-    out_f, in_f = shape
-    layout = _dense_layout(name, shape, fmt)
-    dense_name = layout[0].name
-    if fmt != "fp32-dense" and dense_name in tensors and version == "1":
-        raise ValueError(f"{dense_name}: a dense layout in a format version 1 artefact")
-    dense = fmt == "fp32-dense" or dense_name in tensors
-    if not dense:  # index dtypes do not depend on the sparsity; shapes are checked below
-        layout = _sparse_layout(name, shape, 0.0, fmt, spec)
-    for t in layout:
-        got = tensors.get(t.name)
-        if got is None or got.dtype != _DTYPES[t.dtype][1] or got.dim() != len(t.shape):
-            raise ValueError(f"{t.name}: missing or malformed in a {fmt} artefact")
-    names = [t.name for t in layout]
-    if fmt == "int8-sparse":
-        scale = tensors[f"{name}.scale"]
-        if tuple(scale.shape) != (out_f,):
-            raise ValueError(f"{name}.scale: expected shape {(out_f,)}, got {tuple(scale.shape)}")
-    else:
-        scale = None
-    if dense:
-        w = tensors[dense_name]
-        if tuple(w.shape) != shape:
-            raise ValueError(f"{dense_name}: expected shape {shape}, got {tuple(w.shape)}")
-        w = w.float()
-        return (w * scale[:, None] if scale is not None else w), names
-    vals = tensors[f"{name}.values"].float()
-    w = torch.zeros(out_f, in_f)
-    if spec.granularity == "unstructured":
-        nnz = vals.shape[0]
-        col = _check_index(tensors[f"{name}.col_idx"], in_f, f"{name}.col_idx")
-        ptr = _check_row_ptr(tensors[f"{name}.row_ptr"], out_f, nnz, f"{name}.row_ptr")
-        if col.shape != (nnz,):
-            raise ValueError(f"{name}: values and col_idx lengths differ")
-        row = torch.repeat_interleave(torch.arange(out_f), ptr[1:] - ptr[:-1])
-        if scale is not None:
-            vals = vals * scale[row]
-        w[row, col] = vals
-    elif spec.granularity == "block":
-        b = spec.block
-        rows, cols = unit_grid(shape, spec)
-        nb = vals.shape[0]
-        if tuple(vals.shape) != (nb, b, b):
-            raise ValueError(f"{name}.values: expected (nblocks, {b}, {b}), got {tuple(vals.shape)}")
-        col = _check_index(tensors[f"{name}.col_idx"], cols, f"{name}.col_idx")
-        ptr = _check_row_ptr(tensors[f"{name}.row_ptr"], rows, nb, f"{name}.row_ptr")
-        if col.shape != (nb,):
-            raise ValueError(f"{name}: values and col_idx lengths differ")
-        brow = torch.repeat_interleave(torch.arange(rows), ptr[1:] - ptr[:-1])
-        padded = torch.zeros(rows, cols, b, b)
-        padded[brow, col] = vals
-        padded = padded.permute(0, 2, 1, 3).reshape(rows * b, cols * b)
-        if scale is not None:
-            padded[:out_f] *= scale[:, None]
-        w = padded[:out_f, :in_f].contiguous()
-    else:
-        k = vals.shape[0]
-        kept = _check_index(tensors[f"{name}.rows"], out_f, f"{name}.rows")
-        if tuple(vals.shape) != (k, in_f) or kept.shape != (k,):
-            raise ValueError(f"{name}: values/rows shapes do not match a ({out_f}, {in_f}) weight")
-        if scale is not None:
-            vals = vals * scale[kept][:, None]
-        w[kept] = vals
-    return w, names
-
-
-def read_artefact(path: str | os.PathLike) -> tuple[dict, dict[str, float], str, MaskSpec, dict[str, Tensor]]:
-    """Read a file of :func:`write_artefact`: ``(model_config dict, sparsity config, fmt, spec, state_dict)``.
-
-    ``state_dict`` holds dense float32 weights (int8 dequantised; pruned weights 0) under the model's
-    ``state_dict`` names, everything but the CTC head: ``Transducer.from_config(model_config_from_dict(
-    model_config)).load_state_dict(state_dict, strict=False)`` restores the sub-network. A corrupt or
-    truncated file raises ValueError.
-    """
-    path = Path(path)
-    blob = path.read_bytes()
-    meta, tensors = _parse(blob, str(path))
-    try:
-        fmt = check_format(meta["format"])
-        spec = MaskSpec(meta["granularity"], int(meta["block"]))
-        config = json.loads(meta["config"])
-        model_config = json.loads(meta["model_config"])
-        shapes = json.loads(meta["prunable_shapes"])
-        if not isinstance(config, dict) or not isinstance(shapes, dict):
-            raise ValueError("config and prunable_shapes must be JSON objects")
-        config = {str(g): check_sparsity(s, f"sparsity of {g}") for g, s in config.items()}
-        shapes = {str(k): (int(v[0]), int(v[1])) for k, v in shapes.items()}
-    except (KeyError, TypeError, IndexError, ValueError) as e:
-        raise ValueError(f"{path}: corrupt artefact metadata ({e})") from None
-    state: dict[str, Tensor] = {}
-    consumed: set[str] = set()
-    try:
-        for name, shape in shapes.items():
-            state[name], used = _decode_matrix(name, shape, tensors, fmt, spec, meta["omnisparse_format_version"])
-            consumed.update(used)
-    except (RuntimeError, IndexError, TypeError) as e:
-        raise ValueError(f"{path}: corrupt artefact data ({e})") from None
-    for name, t in tensors.items():
-        if name in consumed:
-            continue
-        if name in state or name.rsplit(".", 1)[0] in shapes:
-            raise ValueError(f"{path}: unexpected tensor {name!r}")
-        state[name] = t
-    return model_config, config, fmt, spec, dict(sorted(state.items()))

@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from omnisparse.decoding.loading import LoadedModel, load_model
-from omnisparse.export.format import FORMAT_VERSION, ArtefactPricing, check_format, write_artefact
+from omnisparse.export.format import FORMAT_VERSION, ArtefactPricing, check_format
+from omnisparse.export.writer import write_artefact
 from omnisparse.io.atomic import fsync_path
 from omnisparse.io.checkpoint import resolve_checkpoint
 from omnisparse.io.export_dir import EXPORT_KIND, EXPORT_VERSION, file_digests, is_export_dir, write_export_meta

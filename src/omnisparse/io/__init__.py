@@ -3,6 +3,7 @@
 
 * :mod:`.atomic`      atomic (temporary file + fsync + rename) writes, fsync helpers, sha256 of files
                       and the check of a directory against its recorded digests;
+* :mod:`.json_file`   reading a JSON file that must hold an object, with one-line errors;
 * :mod:`.checkpoint`  the training checkpoint directory (``RUN/ckpt-<step>/``): write, verify, read;
 * :mod:`.export_dir`  the on-disk format of an exported sub-network directory (file names,
                       ``meta.json`` kind / version, its checksummed verification).

@@ -36,6 +36,7 @@ from omnisparse.errors import CheckpointWriteError
 from omnisparse.io.atomic import fsync_file as _fsync_file  # module-level names: the fault tests patch them
 from omnisparse.io.atomic import fsync_path as _fsync_dir
 from omnisparse.io.atomic import sha256, verify_digests
+from omnisparse.io.json_file import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -150,17 +151,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
-    """Return its state.json after checking every file against its recorded sha256."""
+    """Return its state.json after checking every file against its recorded sha256. CheckpointError
+    (one line) when state.json is missing, not valid JSON or not an object, of another format version
+    (:class:`CheckpointVersionError`) or when a file fails its checksum."""
     ckpt = Path(ckpt)
-    state_path = ckpt / "state.json"
-    if not state_path.exists():
-        raise CheckpointError(f"{ckpt}: no state.json (not an omnisparse checkpoint)")
-    try:
-        state = json.loads(state_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{ckpt}: state.json is corrupt ({e})") from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{ckpt}: state.json is corrupt (not a JSON object)")
+    state = read_json_object(ckpt / "state.json", "omnisparse checkpoint state", CheckpointError)
     version = state.get("format_version")
     if version != FORMAT_VERSION:
         if isinstance(version, int) and not isinstance(version, bool):

@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from omnisparse.losses.rnnt import (
-    _AlphaBeta,
+from omnisparse.losses.lattice import (
     _JointLogProbs,
     _check_lengths,
     _prepare_targets,
@@ -47,6 +46,7 @@ from omnisparse.losses.rnnt import (
     _REDUCTIONS,
     joint_logprobs,
 )
+from omnisparse.losses.recursion import _AlphaBeta
 
 __all__ = [
     "PrunedLoss",
@@ -260,7 +260,7 @@ class _BandAlphaBeta(torch.autograd.Function):
     """Log-likelihood ``(B,)`` of the banded lattice: alpha loop forward, beta loop backward.
 
     Within a frame the label transitions are done by the cumsum trick of
-    :mod:`omnisparse.losses.rnnt` over the S band nodes (``C`` = exclusive cumsum of the band's labels,
+    :mod:`omnisparse.losses.recursion` over the S band nodes (``C`` = exclusive cumsum of the band's labels,
     small: S terms); between frames the blank moves node k to ``k - d_t``, ``d_t = s_begin[t+1] - s_begin[t]``,
     a gather from a row padded with one ``-inf`` column (index S = "left the band").
     """

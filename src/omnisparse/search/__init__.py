@@ -1,7 +1,7 @@
 """Evolutionary search of the supernet's WER-vs-size Pareto front (``omnisparse search``).
 
 * :class:`EvolutionFinder` / :class:`EvolutionSettings` (``evolution``): the algorithm, knowing only a
-  space, an evaluator ``config -> WER`` and a cost ``config -> bytes``;
+  space, an evaluator ``config -> WER`` and a cost ``config -> bytes``; its saved state (``state``);
 * :class:`SubnetEvaluator` (``evaluator``): greedy WER of a sub-network on a fixed dev subset;
 * :func:`run_search` (``run``): the whole job from a :class:`~omnisparse.config.Config`.
 """

@@ -22,12 +22,11 @@ drawn). The algorithm (AlphaNet's evolutionary search, Wang et al., ICML 2021):
    then dropped (counted in ``cost["rejected_children"]``).
 
 Every random draw comes from one ``random.Random(seed)``. After each generation the state (next
-population, history, RNG state, counters) is written atomically to ``OUT/state.json``; a run started
-again on the same directory resumes there and produces exactly the history of an uninterrupted run
-(the evaluator must be deterministic). The state carries the sha256 of its content and the one it
-replaces is kept as ``state.prev.json``: a truncated or corrupted ``state.json`` is moved aside
-(``state.json.corrupt``) with a warning and the search resumes from the previous generation. Raising ``generations`` and running again continues a finished
-search as if it had been asked for more generations from the start.
+population, history, RNG state, counters) is written atomically to ``OUT/state.json`` (checksummed,
+the previous one kept as the fallback for a damaged file: :mod:`omnisparse.search.state`); a run
+started again on the same directory resumes there and produces exactly the history of an
+uninterrupted run (the evaluator must be deterministic). Raising ``generations`` and running again
+continues a finished search as if it had been asked for more generations from the start.
 
 Outputs in ``OUT/``: ``history.json`` (every evaluation: generation, config, bytes, wer, origin),
 ``pareto.json`` (``front``: the monotone front; ``table``: every bucket; ``cost``; ``settings``),
@@ -37,48 +36,26 @@ Outputs in ``OUT/``: ``history.json`` (every evaluation: generation, config, byt
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Hashable, Mapping, Optional, Protocol
 
 from tqdm.auto import tqdm
 
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.search.state import _rng_from_json, _rng_to_json, load_saved_state, write_state_file
 
 log = logging.getLogger(__name__)
 
 Config = dict[str, float]
 ORIGINS = ("sparsest", "uniform", "random", "mutation", "crossover")
 STATE_VERSION = 1
-STATE_FILE = "state.json"
-PREV_STATE_FILE = "state.prev.json"
-
-
-def _digest(state: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
-
-
-def read_state_file(path: Path) -> dict[str, Any]:
-    """A saved search state, its checksum verified (states written before checksums are accepted);
-    ValueError when it is truncated, corrupt or not a search state."""
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is unreadable or corrupt ({e})") from None
-    if not isinstance(state, dict) or "generation" not in state:
-        raise ValueError(f"{path} is not a search state")
-    digest = state.pop("sha256", None)
-    if digest is not None and digest != _digest(state):
-        raise ValueError(f"{path} fails its checksum (truncated or corrupted)")
-    return state
 
 
 class Space(Protocol):
@@ -131,15 +108,6 @@ class EvolutionSettings:
         d.pop("generations")
         return d
 
-
-def _rng_to_json(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _rng_from_json(data: Sequence) -> tuple:
-    version, internal, gauss = data
-    return (version, tuple(internal), gauss)
 
 
 def _sort_wer(wer: float) -> float:
@@ -378,31 +346,8 @@ class EvolutionFinder:
         self.log_rows.append(row)
         return row
 
-    def _load_saved(self, out: Path) -> Optional[dict[str, Any]]:
-        """The newest saved state of ``out`` that verifies: ``state.json``, else (warning; the bad file
-        moved aside) ``state.prev.json``; None when there is none."""
-        for name in (STATE_FILE, PREV_STATE_FILE):
-            path = out / name
-            if not path.exists():
-                continue
-            try:
-                state = read_state_file(path)
-            except ValueError as e:
-                aside = path.with_name(path.name + ".corrupt")
-                os.replace(path, aside)
-                log.warning("ignoring the search state: %s (moved to %s); trying the previous one", e, aside.name)
-                continue
-            if name != STATE_FILE:
-                log.warning("resuming the search from %s", path)
-            return state
-        return None
-
     def _write(self, out: Path) -> None:
-        state = self.state_dict()
-        state_path = out / STATE_FILE
-        if state_path.exists():  # the previous generation's state stays as a fallback
-            os.replace(state_path, out / PREV_STATE_FILE)
-        atomic_write_text(state_path, json.dumps({**state, "sha256": _digest(state)}))
+        write_state_file(out, self.state_dict())
         atomic_write_text(out / "history.json", json.dumps(self.history, indent=1) + "\n")
         settings = {**self._settings_json(), "generations": self.settings.generations}
         atomic_write_text(out / "pareto.json", json.dumps({"front": self.front(), "table": self.table_rows(),
@@ -420,7 +365,7 @@ class EvolutionFinder:
         (seconds, accumulated across resumes), ``evaluator_s``, ``rejected_children``,
         ``duplicates_skipped``. Without ``out_dir`` nothing is written (and nothing resumed)."""
         out = Path(out_dir) if out_dir is not None else None
-        saved = self._load_saved(out) if out is not None and resume else None
+        saved = load_saved_state(out) if out is not None and resume else None
         if saved is not None:
             self.load_state_dict(saved)
             log.info("resuming the search in %s after %d generation(s)", out, self.generation)

@@ -9,7 +9,7 @@ frame, predictor per emitted token), exactly what :class:`StreamingRecognizer` r
 How a cell ``(gene, s)`` is measured: the gene's weights get their magnitude masks at ``s`` (the
 space's granularity, ranked from the model's weights); a ``ffn`` gene is first shrunk exactly as
 :func:`omnisparse.deploy.fast.shrink_ffns` does (pruned hidden units removed); every resulting Linear is
-built in each execution kind of :mod:`omnisparse.deploy.fast` (``dense``, ``sparse-csr``,
+built in each execution kind of :mod:`omnisparse.deploy.kinds` (``dense``, ``sparse-csr``,
 ``sparse-bsr``, ``row-compact``, ``int8``, ``row-compact-int8``; kinds torch cannot run for a shape are
 recorded as unavailable) and timed on the input it really receives in that step (captured by hooks),
 cold cache (a model-sized buffer read before every call, median, as ``optimize_for_cpu``), times the
@@ -46,8 +46,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from omnisparse.deploy.fast import (FP32_KINDS, INT8_DTYPE_KINDS, KINDS, build_kind, flush_buffer, optimize_for_cpu,
-                                    time_call)
+from omnisparse.deploy.fast import optimize_for_cpu
+from omnisparse.deploy.kinds import FP32_KINDS, INT8_DTYPE_KINDS, KINDS, build_kind
+from omnisparse.deploy.timing import flush_buffer, time_call
 from omnisparse.io.atomic import atomic_write_text
 from omnisparse.sparsity.masks import MatrixRanking
 from omnisparse.sparsity.space import SearchSpace

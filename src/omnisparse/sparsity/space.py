@@ -11,13 +11,13 @@ writes). Pricing needs only shapes, never weights, so the space keeps no referen
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Protocol, Sequence
 
 from torch import nn
 
+from omnisparse.io.json_file import read_json_object
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity, kept_weights
 
 __all__ = ["Pricing", "SearchSpace", "parse_subnet", "DEFAULT_GRID"]
@@ -256,13 +256,7 @@ def parse_subnet(subnet: str | Mapping[str, float], space: SearchSpace) -> dict[
     path = Path(text)
     if not path.is_file():
         raise ValueError(f"sub-network {text!r} is neither `uniform:S` nor an existing JSON file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object {{gene: sparsity}}")
-    return space.check(data)
+    return space.check(read_json_object(path, "sub-network config {gene: sparsity}"))
 
 
 def space_and_bank(model: nn.Module, sparsity, refresh: bool = False,

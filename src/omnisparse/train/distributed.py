@@ -1,0 +1,36 @@
+"""The process group of a training run: one process, or one rank of several started by ``torchrun``
+(``WORLD_SIZE`` / ``LOCAL_RANK``; gloo on CPU, nccl on GPU)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    world_size: int = 1
+    rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank = dist.get_rank()
+        if use_cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return Dist(world, rank, torch.device("cuda", local))
+        return Dist(world, rank, torch.device("cpu"))
+    return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
