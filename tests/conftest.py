@@ -32,17 +32,27 @@ def tiny_config(tiny_corpus, tmp_path):
     return load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={tmp_path / 'run'}"])
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
-    """A tiny dense model trained for 30 steps (a real checkpoint to decode/transcribe with)."""
+def _train_tiny(corpus: Path, out: Path, *overrides: str) -> Path:
+    """The `tiny` preset trained for 30 steps into ``out`` (with extra ``--section.key=value`` overrides)."""
     from omnisparse.config import load_config
     from omnisparse.train.registry import train
 
-    out = tmp_path_factory.mktemp("runs") / "tiny"
-    cfg = load_config("tiny", [f"--data.corpus_dir={tiny_corpus}", f"--train.out_dir={out}", "--train.max_steps=30",
-                               "--train.ckpt_every=30"])
+    cfg = load_config("tiny", [f"--data.corpus_dir={corpus}", f"--train.out_dir={out}", "--train.max_steps=30",
+                               "--train.ckpt_every=30", *overrides])
     train(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
+    """A tiny dense model trained for 30 steps (a real checkpoint to decode/transcribe with)."""
+    return _train_tiny(tiny_corpus, tmp_path_factory.mktemp("runs") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_stateless_run(tiny_corpus, tmp_path_factory) -> Path:
+    """``tiny_run`` with a stateless predictor (the one sherpa-onnx's transducers take)."""
+    return _train_tiny(tiny_corpus, tmp_path_factory.mktemp("runs") / "tiny_stateless", "--model.pred_type=stateless")
 
 
 @pytest.fixture(scope="session")

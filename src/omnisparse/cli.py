@@ -12,7 +12,8 @@
     omnisparse export DUAL_RUN --mode full | --mode stream [--sparsity S] --out DIR [--format F]
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream] [--fast [--dtype fp32|int8] [--plan PLAN.json]]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
-    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--dtype fp32|int8] [--overwrite]
+    omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--dtype fp32|int8]
+                           [--target omnisparse|sherpa-onnx] [--overwrite]
     omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
@@ -177,9 +178,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
-    from omnisparse.deploy.onnx_export import export_onnx
+    if args.target == "sherpa-onnx":
+        from omnisparse.deploy.sherpa import export_sherpa as export
+    else:
+        from omnisparse.deploy.onnx_export import export_onnx as export
 
-    res = export_onnx(args.model, args.out, compact=args.compact, overwrite=args.overwrite, dtype=args.dtype)
+    res = export(args.model, args.out, compact=args.compact, overwrite=args.overwrite, dtype=args.dtype)
     sizes = ", ".join(f"{n} {b:,} B" for n, b in res.files.items() if n.endswith(".onnx"))
     print(f"exported {res.path}: {sizes}")
     return 0
@@ -187,7 +191,11 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def _cmd_check_onnx(args: argparse.Namespace) -> int:
     from omnisparse.deploy.onnx_runner import check_onnx
+    from omnisparse.deploy.sherpa import check_sherpa, is_sherpa_dir
 
+    if is_sherpa_dir(args.onnx_dir):
+        return _report_sherpa(check_sherpa(args.onnx_dir, split=args.split, max_utts=args.max_utts, model=args.model,
+                                           corpus=args.corpus, threads=args.threads))
     r = check_onnx(args.onnx_dir, split=args.split, max_utts=args.max_utts, model=args.model, corpus=args.corpus,
                    threads=args.threads)
     for row in r["rows"]:
@@ -197,6 +205,18 @@ def _cmd_check_onnx(args: argparse.Namespace) -> int:
           f"{r['max_abs_diff']:.3g}; streaming compute {r['torch_s']:.2f} s (PyTorch) vs {r['onnx_s']:.2f} s "
           f"(onnxruntime) for {r['audio_s']:.1f} s of audio")
     return 0 if r["equal"] == r["utterances"] else 1
+
+
+def _report_sherpa(r: dict) -> int:
+    for row in r["rows"]:
+        if not (row["equal"] and row["tokens_equal"]):
+            print(f"DIFF {row['id']}{'' if row['tokens_equal'] else ' (tokens)'}\n  torch:  {row['torch']}\n"
+                  f"  sherpa: {row['sherpa']}")
+    n = r["utterances"]
+    print(f"{r['split']}: sherpa-onnx transcripts equal {r['equal']}/{n}, tokens and frames equal {r['tokens_equal']}/{n} "
+          f"(our model in sherpa's schedule), encoder max abs diff {r['max_abs_diff']:.3g}; streaming compute "
+          f"{r['torch_s']:.2f} s (PyTorch) vs {r['sherpa_s']:.2f} s (sherpa-onnx) for {r['audio_s']:.1f} s of audio")
+    return 0 if r["equal"] == r["tokens_equal"] == n else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,10 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "rows of every Linear (rows), or keep the zeros (none)")
     eo.add_argument("--dtype", default="fp32", choices=["fp32", "int8"],
                     help="int8: onnxruntime dynamic quantisation of the graphs (after the compaction)")
+    eo.add_argument("--target", default="omnisparse", choices=["omnisparse", "sherpa-onnx"],
+                    help="omnisparse: our runner's graphs (default); sherpa-onnx: encoder/decoder/joiner.onnx + "
+                         "tokens.txt for sherpa_onnx.OnlineRecognizer (stateless predictor only)")
     eo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     eo.set_defaults(func=_cmd_export_onnx)
 
-    co = sub.add_parser("check-onnx", help="ONNX vs PyTorch streaming: encoder outputs and transcripts")
+    co = sub.add_parser("check-onnx", help="ONNX (or sherpa-onnx) vs PyTorch streaming: encoder outputs and transcripts")
     co.add_argument("onnx_dir")
     co.add_argument("--split", default="dev")
     co.add_argument("--max-utts", type=int, default=0, help="first N utterances (0 = all)")

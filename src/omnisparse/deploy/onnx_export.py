@@ -126,57 +126,73 @@ class EncoderStep(nn.Module):
     # ------------------------------------------------------------------ computation
     def forward(self, feats: Tensor, num_valid: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         st = dict(zip([n for n, _, _ in self.state_spec()], state))
-        enc = self.enc
-        sub = enc.subsampling
-        x = feats.unsqueeze(1)  # (1, 1, T, F)
-        new_sub = []
-        for i, conv in enumerate(sub.convs):
-            z = torch.cat([st[f"sub_cache_{i}"], x], dim=2)  # 1 + 2m frames: conv consumes all but the last
-            new_sub.append(z[:, :, -1:])
-            x = F.relu(conv(z))
-        b, c, t, f = x.shape
-        x = sub.norm(sub.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f)))  # (1, T / S, d)
+        n_sub = len(self.enc.subsampling.convs)
+        x, new_sub = self.subsample(feats, [st[f"sub_cache_{i}"] for i in range(n_sub)])
         buf = torch.cat([st["pending"], x], dim=1) if self.R > 0 else x  # (1, C + R, d)
-        h, ahead = buf[:, :self.C], buf[:, self.C:]
-        slot = torch.arange(self.C + self.R)
-        buf_ok = slot[None, :] < num_valid[:, None]  # (1, C + R)
-        if self.Lc > 0:
-            cache_ok = torch.arange(self.Lc)[None, :] >= (self.Lc - st["cache_len"])[:, None]
-            key_ok = torch.cat([cache_ok, buf_ok], dim=1)
-        else:
-            key_ok = buf_ok
-        mask = torch.where(key_ok, 0.0, NEG)[:, None, None, :]  # (1, 1, 1, Lc + C + R)
-        n_first = self.Lc + self.C + self.R
-        new_k, new_v, new_conv = [], [], []
-        for i, layer in enumerate(enc.layers):
-            kc = st["k_cache"][i] if self.Lc > 0 else None
-            vc = st["v_cache"][i] if self.Lc > 0 else None
-            cc = st["conv_cache"][i] if self.kernel > 1 else None
-            keys = n_first if i == 0 else self.Lc + self.C
-            h, k_chunk, v_chunk, cc = self._block(layer, h, ahead if i == 0 else None, kc, vc, cc,
-                                                  mask[..., :keys], self.rel_index[:, :keys])
-            if self.Lc > 0:
-                new_k.append(torch.cat([kc, k_chunk], dim=2)[:, :, self.C:])
-                new_v.append(torch.cat([vc, v_chunk], dim=2)[:, :, self.C:])
-            if cc is not None:
-                new_conv.append(cc)
-        outs = [enc.norm(h)]
+        buf_ok = torch.arange(self.C + self.R)[None, :] < num_valid[:, None]  # (1, C + R)
+        kv = [(st["k_cache"][i], st["v_cache"][i]) for i in range(self.n_layers)] if self.Lc > 0 else None
+        conv = [st["conv_cache"][i] for i in range(self.n_layers)] if self.kernel > 1 else None
+        enc, new_kv, cache_len, new_conv = self.blocks(buf, buf_ok, kv, st.get("cache_len"), conv)
+        outs = [enc]
         if self.R > 0:
-            outs.append(ahead)
+            outs.append(buf[:, self.C:])
         outs += new_sub
         if self.Lc > 0:
-            outs += [torch.stack(new_k), torch.stack(new_v),
-                     torch.clamp(st["cache_len"] + self.C, max=self.Lc)]
+            outs += [torch.stack([k for k, _ in new_kv]), torch.stack([v for _, v in new_kv]), cache_len]
         if self.kernel > 1:
             outs.append(torch.stack(new_conv))
         return tuple(outs)
 
+    def subsample(self, feats: Tensor, caches: list[Tensor], cut: Optional[int] = None
+                  ) -> tuple[Tensor, list[Tensor]]:
+        """``feats (B, T, F)``, ``caches``: each stage's input frame before ``feats`` ``(B, C_i, 1, F_i)``
+        -> ``((B, T / S, d), new caches)``. The new cache of a stage is its last input frame, or with
+        ``cut`` the input frame just before fbank frame ``cut`` (the state at ``cut`` frames in)."""
+        sub = self.enc.subsampling
+        x = feats.unsqueeze(1)  # (B, 1, T, F)
+        new = []
+        for i, conv in enumerate(sub.convs):
+            z = torch.cat([caches[i], x], dim=2)  # 1 + 2m frames: conv consumes all but the last
+            new.append(z[:, :, -1:] if cut is None else z[:, :, (cut >> i):(cut >> i) + 1])
+            x = F.relu(conv(z))
+        b, c, t, f = x.shape
+        return sub.norm(sub.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))), new
+
+    def blocks(self, buf: Tensor, buf_ok: Tensor, kv: Optional[list[tuple[Tensor, Tensor]]],
+               cache_len: Optional[Tensor], conv: Optional[list[Tensor]]):
+        """The chunk through the blocks: ``buf (B, C + R, d)`` subsampled frames of the chunk and its
+        look-ahead, ``buf_ok (B, C + R)`` which of them are valid, ``kv`` per layer ``(k, v)`` caches
+        ``(B, H, Lc, dh)`` (None when ``Lc = 0``) with ``cache_len (B,)`` valid slots, ``conv`` per layer
+        ``(B, d, K - 1)`` (None when ``K <= 1``) -> ``(enc (B, C, d), new kv, new cache_len, new conv)``."""
+        h, ahead = buf[:, :self.C], buf[:, self.C:]
+        if self.Lc > 0:
+            cache_ok = torch.arange(self.Lc)[None, :] >= (self.Lc - cache_len)[:, None]
+            key_ok = torch.cat([cache_ok, buf_ok], dim=1)
+        else:
+            key_ok = buf_ok
+        mask = torch.where(key_ok, 0.0, NEG)[:, None, None, :]  # (B, 1, 1, Lc + C + R)
+        n_first = self.Lc + self.C + self.R
+        new_kv, new_conv = [], []
+        for i, layer in enumerate(self.enc.layers):
+            kc, vc = kv[i] if kv is not None else (None, None)
+            cc = conv[i] if conv is not None else None
+            keys = n_first if i == 0 else self.Lc + self.C
+            h, k_chunk, v_chunk, cc = self._block(layer, h, ahead if i == 0 else None, kc, vc, cc,
+                                                  mask[..., :keys], self.rel_index[:, :keys])
+            if self.Lc > 0:
+                new_kv.append((torch.cat([kc, k_chunk], dim=2)[:, :, self.C:],
+                               torch.cat([vc, v_chunk], dim=2)[:, :, self.C:]))
+            if cc is not None:
+                new_conv.append(cc)
+        new_len = torch.clamp(cache_len + self.C, max=self.Lc) if self.Lc > 0 else None
+        return self.enc.norm(h), new_kv, new_len, new_conv
+
     def _heads(self, x: Tensor) -> Tensor:
-        return x.reshape(1, -1, self.H, self.dh).transpose(1, 2)  # (1, H, t, dh)
+        return x.reshape(x.size(0), -1, self.H, self.dh).transpose(1, 2)  # (B, H, t, dh)
 
     def _block(self, layer, x: Tensor, ahead: Optional[Tensor], kc: Optional[Tensor], vc: Optional[Tensor],
                cc: Optional[Tensor], mask: Tensor, index: Tensor):
-        """``x (1, C, d)``, ``ahead (1, R, d)`` (first block) -> ``(y, k (1, H, C, dh), v, conv cache)``."""
+        """``x (B, C, d)``, ``ahead (B, R, d)`` (first block) -> ``(y, k (B, H, C, dh), v, conv cache)``."""
         xa = torch.cat([x, ahead], dim=1) if ahead is not None and self.R > 0 else x
         hn = layer.attn_norm(xa)
         attn = layer.attn
@@ -185,15 +201,15 @@ class EncoderStep(nn.Module):
         k = torch.cat([kc, k_new], dim=2) if kc is not None else k_new
         v = torch.cat([vc, v_new], dim=2) if vc is not None else v_new
         scores = torch.matmul(q, k.transpose(-1, -2)) * (self.dh ** -0.5) + attn.rel_bias[:, index] + mask
-        o = torch.matmul(scores.softmax(dim=-1), v).transpose(1, 2).reshape(1, self.C, self.d)
+        o = torch.matmul(scores.softmax(dim=-1), v).transpose(1, 2).reshape(x.size(0), self.C, self.d)
         x = x + attn.out(o)
         if layer.conv is not None:
             conv = layer.conv
-            g = F.glu(conv.pw1(conv.norm(x)), dim=-1).transpose(1, 2)  # (1, d, C)
+            g = F.glu(conv.pw1(conv.norm(x)), dim=-1).transpose(1, 2)  # (B, d, C)
             if cc is not None:
                 g = torch.cat([cc, g], dim=2)
                 cc = g[:, :, -(conv.kernel - 1):]
-            y = conv.depthwise(g).transpose(1, 2)  # (1, C, d): valid conv over K - 1 + C frames
+            y = conv.depthwise(g).transpose(1, 2)  # (B, C, d): valid conv over K - 1 + C frames
             x = x + conv.pw2(conv.act(conv.conv_norm(y)))
         x = x + layer.ffn(x)
         return x, k_new[:, :, :self.C], v_new[:, :, :self.C], cc
@@ -290,6 +306,11 @@ def model_metadata(lm, step: EncoderStep, compaction: dict[str, Any], source: st
         "sparsity": sparsity, "compaction": compaction, "model_config": dataclasses.asdict(cfg),
         "source": source, "trained_modes": list(lm.trained_modes), "dtype": dtype,
     }
+    return metadata_strings(values)
+
+
+def metadata_strings(values: dict[str, Any]) -> dict[str, str]:
+    """``metadata_props`` values: strings as they are, anything else as compact JSON."""
     return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
             for k, v in values.items()}
 
@@ -302,6 +323,33 @@ def export_onnx(source, out_dir: str | os.PathLike, compact: str = "ffn", opset:
     first). An existing non-empty ``out_dir`` is a ValueError unless ``overwrite``. The directory is
     written under a temporary name and renamed at the end. ``dtype``: ``fp32`` or ``int8`` (dynamic
     quantisation of the exported graphs, see the module docstring)."""
+    lm, model, compaction = prepare_export(source, out_dir, compact, opset, overwrite, dtype)
+    step = EncoderStep(model.encoder).eval()
+    meta = model_metadata(lm, step, compaction, str(Path(lm.path).resolve()), dtype)
+
+    def write(tmp: Path) -> None:
+        _export_encoder(step, tmp / "encoder.onnx", opset)
+        _export_predictor(model, tmp / "predictor.onnx", opset)
+        d, P = model.config.d_model, model.predictor.output_dim
+        _export(JoinerStep(model.joiner).eval(), (torch.zeros(1, d), torch.zeros(1, P)), tmp / "joiner.onnx",
+                ["enc", "pred"], ["logits"], {"enc": {0: "N"}, "pred": {0: "N"}, "logits": {0: "N"}}, opset)
+        for name, graph in zip(ONNX_FILES, ("encoder_step", "predictor_step", "joiner")):
+            if dtype == "int8":
+                _quantise_int8(tmp / name)
+            _set_metadata(tmp / name, {**meta, "graph": graph})
+        shutil.copyfile(lm.tokenizer.model_path, tmp / "tokenizer.model")
+        (tmp / "global_stats.json").write_text(json.dumps(lm.normalizer.to_dict()))
+        (tmp / "onnx_meta.json").write_text(json.dumps({k: _maybe_json(v) for k, v in meta.items()},
+                                                       indent=2, sort_keys=True) + "\n")
+
+    out = write_export_dir(out_dir, write)
+    return OnnxExportResult(out, {p.name: p.stat().st_size for p in sorted(out.iterdir())}, meta)
+
+
+def prepare_export(source, out_dir: str | os.PathLike, compact: str, opset: int, overwrite: bool, dtype: str):
+    """Check the export arguments, load ``source`` (a path or a ``LoadedModel``) and compact it
+    (:data:`COMPACT`) -> ``(lm, model, compaction)``. ValueError for bad arguments, a source not trained
+    for streaming, or an existing non-empty ``out_dir`` without ``overwrite``."""
     from omnisparse.decoding.loading import LoadedModel, load_model
     from omnisparse.deploy.fast import optimize_for_cpu
 
@@ -324,36 +372,26 @@ def export_onnx(source, out_dir: str | os.PathLike, compact: str = "ffn", opset:
         model, plan = optimize_for_cpu(model, kinds=kinds, measure=False)
         compaction.update(ffn=plan["ffn"], row_compact=sorted(n for n, e in plan["layers"].items()
                                                               if e["kind"] == "row-compact"))
-    model = model.eval()
-    step = EncoderStep(model.encoder).eval()
-    meta = model_metadata(lm, step, compaction, str(Path(lm.path).resolve()), dtype)
+    return lm, model.eval(), compaction
 
+
+def write_export_dir(out_dir: str | os.PathLike, write) -> Path:
+    """``write(tmp)`` fills a temporary sibling of ``out_dir``, which then replaces ``out_dir``
+    (nothing is left behind when ``write`` fails)."""
+    out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.onnx-tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        _export_encoder(step, tmp / "encoder.onnx", opset)
-        _export_predictor(model, tmp / "predictor.onnx", opset)
-        d, P = model.config.d_model, model.predictor.output_dim
-        _export(JoinerStep(model.joiner).eval(), (torch.zeros(1, d), torch.zeros(1, P)), tmp / "joiner.onnx",
-                ["enc", "pred"], ["logits"], {"enc": {0: "N"}, "pred": {0: "N"}, "logits": {0: "N"}}, opset)
-        for name, graph in zip(ONNX_FILES, ("encoder_step", "predictor_step", "joiner")):
-            if dtype == "int8":
-                _quantise_int8(tmp / name)
-            _set_metadata(tmp / name, {**meta, "graph": graph})
-        shutil.copyfile(lm.tokenizer.model_path, tmp / "tokenizer.model")
-        (tmp / "global_stats.json").write_text(json.dumps(lm.normalizer.to_dict()))
-        (tmp / "onnx_meta.json").write_text(json.dumps({k: _maybe_json(v) for k, v in meta.items()},
-                                                       indent=2, sort_keys=True) + "\n")
+        write(tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
-    return OnnxExportResult(out, files, meta)
+    return out
 
 
 def _quantise_int8(path: Path) -> None:

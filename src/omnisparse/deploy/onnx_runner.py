@@ -215,23 +215,11 @@ def check_onnx(onnx_dir: str | Path, split: str = "dev", max_utts: int = 0, mode
 
     Returns ``{utterances, equal, max_abs_diff (encoder outputs), audio_s, onnx_s, torch_s, rows:
     [{id, torch, onnx, equal, max_abs_diff}]}``."""
-    from lhotse import load_manifest
-
-    from omnisparse.data.layout import CorpusLayout
-    from omnisparse.decoding.loading import load_model
     from omnisparse.decoding.streaming import StreamingRecognizer
 
     om = OnnxModel(onnx_dir, threads)
     src = model or om.meta.get("source")
-    if not src or not Path(src).exists():
-        raise FileNotFoundError(f"PyTorch model {src!r} of {onnx_dir} not found (give --model)")
-    lm = load_model(src)
-    corpus_dir = Path(corpus or lm.config.data.corpus_dir)
-    manifest = CorpusLayout(corpus_dir).cuts(split)
-    if not manifest.exists():
-        raise FileNotFoundError(f"no {split!r} split in corpus {corpus_dir} ({manifest} missing; give --corpus)")
-    cuts = load_manifest(manifest)
-    cuts = list(cuts)[:max_utts] if max_utts > 0 else list(cuts)
+    lm, cuts = source_and_cuts(onnx_dir, src, corpus, split, max_utts)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     rows, onnx_s, torch_s, audio_s = [], 0.0, 0.0, 0.0
@@ -262,6 +250,26 @@ def check_onnx(onnx_dir: str | Path, split: str = "dev", max_utts: int = 0, mode
             "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0),
             "audio_s": audio_s, "torch_s": torch_s, "onnx_s": onnx_s, "model": str(src), "split": split,
             "rows": rows}
+
+
+def source_and_cuts(onnx_dir, src: Optional[str], corpus: Optional[str], split: str, max_utts: int):
+    """``(LoadedModel of src, the first max_utts cuts of split (0 = all))`` for comparing an ONNX
+    directory with its PyTorch model; the corpus defaults to the model's ``data.corpus_dir``.
+    FileNotFoundError (one line) for a missing model or split."""
+    from lhotse import load_manifest
+
+    from omnisparse.data.layout import CorpusLayout
+    from omnisparse.decoding.loading import load_model
+
+    if not src or not Path(src).exists():
+        raise FileNotFoundError(f"PyTorch model {src!r} of {onnx_dir} not found (give --model)")
+    lm = load_model(src)
+    corpus_dir = Path(corpus or lm.config.data.corpus_dir)
+    manifest = CorpusLayout(corpus_dir).cuts(split)
+    if not manifest.exists():
+        raise FileNotFoundError(f"no {split!r} split in corpus {corpus_dir} ({manifest} missing; give --corpus)")
+    cuts = list(load_manifest(manifest))
+    return lm, (cuts[:max_utts] if max_utts > 0 else cuts)
 
 
 def ref_fbank(samples: np.ndarray) -> torch.Tensor:
