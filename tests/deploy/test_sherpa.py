@@ -20,9 +20,9 @@ from omnisparse.cli import main
 from omnisparse.data.features import fbank
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.decoding.loading import load_model
-from omnisparse.deploy.sherpa import (SHERPA_FILES, STAMP_S, SherpaOnnxEncoder, check_sherpa, check_sherpa_export,
-                                      export_sherpa, read_tokens, sherpa_recognizer, sherpa_reference,
-                                      sherpa_transcribe, tail_padding)
+from omnisparse.deploy.sherpa import (SHERPA_FILES, SherpaOnnxEncoder, SherpaStreamingRecognizer, check_sherpa,
+                                      check_sherpa_export, export_sherpa, read_tokens, sherpa_recognizer,
+                                      sherpa_reference, tail_padding)
 from omnisparse.models.transducer import Transducer
 
 needs_sherpa = pytest.mark.skipif(importlib.util.find_spec("sherpa_onnx") is None,
@@ -53,8 +53,11 @@ def sherpa_tokens(out_dir, meta, audio, **kw) -> list[tuple[list[int], list[int]
     ids = {p: i for i, p in read_tokens(out_dir / "tokens.txt").items()}
     res = []
     for x in audio:
-        _, toks, stamps = sherpa_transcribe(rec, x, meta, 1234)
-        res.append(([ids[t.replace(" ", "\u2581")] for t in toks], [round(s / STAMP_S) for s in stamps]))
+        s = SherpaStreamingRecognizer(rec, meta)
+        for i in range(0, len(x), 1234):
+            s.accept_audio(x[i:i + 1234])
+        s.finalize()
+        res.append(s.tokens(ids))
     return res
 
 

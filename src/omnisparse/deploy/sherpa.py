@@ -41,7 +41,9 @@ Differences from :class:`omnisparse.decoding.streaming.StreamingRecognizer` that
 sherpa's greedy search emits at most one token per encoder frame (ours ``max_symbols_per_frame``) and
 treats ``<unk>`` as blank; it decodes only whole windows, so the end of an utterance must be followed
 by silence (:func:`tail_padding`; ours cuts the look-ahead of the last chunk instead); its timestamps
-and endpoint rules assume subsampling 4. :func:`check_sherpa` measures all of it on a corpus split.
+and endpoint rules assume subsampling 4. :func:`check_sherpa` measures all of it on a corpus split;
+:class:`SherpaStreamingRecognizer` puts a sherpa-onnx stream behind our recognizers' interface (e.g.
+for :func:`omnisparse.decoding.streaming.recognizer_rtf`).
 """
 
 from __future__ import annotations
@@ -384,21 +386,44 @@ def sherpa_recognizer(path, threads: int = 1, **kw):
         **{"decoding_method": "greedy_search", **kw})
 
 
-def sherpa_transcribe(recognizer, samples: np.ndarray, meta: dict, piece: int) -> tuple[str, list[str], list[float]]:
-    """Stream ``samples`` (16 kHz float32) through a sherpa-onnx recognizer ``piece`` samples at a time,
-    then :func:`tail_padding` of silence -> ``(text, token pieces, timestamps in s)``."""
-    s = recognizer.create_stream()
-    tail = np.zeros(tail_padding(len(samples), meta), dtype=np.float32)
-    x = np.concatenate([np.asarray(samples, dtype=np.float32), tail])
-    for i in range(0, len(x), piece):
-        s.accept_waveform(16000, x[i:i + piece])
-        while recognizer.is_ready(s):
-            recognizer.decode_stream(s)
-    s.input_finished()
-    while recognizer.is_ready(s):
-        recognizer.decode_stream(s)
-    r = recognizer.get_result_all(s)
-    return r.text, list(r.tokens), list(r.timestamps)
+class SherpaStreamingRecognizer:
+    """One sherpa-onnx stream behind the interface of our recognizers (``accept_audio(samples)`` ->
+    partial text, ``finalize()`` -> text, as :func:`omnisparse.decoding.streaming.recognizer_rtf` takes):
+    ``recognizer`` from :func:`sherpa_recognizer`, ``meta`` the export's metadata (for
+    :func:`tail_padding`, which ``finalize`` appends before ``input_finished``)."""
+
+    def __init__(self, recognizer, meta: dict):
+        self.rec, self.meta = recognizer, meta
+        self.stream = recognizer.create_stream()
+        self.samples = 0
+
+    def _decode(self) -> str:
+        while self.rec.is_ready(self.stream):
+            self.rec.decode_stream(self.stream)
+        return self.text
+
+    def accept_audio(self, samples: np.ndarray) -> str:
+        """16 kHz float32 samples in [-1, 1]."""
+        x = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        self.samples += x.size
+        self.stream.accept_waveform(16000, x)
+        return self._decode()
+
+    def finalize(self) -> str:
+        tail = tail_padding(self.samples, self.meta)
+        if tail:
+            self.stream.accept_waveform(16000, np.zeros(tail, dtype=np.float32))
+        self.stream.input_finished()
+        return self._decode()
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.rec.get_result(self.stream).split())
+
+    def tokens(self, pieces: dict[str, int]) -> tuple[list[int], list[int]]:
+        """``(token ids, encoder frame of each)`` so far; ``pieces``: ``{piece: id}`` of tokens.txt."""
+        r = self.rec.get_result_all(self.stream)
+        return [pieces.get(t.replace(" ", "\u2581"), -1) for t in r.tokens], [round(t / STAMP_S) for t in r.timestamps]
 
 
 @torch.no_grad()
@@ -424,8 +449,7 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
     rec = sherpa_recognizer(sherpa_dir, threads)
     enc_runner = SherpaOnnxEncoder(sherpa_dir, threads)
     piece = int(meta["decode_chunk_len"]) * SHIFT
-    pieces = read_tokens(Path(sherpa_dir) / "tokens.txt")
-    ids = {p: i for i, p in pieces.items()}
+    ids = {p: i for i, p in read_tokens(Path(sherpa_dir) / "tokens.txt").items()}
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     rows, sherpa_s, torch_s, audio_s = [], 0.0, 0.0, 0.0
@@ -434,7 +458,10 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
             x = cut.load_audio()[0].astype(np.float32)
             audio_s += len(x) / 16000
             t0 = time.perf_counter()
-            text, toks, stamps = sherpa_transcribe(rec, x, meta, piece)
+            sh = SherpaStreamingRecognizer(rec, meta)
+            for i in range(0, len(x), piece):
+                sh.accept_audio(x[i:i + piece])
+            text = sh.finalize()
             t1 = time.perf_counter()
             ours = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, max_symbols)
             for i in range(0, len(x), piece):
@@ -445,13 +472,11 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
             torch_s += t2 - t1
             padded = np.concatenate([x, np.zeros(tail_padding(len(x), meta), dtype=np.float32)])
             ref_tokens, ref_frames, ref_enc = sherpa_reference(lm, padded, meta)
-            got = ([ids.get(p.replace(" ", "\u2581"), -1) for p in toks], [round(s / STAMP_S) for s in stamps])
             enc = enc_runner([fbank(padded).numpy()])[0]
             diff = float(np.abs(enc - ref_enc.numpy()).max()) if enc.shape == tuple(ref_enc.shape) and enc.size \
                 else (0.0 if enc.shape == tuple(ref_enc.shape) else float("inf"))
-            rows.append({"id": cut.id, "torch": ref_text, "sherpa": " ".join(text.split()),
-                         "equal": " ".join(text.split()) == " ".join(ref_text.split()),
-                         "tokens_equal": got == (ref_tokens, ref_frames), "max_abs_diff": diff})
+            rows.append({"id": cut.id, "torch": ref_text, "sherpa": text, "equal": text == " ".join(ref_text.split()),
+                         "tokens_equal": sh.tokens(ids) == (ref_tokens, ref_frames), "max_abs_diff": diff})
     finally:
         torch.set_num_threads(saved)
     return {"utterances": len(rows), "equal": sum(r["equal"] for r in rows),
