@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from omnisparse.errors import DirectoryInUseError
-from omnisparse.io.lock import LOCK_FILE, ensure_not_held, exclusive_dir, read_lock
+from omnisparse.io.lock import LOCK_FILE, ensure_not_held, exclusive_dir, process_identity, read_lock
 
 
 def _dead_pid() -> int:
@@ -103,3 +103,16 @@ def test_ensure_not_held(tmp_path):
     with exclusive_dir(tmp_path / "held", "omnisparse search"):
         with pytest.raises(DirectoryInUseError, match="omnisparse search"):
             ensure_not_held(tmp_path / "held")
+
+
+def test_a_reused_pid_is_not_taken_for_the_holder(tmp_path, caplog):
+    """A lock naming a pid that now belongs to another process (after a reboot, or a restarted
+    container whose command gets the same pid - here: this very process) is stale."""
+    me = process_identity(os.getpid())
+    if me is None:
+        pytest.skip("no /proc here: only the pid is checked")
+    _plant(tmp_path, pid=os.getpid(), host=socket.gethostname(), command="omnisparse train",
+           started="2026-01-01T00:00:00Z", process="another-boot:42")
+    with exclusive_dir(tmp_path, "omnisparse train"):
+        assert read_lock(tmp_path)["process"] == me
+    assert f"taking over the lock of pid {os.getpid()} " in caplog.text

@@ -8,6 +8,9 @@ is held, so that the same clean-up runs). A second command on the same directory
 :class:`~omnisparse.errors.DirectoryInUseError`, one line naming the holder. A lock left by a process
 that no longer runs on this host (SIGKILL, a power cut) is taken over with a warning naming it; a lock
 of another host is never taken over (the message says which file to delete once that process is gone).
+Where ``/proc`` exists the lock also records the holder's boot id and start time (``process``), so
+that a pid reused since (after a reboot, or a restarted container whose command gets the same pid)
+is not taken for the holder.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def process_identity(pid: int) -> str | None:
+    """``"<boot id>:<start time>"`` of process ``pid`` from ``/proc`` (None where that is not
+    readable): what tells the process a lock names from a later one given the same pid."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{boot}:{stat[stat.rindex(')') + 2:].split()[19]}"  # field 22, after "pid (comm)"
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def read_lock(directory: str | Path) -> dict[str, Any] | None:
@@ -83,8 +97,13 @@ def _in_use(directory: Path, lock: Path, holder: dict[str, Any] | None) -> Direc
 
 def _live(holder: dict[str, Any] | None) -> bool:
     """Whether a lock's holder may still be at work: always for an unreadable lock or one of another
-    host, else while its pid runs."""
-    return holder is None or holder.get("host") != socket.gethostname() or pid_alive(holder["pid"])
+    host, else while its pid runs (and, where both are known, is the same process)."""
+    if holder is None or holder.get("host") != socket.gethostname():
+        return True
+    if not pid_alive(holder["pid"]):
+        return False
+    recorded, now = holder.get("process"), process_identity(holder["pid"])
+    return recorded is None or now is None or recorded == now
 
 
 def ensure_not_held(directory: str | Path) -> None:
@@ -115,8 +134,10 @@ def _take_over(lock: Path, text: str) -> None:
 
 
 def _acquire(directory: Path, lock: Path, command: str) -> str:
-    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                       "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}) + "\n"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+          "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    identity = process_identity(os.getpid())
+    mine = json.dumps({**me, "process": identity} if identity else me) + "\n"
     for _ in range(_ATTEMPTS):
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -130,8 +151,12 @@ def _acquire(directory: Path, lock: Path, command: str) -> str:
             log.warning("%s: taking over the lock of %s, which no longer runs", directory, _describe(holder))
             _take_over(lock, text)
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(mine)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(mine)
+        except BaseException:  # a full disk, Ctrl-C: no empty lock left behind
+            lock.unlink(missing_ok=True)
+            raise
         return mine
     raise DirectoryInUseError(f"{directory}: could not take its lock {lock} (other processes keep taking it)")
 
