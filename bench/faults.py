@@ -32,8 +32,8 @@ counted, see ``kills_missed``):
   resumes to the uninterrupted result);
 * ``lost_data_or_crashed``: anything else (target 0); the case's detail says what happened.
 
-Known blind spot: ``state.json`` of a checkpoint is not checksummed, so only damage that breaks its
-JSON is injected there (a bit flip inside a number would go unnoticed).
+A checkpoint's ``state.json`` carries the checksum of its own content, so every damage is injected
+there too (a bit flip inside a number included).
 """
 
 from __future__ import annotations
@@ -228,8 +228,7 @@ class Bench:
 
         name = self.rng.choice(["model.safetensors", "optimizer.safetensors", "state.json", "tokenizer.model",
                                 "global_stats.json"])
-        # state.json is not checksummed: only damage that breaks its JSON (see the docstring)
-        kind = self.rng.choice(("truncate", "garbage") if name == "state.json" else DAMAGES)
+        kind = self.rng.choice(DAMAGES)
         seed = self.rng.randrange(2**31)
         point = f"{kind} {name} of the newest checkpoint"
 
@@ -409,7 +408,7 @@ class Bench:
                         (c / "model.safetensors").write_bytes(pickle.dumps({"w": list(range(10))}))
                         words = "not a readable safetensors file"
                     state["sha256"]["model.safetensors"] = ck.sha256(c / "model.safetensors")
-                (c / "state.json").write_text(json.dumps(state))
+                ck.write_state(c, state)
                 target = d
             before = tree_digest(d)
             if kind == "resume_other_config":

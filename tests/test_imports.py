@@ -13,7 +13,7 @@ Layers, low to high (a module belongs to the layer of its top-level package or m
     io        the package root (``__version__``), ``errors`` and the ``io`` package: atomic and
               checksummed writes (``io.atomic``), JSON files that must hold an object (``io.json_file``),
               the checkpoint directory (``io.checkpoint``), the export directory's on-disk format
-              (``io.export_dir``); what every layer may use. It imports only the standard library,
+              (``io.export_dir``), the one-writer lock of a directory (``io.lock``); what every layer may use. It imports only the standard library,
               numpy, torch and safetensors besides (checked below).
               The artefact file format stays in ``export`` with its writer and reader (they need the masks)
     utils     ``utils.provenance`` (git commit / machine records, on ``io.atomic``), ``utils.faults``

@@ -23,3 +23,8 @@ class NonFiniteLossError(FatalRunError, RuntimeError):
 
 class OutOfMemoryStop(FatalRunError, RuntimeError):
     """Too many consecutive batches that ran out of memory even when split in half."""
+
+
+class DirectoryInUseError(FatalRunError):
+    """Another process holds the directory a command would write into (its ``.omnisparse.lock``,
+    :mod:`omnisparse.io.lock`): refused before anything is written, the message naming that process."""

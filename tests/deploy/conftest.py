@@ -18,7 +18,7 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.export.subnet import export_subnet, space_for
 from omnisparse.decoding.loading import load_model
 from omnisparse.io.atomic import sha256
-from omnisparse.io.checkpoint import resolve_checkpoint
+from omnisparse.io.checkpoint import resolve_checkpoint, write_state
 from omnisparse.models.transducer import Transducer
 
 N_UTTS = 3  # dev utterances per transcript comparison
@@ -32,12 +32,12 @@ def nonuniform(space) -> dict[str, float]:
 
 def row_variant(ckpt: Path, dst: Path) -> Path:
     """A copy of checkpoint ``ckpt`` whose saved sparsity settings say ``row`` (predictor and joiner
-    pruned too); state.json is not checksummed."""
+    pruned too); state.json re-sealed with its new checksum."""
     dst = dst / ckpt.name
     shutil.copytree(ckpt, dst)
     state = json.loads((dst / "state.json").read_text())
     state["config"]["sparsity"].update(granularity="row", block=8, prune_pred_joiner=True)
-    (dst / "state.json").write_text(json.dumps(state))
+    write_state(dst, state)
     return dst
 
 
@@ -51,7 +51,7 @@ def randomise_weights(ckpt: Path, seed: int = 0, blank_bias: float = 0.3) -> Non
         model.joiner.out.bias[model.blank_id] += blank_bias
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(ckpt / "model.safetensors"))
     state["sha256"]["model.safetensors"] = sha256(ckpt / "model.safetensors")
-    (ckpt / "state.json").write_text(json.dumps(state))
+    write_state(ckpt, state)
 
 
 @pytest.fixture(scope="session")

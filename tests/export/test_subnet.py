@@ -23,7 +23,7 @@ from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.transcribe import read_audio, transcribe_samples
 from omnisparse.export.format import FORMATS
 from omnisparse.export.subnet import ExportError, export_subnet, space_for
-from omnisparse.io.checkpoint import CheckpointError, resolve_checkpoint
+from omnisparse.io.checkpoint import CheckpointError, resolve_checkpoint, write_state
 from omnisparse.sparsity.masks import MaskBank
 
 N_DEV = 8  # dev cuts decoded per comparison (speed)
@@ -48,7 +48,7 @@ def supernet_ckpt(tiny_supernet_run) -> Path:
 @pytest.fixture(scope="module")
 def variants(supernet_ckpt, tmp_path_factory) -> dict[str, Path]:
     """The supernet checkpoint under each granularity: copies whose saved ``sparsity`` settings differ
-    (state.json is not checksummed; the weights are the same)."""
+    (state.json re-sealed with its new checksum; the weights are the same)."""
     root = tmp_path_factory.mktemp("variants")
     out = {}
     for gran, (block, pj) in VARIANTS.items():
@@ -56,7 +56,7 @@ def variants(supernet_ckpt, tmp_path_factory) -> dict[str, Path]:
         shutil.copytree(supernet_ckpt, dst)
         state = json.loads((dst / "state.json").read_text())
         state["config"]["sparsity"].update(granularity=gran, block=block, prune_pred_joiner=pj)
-        (dst / "state.json").write_text(json.dumps(state))
+        write_state(dst, state)
         out[gran] = dst
     return out
 

@@ -1,5 +1,6 @@
-"""Truncated or corrupted checkpoints and search states: detected by checksum, the previous one used
-with a warning, and the resumed run ends exactly where an uninterrupted one does."""
+"""Truncated or corrupted checkpoints and search states (also a state.json still valid JSON, one digit
+changed): detected by checksum, the previous one used with a warning, and the resumed run ends exactly
+where an uninterrupted one does. States written before they carried a checksum are still accepted."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omnisparse.export.format import ArtefactPricing
 from omnisparse.io import checkpoint as ck
 from omnisparse.models.transducer import Transducer
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
+from omnisparse.search.state import read_state_file, write_state_file
 from omnisparse.sparsity.space import SearchSpace
 from omnisparse.utils.faults import weights_equal
 
@@ -47,6 +49,8 @@ CORRUPTIONS = {
     "truncated weights": lambda c: _truncate(c / "model.safetensors"),
     "bit flip in the optimizer": lambda c: _flip(c / "optimizer.safetensors"),
     "state.json garbage": lambda c: (c / "state.json").write_text('{"step": 6, "trunc'),
+    "state.json digit flip": lambda c: (c / "state.json").write_text(
+        (c / "state.json").read_text().replace('"step": 6,', '"step": 5,')),  # valid JSON: only its checksum notices
     "missing tokenizer": lambda c: (c / "tokenizer.model").unlink(),
 }
 
@@ -133,3 +137,14 @@ def test_corrupt_search_state_falls_back_to_the_previous_generation(space, tmp_p
     if damage != "delete":
         assert "ignoring the search state" in caplog.text and (out / "state.json.corrupt").exists()
     assert "resuming the search from" in caplog.text
+
+
+def test_search_state_without_a_checksum_is_accepted_with_a_warning(tmp_path, caplog):
+    """States written before the checksum existed."""
+    write_state_file(tmp_path, {"version": 1, "generation": 2, "history": [{"wer": 0.5}]})
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert read_state_file(tmp_path / "state.json") == {k: v for k, v in state.items() if k != "sha256"}
+    del state["sha256"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert read_state_file(tmp_path / "state.json") == state
+    assert "carries no checksum" in caplog.text

@@ -155,7 +155,7 @@ def test_checkpoint_weights_of_another_config_are_named(tiny_corpus, tiny_run, t
     shutil.copy(other / "ckpt-00000002" / "model.safetensors", ckpt / "model.safetensors")
     state = json.loads((ckpt / "state.json").read_text())
     state["sha256"]["model.safetensors"] = ck.sha256(ckpt / "model.safetensors")
-    (ckpt / "state.json").write_text(json.dumps(state))
+    ck.write_state(ckpt, state)
     with pytest.raises(ck.CheckpointError, match=r"shape mismatch .*\(48"):
         load_model(ckpt)
     capsys.readouterr()
@@ -229,7 +229,7 @@ def test_a_pickle_in_place_of_safetensors_is_refused_unopened(tiny_run, tmp_path
     (ckpt / "model.safetensors").write_bytes(pickle.dumps({"weights": _Payload(marker)}))
     state = json.loads((ckpt / "state.json").read_text())
     state["sha256"]["model.safetensors"] = ck.sha256(ckpt / "model.safetensors")
-    (ckpt / "state.json").write_text(json.dumps(state))
+    ck.write_state(ckpt, state)
     with pytest.raises(ck.CheckpointError, match="not a readable safetensors file"):
         load_model(ckpt)
     capsys.readouterr()

@@ -89,3 +89,42 @@ def test_rng_state_round_trip():
     a = torch.rand(3)
     ck.set_rng_state(s)
     assert torch.equal(a, torch.rand(3))
+
+
+def test_state_json_digit_flip_falls_back_to_the_previous_checkpoint(tmp_path, caplog):
+    """A change that leaves state.json valid JSON (one digit of ``step``) fails its own checksum."""
+    m = _model()
+    ck.save_checkpoint(tmp_path, 1, m, {"epoch": 0})
+    p2 = ck.save_checkpoint(tmp_path, 2, m, {"epoch": 0})
+    text = (p2 / "state.json").read_text()
+    assert '"step": 2,' in text
+    (p2 / "state.json").write_text(text.replace('"step": 2,', '"step": 3,'))
+    json.loads((p2 / "state.json").read_text())  # still valid JSON
+    with pytest.raises(ck.CheckpointError, match="state.json fails its checksum"):
+        ck.verify_checkpoint(p2)
+    path, state = ck.latest_checkpoint(tmp_path)
+    assert path.name == "ckpt-00000001" and state["step"] == 1
+    assert "state.json fails its checksum" in caplog.text and "trying an older one" in caplog.text
+
+
+def test_state_digest_is_not_part_of_the_returned_state_and_write_state_reseals(tmp_path):
+    p = ck.save_checkpoint(tmp_path, 1, _model(), {"epoch": 0, "betas": (0.9, 0.98), "nan": float("nan")})
+    assert ck.STATE_DIGEST in json.loads((p / "state.json").read_text())
+    state = ck.verify_checkpoint(p)
+    assert ck.STATE_DIGEST not in state and state["betas"] == [0.9, 0.98]
+    state["epoch"] = 7  # an edited state, sealed again
+    ck.write_state(p, state)
+    assert ck.verify_checkpoint(p)["epoch"] == 7
+
+
+def test_legacy_state_json_without_its_checksum_is_accepted_with_one_warning(tmp_path, caplog):
+    """Checkpoints written before state.json carried its own checksum (the runs on disk) still resume."""
+    p = ck.save_checkpoint(tmp_path, 3, _model(), {"epoch": 1})
+    state = json.loads((p / "state.json").read_text())
+    del state[ck.STATE_DIGEST]
+    (p / "state.json").write_text(json.dumps(state, indent=1))  # exactly what older releases wrote
+    path, got = ck.latest_checkpoint(tmp_path)
+    assert path == p and got["step"] == 3 and got["epoch"] == 1
+    ck.verify_checkpoint(p)
+    assert caplog.text.count("carries no checksum of its own") == 1
+    assert f"written by omnisparse {state['omnisparse_version']}" in caplog.text

@@ -24,6 +24,7 @@ import subprocess
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from omnisparse.data.corpus_plan import (
 from omnisparse.data.engines import available_engines, get_engine
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.lock import exclusive_dir
 
 log = logging.getLogger(__name__)
 
@@ -351,8 +353,15 @@ def build_corpus(out_dir: str | Path, preset: str | CorpusPreset = "tiny", seed:
     engines runs is left empty.  Returns what is also written to ``corpus.json``: ``{"preset", "seed",
     "splits": {split: {utterances, hours, speakers, words, engines, sources, failed, synthesised,
     reused}}, "held_out_speakers", "engines", "missing_engines", ...}``.  Utterances that fail twice
-    are left out of the manifests and counted under ``failed``.
+    are left out of the manifests and counted under ``failed``. ``out_dir`` is held meanwhile
+    (:func:`omnisparse.io.lock.exclusive_dir`): a second build into it is refused.
     """
+    with ExitStack() as held:
+        return _build_corpus(out_dir, preset, seed, num_jobs, progress, sentences, held)
+
+
+def _build_corpus(out_dir: str | Path, preset: str | CorpusPreset, seed: int, num_jobs: int | None, progress: bool,
+                  sentences: list[tuple[str, str]] | list[str] | None, held: ExitStack) -> dict[str, Any]:
     t0 = time.time()
     preset = resolve_preset(preset)
     check_tools()
@@ -360,6 +369,7 @@ def build_corpus(out_dir: str | Path, preset: str | CorpusPreset = "tiny", seed:
     for engine, reason in missing.items():
         log.warning("engine %s left out of the corpus: %s", engine, reason)
     out = Path(out_dir)
+    held.enter_context(exclusive_dir(out, "omnisparse data build"))  # before planning (slow) and any write
     layout = CorpusLayout(out)
     num_jobs = max(1, int(num_jobs or os.cpu_count() or 1))
 

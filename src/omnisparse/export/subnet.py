@@ -44,6 +44,7 @@ from omnisparse.export.writer import write_artefact
 from omnisparse.io.atomic import fsync_path
 from omnisparse.io.checkpoint import resolve_checkpoint
 from omnisparse.io.export_dir import EXPORT_KIND, EXPORT_VERSION, file_digests, is_export_dir, write_export_meta
+from omnisparse.io.lock import ensure_not_held
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 
 __all__ = ["ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
@@ -86,6 +87,8 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if _occupied(out) and not overwrite:
         raise ExportError(f"{out} already exists and is not empty; refusing to overwrite it "
                           "(pass overwrite=True to replace it)")
+    if _occupied(out):
+        ensure_not_held(out)  # a run, search or corpus at work there is never replaced
 
 
 def _streaming_summary(mc: Mapping[str, Any]) -> dict[str, Any]:

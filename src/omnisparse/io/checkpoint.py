@@ -5,14 +5,18 @@ A checkpoint is a directory ``RUN/ckpt-<step:08d>/``::
     model.safetensors       model weights (no masks, no optimizer)
     optimizer.safetensors   optimizer tensors, keyed ``<param index>.<name>`` (absent for exports)
     state.json              step, epoch, position in the epoch, RNG states, optimizer scalars, config,
-                            sha256 of each .safetensors file, format version
+                            sha256 of every other file, format version, and ``state_sha256``: the
+                            sha256 of its own content (everything else, canonical JSON)
     tokenizer.model         the sentencepiece model the run trains with
     global_stats.json       feature normalisation (mean / std per mel bin)
 
 It is written into ``.ckpt-<step>.tmp`` (every file fsync'ed) and renamed into place, so a kill or a
 full disk leaves either the whole new checkpoint or none of it: the previous one stays intact (a
 failed write raises :class:`CheckpointWriteError`, naming the cause and the intact checkpoint).
-``latest_checkpoint`` verifies checksums and falls back to an older checkpoint with a warning. A
+``latest_checkpoint`` verifies checksums - of the files and of ``state.json`` itself, so that a change
+that leaves it valid JSON (a flipped digit of ``step``) is caught too - and falls back to an older
+checkpoint with a warning. A checkpoint written before ``state_sha256`` existed is accepted unchecked,
+with a warning (:func:`verify_checkpoint`). A
 checkpoint of another format version is not corrupt: it is refused (:class:`CheckpointVersionError`,
 naming both versions and the omnisparse release that wrote it), never skipped or set aside.
 """
@@ -35,13 +39,15 @@ from omnisparse import __version__ as OMNISPARSE_VERSION
 from omnisparse.errors import CheckpointWriteError
 from omnisparse.io.atomic import fsync_file as _fsync_file  # module-level names: the fault tests patch them
 from omnisparse.io.atomic import fsync_path as _fsync_dir
-from omnisparse.io.atomic import sha256, verify_digests
-from omnisparse.io.json_file import read_json_object
+from omnisparse.io.atomic import atomic_write_text, sha256, verify_digests
+from omnisparse.io.json_file import content_digest, read_json_object
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CKPT_PREFIX = "ckpt-"
+STATE_DIGEST = "state_sha256"  # the key of state.json holding the digest of the rest of it
+_warned_unchecked: set[str] = set()  # checkpoints without STATE_DIGEST already warned about
 
 
 class CheckpointError(ValueError):
@@ -122,7 +128,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
         state["omnisparse_version"] = OMNISPARSE_VERSION
         state["step"] = step
         state["sha256"] = {f: sha256(tmp / f) for f in files}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        write_state(tmp, state, fsync=False)  # fsync'ed below with the other files
         for f in [*files, "state.json"]:
             _fsync_file(tmp / f)
         if final.exists():
@@ -143,6 +149,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
     return final
 
 
+def write_state(ckpt: str | Path, state: dict[str, Any], *, fsync: bool = True) -> None:
+    """Write ``ckpt/state.json`` atomically: ``state`` as it reads back from JSON, with its
+    :data:`STATE_DIGEST` computed afresh. What also re-seals a checkpoint whose state was edited."""
+    state = json.loads(json.dumps(state))  # as it reads back: tuples as lists, keys as strings
+    state.pop(STATE_DIGEST, None)
+    text = json.dumps({**state, STATE_DIGEST: content_digest(state)}, indent=1)
+    atomic_write_text(Path(ckpt) / "state.json", text, fsync=fsync)
+
+
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -151,9 +166,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
-    """Return its state.json after checking every file against its recorded sha256. CheckpointError
-    (one line) when state.json is missing, not valid JSON or not an object, of another format version
-    (:class:`CheckpointVersionError`) or when a file fails its checksum."""
+    """Return its state.json (without its :data:`STATE_DIGEST`) after checking it and every file against
+    their recorded sha256. CheckpointError (one line) when state.json is missing, not valid JSON or not
+    an object, of another format version (:class:`CheckpointVersionError`), or when it or a file fails
+    its checksum. A state.json without a digest (written before omnisparse recorded one) is accepted
+    unchecked, with a warning (once per checkpoint and process): the runs on disk stay resumable."""
     ckpt = Path(ckpt)
     state = read_json_object(ckpt / "state.json", "omnisparse checkpoint state", CheckpointError)
     version = state.get("format_version")
@@ -165,6 +182,15 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
                 f"({OMNISPARSE_VERSION}) reads format version {FORMAT_VERSION} only")
         raise CheckpointError(f"{ckpt}: state.json has no valid format_version ({version!r}): not an omnisparse "
                               "checkpoint, or corrupt")
+    digest = state.pop(STATE_DIGEST, None)
+    if digest is None:
+        if str(ckpt) not in _warned_unchecked:
+            _warned_unchecked.add(str(ckpt))
+            by = state.get("omnisparse_version")
+            log.warning("%s: state.json carries no checksum of its own (written by %s); accepted unchecked", ckpt,
+                        f"omnisparse {by}" if by else "an older omnisparse")
+    elif digest != content_digest(state):
+        raise CheckpointError(f"{ckpt}: state.json fails its checksum (changed after it was written)")
     verify_digests(ckpt, state.get("sha256", {}), CheckpointError)
     return state
 

@@ -1,8 +1,11 @@
 """Reading a JSON file that must hold an object (a checkpoint's ``state.json``, a sub-network config):
-every way it can fail is one line naming the file and what it should have been."""
+every way it can fail is one line naming the file and what it should have been; and the digest of a
+JSON object's own content (:func:`content_digest`), which the state files carry to catch a change that
+leaves them valid JSON (a flipped digit)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -27,3 +30,10 @@ def read_json_object(path: str | Path, what: str, error: type[Exception] = Value
     if not isinstance(data, dict):
         raise error(f"{path}: {what} is not a JSON object (got {type(data).__name__})")
     return data
+
+
+def content_digest(data: Any) -> str:
+    """Hex sha256 of JSON-able ``data`` in a canonical form (``json.dumps`` with sorted keys): equal for
+    an object and for the same object read back from any JSON text of it (as long as its keys are
+    strings: pass what ``json.loads`` returns)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

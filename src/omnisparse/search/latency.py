@@ -34,7 +34,6 @@ Timings are noisy on a busy machine; nothing asserts they are monotone in ``s``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from omnisparse.deploy.fast import optimize_for_cpu
 from omnisparse.deploy.kinds import FP32_KINDS, INT8_DTYPE_KINDS, KINDS, build_kind
 from omnisparse.deploy.timing import flush_buffer, time_call
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.json_file import content_digest
 from omnisparse.sparsity.masks import MatrixRanking
 from omnisparse.sparsity.space import SearchSpace
 
@@ -86,7 +86,7 @@ def table_key(space: SearchSpace, threads: int, kinds: Sequence[str], dtype: str
 
 
 def key_digest(key: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return content_digest(key)[:16]
 
 
 # ---------------------------------------------------------------------------------------------- one step

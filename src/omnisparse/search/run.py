@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from omnisparse.config import Config, SearchConfig
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.loading import load_model
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.lock import exclusive_dir
 from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
 from omnisparse.sparsity.space import space_and_bank
@@ -88,8 +90,14 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
     ``in_range``; ``cost``: candidates evaluated, generations, wall seconds (accumulated across resumes),
     decode seconds. Writes ``history.json``, ``pareto.json``, ``search.csv``, ``state.json`` into the
     output directory; running it again resumes (or, when finished, only re-reports); ``resume=False``
-    starts afresh, overwriting a previous search there.
+    starts afresh, overwriting a previous search there. The output directory is held meanwhile
+    (:func:`omnisparse.io.lock.exclusive_dir`): a second search into it is refused.
     """
+    with ExitStack() as held:
+        return _run_search(cfg, resume, progress, tensorboard, held)
+
+
+def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, held: ExitStack) -> dict[str, Any]:
     sc = cfg.search
     if not sc.supernet:
         raise ValueError("search.supernet is empty: set it to a supernet run directory or checkpoint "
@@ -120,6 +128,7 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
         return space.size_bytes(config, sc.format)
 
     out = Path(sc.out_dir) if sc.out_dir else lm.path.parent / "search"
+    held.enter_context(exclusive_dir(out, "omnisparse search"))  # before the first write into it
     table: LatencyTable | None = None
     finder_kw: dict[str, Any] = {}
     if cost_name != "bytes":

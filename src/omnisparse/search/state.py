@@ -1,14 +1,15 @@
 """The saved state of an evolutionary search (:class:`~omnisparse.search.evolution.EvolutionFinder`) in
 its output directory: ``state.json`` after each generation, written atomically with the sha256 of its
-content; the state it replaces is kept as ``state.prev.json``. A truncated or corrupted ``state.json``
-is moved aside (``state.json.corrupt``) with a warning and the search resumes from the previous
-generation (:func:`load_saved_state`). The RNG state goes into the JSON as lists
+content (``"sha256"``, :func:`omnisparse.io.json_file.content_digest` of the rest); the state it
+replaces is kept as ``state.prev.json``. A truncated or corrupted ``state.json`` - also one still valid
+JSON, a flipped digit - is moved aside (``state.json.corrupt``) with a warning and the search resumes
+from the previous generation (:func:`load_saved_state`); a state written before the checksum existed
+is accepted unchecked, with a warning. The RNG state goes into the JSON as lists
 (:func:`_rng_to_json` / :func:`_rng_from_json`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.json_file import content_digest
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +25,9 @@ STATE_FILE = "state.json"
 PREV_STATE_FILE = "state.prev.json"
 
 
-def _digest(state: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
-
-
 def read_state_file(path: Path) -> dict[str, Any]:
-    """A saved search state, its checksum verified (states written before checksums are accepted);
-    ValueError when it is truncated, corrupt or not a search state."""
+    """A saved search state, its checksum verified (states written before checksums are accepted, with
+    a warning); ValueError when it is truncated, corrupt or not a search state."""
     try:
         state = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -37,7 +35,9 @@ def read_state_file(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "generation" not in state:
         raise ValueError(f"{path} is not a search state")
     digest = state.pop("sha256", None)
-    if digest is not None and digest != _digest(state):
+    if digest is None:
+        log.warning("%s carries no checksum (written by an older omnisparse); accepted unchecked", path)
+    elif digest != content_digest(state):
         raise ValueError(f"{path} fails its checksum (truncated or corrupted)")
     return state
 
@@ -68,7 +68,8 @@ def write_state_file(out: Path, state: Mapping[str, Any]) -> None:
     state_path = out / STATE_FILE
     if state_path.exists():  # the previous generation's state stays as a fallback
         os.replace(state_path, out / PREV_STATE_FILE)
-    atomic_write_text(state_path, json.dumps({**state, "sha256": _digest(state)}))
+    state = json.loads(json.dumps(state))  # the digest of what reads back (tuples as lists, keys as strings)
+    atomic_write_text(state_path, json.dumps({**state, "sha256": content_digest(state)}))
 
 
 def _rng_to_json(state: tuple) -> list:

@@ -21,6 +21,12 @@ class Dist:
         return self.rank == 0
 
 
+def launch_rank() -> int:
+    """This process's global rank as ``torchrun`` set it (``RANK``; 0 for a single process), known
+    before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_distributed(device_pref: str) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())

@@ -55,7 +55,7 @@ from omnisparse.models.wav2vec import PretrainOutput, Wav2VecPretrainModel
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity
 from omnisparse.sparsity.schedule import cubic_sparsity
 from omnisparse.train.metrics import MetricLogger, write_run_record
-from omnisparse.train.trainer import Trainer, run_trainer
+from omnisparse.train.trainer import Trainer, train_in_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -296,4 +296,4 @@ class PretrainTrainer(Trainer):
 
 def pretrain(cfg: Config, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) wav2vec 2.0 pre-training in ``cfg.train.out_dir``."""
-    return run_trainer(PretrainTrainer(cfg, resume=resume))
+    return train_in_run_dir(PretrainTrainer, cfg, resume, "omnisparse pretrain")

@@ -86,6 +86,6 @@ class PruneTrainer(SparseTrainerBase):
 
 def prune(cfg, resume: bool = True) -> dict[str, Any]:
     """Run (or resume) one pruning baseline in ``cfg.train.out_dir``."""
-    from omnisparse.train.trainer import run_trainer
+    from omnisparse.train.trainer import train_in_run_dir
 
-    return run_trainer(PruneTrainer(cfg, resume=resume))
+    return train_in_run_dir(PruneTrainer, cfg, resume, "omnisparse prune")

@@ -13,7 +13,7 @@ from typing import Any
 from omnisparse.config import Config
 from omnisparse.train.dual_mode import DualModeTrainer
 from omnisparse.train.supernet import SupernetTrainer
-from omnisparse.train.trainer import Trainer, run_trainer
+from omnisparse.train.trainer import Trainer, train_in_run_dir
 
 __all__ = ["TRAINERS", "trainer_kind", "train"]
 
@@ -31,4 +31,4 @@ def trainer_kind(supernet: bool = False, dual_mode: bool = False) -> str:
 def train(cfg: Config, resume: bool = True, supernet: bool = False, dual_mode: bool = False) -> dict[str, Any]:
     """Run (or resume) dense training, or with ``supernet`` the Omni-sparsity supernet training, or with
     ``dual_mode`` the dual-mode (dense full-context + sparse streaming) training."""
-    return run_trainer(TRAINERS[trainer_kind(supernet, dual_mode)](cfg, resume=resume))
+    return train_in_run_dir(TRAINERS[trainer_kind(supernet, dual_mode)], cfg, resume, "omnisparse train")

@@ -1,7 +1,9 @@
 """Dense RNN-T training: AdamW + warm-up/decay, clipping, validation WER, exact resume, DDP.
 
 ``run_trainer(Trainer(cfg))`` runs (or resumes) the run in ``cfg.train.out_dir``
-(:func:`omnisparse.train.registry.train` picks the trainer ``omnisparse train`` runs). Launch several processes with
+(:func:`omnisparse.train.registry.train` picks the trainer ``omnisparse train`` runs); the commands
+go through :func:`train_in_run_dir`, which holds the run directory meanwhile (one writer per run
+directory, :mod:`omnisparse.io.lock`). Launch several processes with
 ``torchrun --nproc_per_node=N -m omnisparse.cli train ...``: gloo on CPU, nccl on GPU
 (:mod:`omnisparse.train.distributed`); every rank reads a different share of each epoch (lhotse
 sampler ``world_size``/``rank``), gradients are all-reduced by DDP, rank 0 writes checkpoints and logs.
@@ -29,6 +31,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -47,15 +50,16 @@ from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.io import checkpoint as ck
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.lock import exclusive_dir
 from omnisparse.losses.transducer import LossOutput, TransducerLoss
 from omnisparse.models.transducer import Transducer
-from omnisparse.train.distributed import setup_distributed
+from omnisparse.train.distributed import launch_rank, setup_distributed
 from omnisparse.train.metrics import MetricLogger, write_run_record
 from omnisparse.train.recovery import FaultRecovery
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "run_trainer", "train_in_run_dir"]
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -383,3 +387,14 @@ def run_trainer(trainer: Trainer) -> dict[str, Any]:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def train_in_run_dir(trainer_cls: type[Trainer], cfg: Config, resume: bool, command: str) -> dict[str, Any]:
+    """What the training commands run: ``trainer_cls(cfg, resume=resume)`` built and run to the end
+    while the run directory is held as ``command`` (:func:`omnisparse.io.lock.exclusive_dir`); a
+    second command on the same run directory meanwhile is refused
+    (:class:`~omnisparse.errors.DirectoryInUseError`) before it writes anything. Only the main rank
+    holds it: the other ranks of a ``torchrun`` launch write nothing into the run directory."""
+    lock = exclusive_dir(cfg.train.out_dir, command) if launch_rank() == 0 else nullcontext()
+    with lock:
+        return run_trainer(trainer_cls(cfg, resume=resume))
