@@ -74,6 +74,23 @@ def pad_sequences(seqs: list[torch.Tensor], value: float = 0.0) -> tuple[torch.T
     return out, lens
 
 
+def load_checked(load, cut, skipped: Counter) -> torch.Tensor | None:
+    """``load(cut)`` -> features ``(T, F)``, or None when the audio or features cannot be loaded or are
+    empty / non-finite: the utterance is skipped (logged, counted in ``skipped`` under ``unloadable`` or
+    ``bad_features``), not the run."""
+    try:
+        f = load(cut)
+    except Exception as e:  # corrupt/missing audio or features
+        skipped["unloadable"] += 1
+        log.warning("skipping %s: cannot load (%s: %s)", cut.id, type(e).__name__, e)
+        return None
+    if f.shape[0] == 0 or not torch.isfinite(f).all():
+        skipped["bad_features"] += 1
+        log.warning("skipping %s: empty or non-finite features", cut.id)
+        return None
+    return f
+
+
 class AsrDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch, from a lhotse sampler) to padded tensors."""
 
@@ -112,15 +129,8 @@ class AsrDataset(torch.utils.data.Dataset):
                 self.skipped["empty_text"] += 1
                 log.warning("skipping %s: empty transcript", cut.id)
                 continue
-            try:
-                f = self._load(cut)
-            except Exception as e:  # corrupt/missing audio or features: skip the utterance, not the run
-                self.skipped["unloadable"] += 1
-                log.warning("skipping %s: cannot load (%s: %s)", cut.id, type(e).__name__, e)
-                continue
-            if f.shape[0] == 0 or not torch.isfinite(f).all():
-                self.skipped["bad_features"] += 1
-                log.warning("skipping %s: empty or non-finite features", cut.id)
+            f = load_checked(self._load, cut, self.skipped)
+            if f is None:
                 continue
             feats.append(self.normalizer(f))
             texts.append(text)

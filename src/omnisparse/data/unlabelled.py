@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from lhotse import CutSet, Recording, RecordingSet
 
-from omnisparse.data.batching import pad_sequences
+from omnisparse.data.batching import load_checked, pad_sequences
 from omnisparse.data.features import NUM_MEL_BINS, FeatureNormalizer, fbank
 from omnisparse.data.validate import SAMPLE_RATE
 
@@ -122,15 +122,8 @@ class UnlabelledDataset(torch.utils.data.Dataset):
     def __getitem__(self, cuts: CutSet) -> dict:
         feats, ids = [], []
         for cut in cuts:
-            try:
-                f = self._load(cut)
-            except Exception as e:
-                self.skipped["unloadable"] += 1
-                log.warning("skipping %s: cannot load (%s: %s)", cut.id, type(e).__name__, e)
-                continue
-            if f.shape[0] == 0 or not torch.isfinite(f).all():
-                self.skipped["bad_features"] += 1
-                log.warning("skipping %s: empty or non-finite features", cut.id)
+            f = load_checked(self._load, cut, self.skipped)
+            if f is None:
                 continue
             feats.append(self.normalizer(f))
             ids.append(cut.id)
