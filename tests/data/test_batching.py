@@ -1,7 +1,10 @@
+from collections import Counter
+from types import SimpleNamespace
+
 import torch
 from lhotse import load_manifest
 
-from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, make_sampler
+from omnisparse.data.batching import AsrDataset, SpecAugmentConfig, load_checked, make_sampler
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.tokenizer import Tokenizer
@@ -78,3 +81,18 @@ def test_unloadable_cut_is_skipped_and_counted(tiny_corpus, tmp_path):
     ds = AsrDataset(tok, norm, on_the_fly=True)
     out = ds[CutSet.from_cuts(bad)]
     assert len(out["ids"]) == 2 and ds.skipped["unloadable"] == 1
+
+
+def test_load_checked_skips_and_counts_what_cannot_train():
+    skipped: Counter = Counter()
+    cut = SimpleNamespace(id="c")
+    good = torch.randn(5, 80)
+    assert load_checked(lambda c: good, cut, skipped) is good and not skipped
+
+    def broken(c):
+        raise OSError("gone")
+
+    assert load_checked(broken, cut, skipped) is None
+    assert load_checked(lambda c: torch.zeros(0, 80), cut, skipped) is None
+    assert load_checked(lambda c: torch.full((3, 80), float("nan")), cut, skipped) is None
+    assert skipped == Counter(unloadable=1, bad_features=2)
