@@ -54,7 +54,6 @@ from omnisparse.losses.contrastive import compute_mask_spans
 from omnisparse.models.wav2vec import PretrainOutput, Wav2VecPretrainModel
 from omnisparse.sparsity.masks import MaskBank, MaskSpec, check_sparsity
 from omnisparse.sparsity.schedule import cubic_sparsity
-from omnisparse.train.metrics import MetricLogger, write_run_record
 from omnisparse.train.trainer import Trainer, train_in_run_dir
 
 log = logging.getLogger(__name__)
@@ -83,41 +82,28 @@ class PretrainTrainer(Trainer):
 
     kind = "pretrain"
 
-    def __init__(self, cfg: Config, resume: bool = True):  # noqa: D107 - Trainer.__init__ not called on purpose
+    def __init__(self, cfg: Config, resume: bool = True):
         check_pretrain_config(cfg)
-        self._start_run(cfg)
-        tc, pc = cfg.train, cfg.pretrain
-        self.train_cuts, self.dev_cuts, self.normalizer, on_the_fly = self._load_data()
+        super().__init__(cfg, resume=resume)
 
-        torch.manual_seed(tc.seed)
-        self.model = Wav2VecPretrainModel.from_config(cfg.model, pc).to(self.dist.device)
-        self.loss_module = self.wrapped = self.model
-        if self.dist.world_size > 1:
-            self.wrapped = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
-                                           weight_decay=tc.weight_decay)
-        self.dataset = UnlabelledDataset(self.normalizer, on_the_fly)
+    def _prepare(self, cfg: Config) -> None:
+        self.train_cuts, self.dev_cuts, self.normalizer, self._on_the_fly = self._load_data()
+
+    def _build_model(self, cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module]:
+        model = Wav2VecPretrainModel.from_config(cfg.model, cfg.pretrain).to(self.dist.device)
+        return model, model  # the model computes its own contrastive loss
+
+    def _build_data(self, cfg: Config) -> None:
+        self.dataset = UnlabelledDataset(self.normalizer, self._on_the_fly)
         self.bank = MaskBank(self.model, MaskSpec(cfg.sparsity.granularity, cfg.sparsity.block))
 
-        self.step = self.epoch = self.batches_in_epoch = self.bad_in_row = 0
-        self.cost = {"optimizer_steps": 0, "fwd_bwd_passes": 0, "audio_seconds": 0.0, "path_audio_seconds": 0.0,
-                     "wall_s": 0.0, "skipped_batches": 0, "device": str(self.dist.device),
-                     "world_size": self.dist.world_size, "train_cuts": len(self.train_cuts),
-                     "data": pc.audio_dir or f"{cfg.data.corpus_dir}:{','.join(cfg.data.train_splits)}"}
-        self.best_wer = None
-        self.logger = MetricLogger(self.run_dir) if self.dist.is_main else None
-        if resume:
-            self._maybe_resume()
-        elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
-            raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
-        if self.step == 0 and tc.init_encoder_from:  # continue pre-training an existing encoder
-            from omnisparse.train.encoder_init import init_encoder_from
+    def _cost_extra(self) -> dict[str, Any]:
+        pc = self.cfg.pretrain
+        return {"train_cuts": len(self.train_cuts),
+                "data": pc.audio_dir or f"{self.cfg.data.corpus_dir}:{','.join(self.cfg.data.train_splits)}"}
 
-            self.cost["init_encoder_from"] = init_encoder_from(self.model, tc.init_encoder_from, cfg.model)
-        if self.dist.is_main:
-            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-            write_run_record(self.run_dir, cfg.to_dict(), {"params": self.model.num_params(), "kind": self.kind})
+    def _run_record_extra(self) -> dict[str, Any]:
+        return {"kind": self.kind}
 
     # ---------------------------------------------------------------- data
     def _load_data(self):

@@ -91,8 +91,51 @@ class Trainer(FaultRecovery):
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def __init__(self, cfg: Config, resume: bool = True):
+        """The steps every run takes, in this order (subclasses fill in the hooks): the run directory
+        and process group, :meth:`_prepare` (what is read before the model), the model and its loss
+        (:meth:`_build_model`, after seeding torch with ``train.seed``), DDP and AdamW,
+        :meth:`_build_data`, the counters, resume (or refusal to overwrite checkpoints), the optional
+        encoder initialisation, and the run's ``config.json`` / ``run.json``."""
         self._start_run(cfg)
         tc = cfg.train
+        self._prepare(cfg)
+        torch.manual_seed(tc.seed)
+        self.model, self.loss_module = self._build_model(cfg)
+        self.wrapped = self.loss_module
+        if self.dist.world_size > 1:
+            self.wrapped = torch.nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
+                                           weight_decay=tc.weight_decay)
+        self._build_data(cfg)
+
+        self.step = 0
+        self.epoch = 0
+        self.batches_in_epoch = 0
+        self.bad_in_row = 0
+        # audio_seconds: data drawn (once per step); path_audio_seconds: audio through forward+backward
+        # passes (x the sub-networks of a supernet step)
+        self.cost = {"optimizer_steps": 0, "fwd_bwd_passes": 0, "audio_seconds": 0.0, "path_audio_seconds": 0.0, "wall_s": 0.0,
+                     "skipped_batches": 0, "device": str(self.dist.device), "world_size": self.dist.world_size,
+                     **self._cost_extra()}
+        self.best_wer: float | None = None
+        self.logger = MetricLogger(self.run_dir) if self.dist.is_main else None
+        if resume:
+            self._maybe_resume()
+        elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
+            raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
+        if self.step == 0 and tc.init_encoder_from:  # a fresh run (not a resume) from another run's encoder
+            from omnisparse.train.encoder_init import init_encoder_from
+
+            self.cost["init_encoder_from"] = init_encoder_from(self.model, tc.init_encoder_from, cfg.model)
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
+            write_run_record(self.run_dir, cfg.to_dict(), {"params": self.model.num_params(), **self._run_record_extra()})
+
+    # ---------------------------------------------------------------- setup hooks
+    def _prepare(self, cfg: Config) -> None:
+        """Before the model: features, tokenizer and RIRs on disk (rank 0; the others wait), the
+        tokenizer and normaliser loaded, the vocabulary written into ``cfg.model``."""
         if self.dist.is_main:
             prepare_training_data(cfg.data.corpus_dir, cfg.data.train_splits, cfg.data.vocab_size)
             if cfg.augment.enabled and cfg.augment.reverb_prob > 0:  # simulated once here, read by every rank
@@ -105,15 +148,14 @@ class Trainer(FaultRecovery):
         cfg.model.vocab_size = self.tokenizer.vocab_size
         cfg.model.blank_id = self.tokenizer.blank_id
 
-        torch.manual_seed(tc.seed)
-        self.model = Transducer.from_config(cfg.model).to(self.dist.device)
-        self.loss_module = TransducerLoss(self.model, getattr(torch, tc.loss_dtype))
-        self.wrapped = self.loss_module
-        if self.dist.world_size > 1:
-            self.wrapped = torch.nn.parallel.DistributedDataParallel(
-                self.loss_module, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
-                                           weight_decay=tc.weight_decay)
+    def _build_model(self, cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """``(model, loss module)`` on the run's device; the loss module is what DDP wraps."""
+        model = Transducer.from_config(cfg.model).to(self.dist.device)
+        return model, TransducerLoss(model, getattr(torch, cfg.train.loss_dtype))
+
+    def _build_data(self, cfg: Config) -> None:
+        """Train cuts, the training dataset (SpecAugment, augmentation) and the dev cuts."""
+        tc = cfg.train
         self.too_long: dict = {}
         self.train_cuts = load_split_cuts(cfg, cfg.data.train_splits, cfg.data.max_cut_duration, report=self.too_long)
         spec = SpecAugmentConfig(cfg.data.freq_masks, cfg.data.freq_mask_width, cfg.data.time_masks,
@@ -127,27 +169,13 @@ class Trainer(FaultRecovery):
         if cfg.data.dev_subset > 0:
             self.dev_cuts = self.dev_cuts.subset(first=min(cfg.data.dev_subset, len(self.dev_cuts)))
 
-        self.step = 0
-        self.epoch = 0
-        self.batches_in_epoch = 0
-        self.bad_in_row = 0
-        # audio_seconds: data drawn (once per step); path_audio_seconds: audio through forward+backward
-        # passes (x the sub-networks of a supernet step)
-        self.cost = {"optimizer_steps": 0, "fwd_bwd_passes": 0, "audio_seconds": 0.0, "path_audio_seconds": 0.0, "wall_s": 0.0,
-                     "skipped_batches": 0, "device": str(self.dist.device), "world_size": self.dist.world_size}
-        self.best_wer: float | None = None
-        self.logger = MetricLogger(self.run_dir) if self.dist.is_main else None
-        if resume:
-            self._maybe_resume()
-        elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
-            raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
-        if self.step == 0 and tc.init_encoder_from:  # a fresh run (not a resume) from another run's encoder
-            from omnisparse.train.encoder_init import init_encoder_from
+    def _cost_extra(self) -> dict[str, Any]:
+        """Run-specific entries of ``cost.json`` besides the counters."""
+        return {}
 
-            self.cost["init_encoder_from"] = init_encoder_from(self.model, tc.init_encoder_from, cfg.model)
-        if self.dist.is_main:
-            atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))
-            write_run_record(self.run_dir, cfg.to_dict(), {"params": self.model.num_params()})
+    def _run_record_extra(self) -> dict[str, Any]:
+        """Run-specific entries of ``run.json`` besides the parameter count."""
+        return {}
 
     def _rir_cache_dir(self) -> Path:
         return Path(self.cfg.augment.rir_cache_dir or Path(self.cfg.data.corpus_dir) / "augment")
