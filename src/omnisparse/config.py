@@ -128,7 +128,12 @@ class SparsityConfig:
     init_from: str = ""  # dense checkpoint (or run dir) to start from; "" = train dense first
     dense_steps: int = 0  # stage 1 in the same run: dense-only steps before the sandwich (when no init_from)
     # supernet (sandwich rule)
-    n_random: int = 2  # random sub-networks per batch besides the dense and the sparsest
+    n_random: int = 2  # random sub-networks per step besides the dense and the sparsest
+    # which sub-networks a step trains on which batches (sparsity/paths.py): the sandwich on one batch, the
+    # sandwich with a batch per path, or one path per optimizer step
+    schedule: Literal["sandwich-same-batch", "sandwich-split", "one-per-step"] = "sandwich-same-batch"
+    path_probs: list[float] = field(default_factory=list)  # one-per-step: [dense, sparsest, random]; [] = rotation
+    ddp_paths: Literal["same", "per_rank"] = "same"  # DDP: every rank trains every path, or each rank its share
     max_sparsity: float = 0.9  # final sparsity of the sparsest sub-network (every gene)
     ramp_steps: int = 1000  # cubic ramp of the max sparsity from 0 (supernet steps)
     distill: bool = False  # in-place distillation: dense joiner posteriors teach the sparse paths
@@ -300,6 +305,10 @@ class Config:
             raise ConfigError(f"model.chunk_size must be >= 1 encoder frame, got {m.chunk_size}")
         if m.d_model % m.n_heads:
             raise ConfigError(f"model.d_model {m.d_model} must be divisible by model.n_heads {m.n_heads}")
+        probs = self.sparsity.path_probs
+        if probs and (len(probs) != 3 or min(probs) < 0 or sum(probs) <= 0):
+            raise ConfigError(f"sparsity.path_probs must be [] (rotation) or 3 weights >= 0 for dense, sparsest, "
+                              f"random, not all 0; got {probs}")
         if m.loss == "pruned" and m.prune_range < 1:
             raise ConfigError(f"model.prune_range must be >= 1 with model.loss=pruned, got {m.prune_range}")
         return self

@@ -73,6 +73,55 @@ def test_sandwich_gradient_is_sum_of_paths_and_rankings_once_per_step(tiny_corpu
         torch.testing.assert_close(together[n], expected[n], rtol=1e-4, atol=1e-6)
 
 
+def test_sandwich_split_gradient_is_sum_of_per_batch_gradients(tiny_corpus, tiny_run, tmp_path):
+    tr = SupernetTrainer(_cfg(tiny_corpus, tmp_path / "s", tiny_run, "--sparsity.schedule=sandwich-split"))
+    tr.step = 3
+    assert tr.batches_per_step() == 4
+    it = tr.batches()
+    batches = [next(it) for _ in range(4)]
+    configs = tr.step_configs()
+    tr.optimizer.zero_grad(set_to_none=True)
+    metrics = tr.train_step(batches)
+    together = _grads(tr.model)
+
+    expected, total = {}, 0.0
+    tr.bank.refresh()
+    for cfg, b in zip(configs, batches):
+        tr.optimizer.zero_grad(set_to_none=True)
+        tr.bank.apply(cfg)
+        total += float(tr.backward_path(b, tr.cfg.train.mode).loss.detach())
+        for n, g in _grads(tr.model).items():
+            expected[n] = expected.get(n, 0) + g
+    tr.bank.clear()
+    assert metrics["loss"] == pytest.approx(total, rel=1e-5)
+    for n in together:
+        torch.testing.assert_close(together[n], expected[n], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule,passes_per_step", [("sandwich-split", 4), ("one-per-step", 1)])
+def test_schedules_count_passes_and_audio(tiny_corpus, tiny_run, tmp_path, schedule, passes_per_step):
+    train(_cfg(tiny_corpus, tmp_path / "c", tiny_run, "--train.max_steps=2", f"--sparsity.schedule={schedule}"),
+          supernet=True)
+    cost = json.loads((tmp_path / "c" / "cost.json").read_text())
+    assert cost["optimizer_steps"] == 2 and cost["fwd_bwd_passes"] == 2 * passes_per_step
+    # every pass on its own batch: the audio drawn is the audio through the passes
+    assert cost["audio_seconds"] == pytest.approx(cost["path_audio_seconds"]) and cost["audio_seconds"] > 0
+
+
+def test_one_per_step_with_distillation_resumes_bitwise(tiny_corpus, tiny_run, tmp_path, interrupt_at):
+    extra = ("--sparsity.schedule=one-per-step", "--sparsity.distill=true")
+    train(_cfg(tiny_corpus, tmp_path / "a", tiny_run, *extra), supernet=True)
+    cost = json.loads((tmp_path / "a" / "cost.json").read_text())
+    assert cost["fwd_bwd_passes"] == 6
+    assert cost["teacher_forwards"] == 4  # rotation dense, sparsest, random, random, dense, sparsest
+    interrupt_at(SupernetTrainer, 4, train, _cfg(tiny_corpus, tmp_path / "b", tiny_run, *extra), supernet=True)
+    train(_cfg(tiny_corpus, tmp_path / "b", tiny_run, *extra), supernet=True)
+    a = load_file(str(tmp_path / "a" / "ckpt-00000006" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "ckpt-00000006" / "model.safetensors"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_sparse_path_gives_zero_gradient_to_pruned_weights(tiny_corpus, tiny_run, tmp_path):
     tr = SupernetTrainer(_cfg(tiny_corpus, tmp_path / "s", tiny_run))
     batch = _first_batch(tr)
@@ -175,16 +224,19 @@ def test_eval_subnet_of_a_checkpoint(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_supernet_ddp_two_gloo_processes_sample_the_same_configs(tiny_corpus, tiny_run, tmp_path):
+@pytest.mark.parametrize("schedule,ddp_paths,passes", [("sandwich-same-batch", "same", 4), ("sandwich-split", "per_rank", 2)])
+def test_supernet_ddp_two_gloo_processes_sample_the_same_configs(tiny_corpus, tiny_run, tmp_path, schedule,
+                                                                  ddp_paths, passes):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29519",
            "-m", "omnisparse.cli", "train", "--supernet", "--config", "tiny", f"--data.corpus_dir={tiny_corpus}",
            f"--train.out_dir={out}", "--train.max_steps=3", "--train.ckpt_every=3", "--train.threads=1",
-           f"--sparsity.init_from={tiny_run}", "--sparsity.ramp_steps=2"]
+           f"--sparsity.init_from={tiny_run}", "--sparsity.ramp_steps=2", f"--sparsity.schedule={schedule}",
+           f"--sparsity.ddp_paths={ddp_paths}"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     cost = json.loads((out / "cost.json").read_text())
     assert cost["world_size"] == 2 and cost["ddp_replicas_identical"] is True
     assert cost["ddp_same_configs"] is True
-    assert cost["fwd_bwd_passes"] == 3 * 4
+    assert cost["fwd_bwd_passes"] == 3 * passes  # this rank's passes: per_rank deals the 4 paths out

@@ -93,10 +93,11 @@ class FaultRecovery:
         if self.dist.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def guarded_step(self, batch: dict) -> dict[str, Any] | None:
+    def guarded_step(self, batch: dict | list[dict]) -> dict[str, Any] | None:
         """``train_step`` with out-of-memory recovery: on OOM, memory is freed and the batch is run again
         as two halves whose gradients add up to the whole batch's (the losses are means over utterances);
-        if a half runs out of memory too, the batch is skipped (None). Under DDP a retry on one rank
+        if a half runs out of memory too, the batch is skipped (None), as is a step of several batches
+        (a supernet schedule's, ``batch`` a list) at once. Under DDP a retry on one rank
         would desynchronise the others: the batch is skipped on no rank and the run stops."""
         if isinstance(self.loss_module, TransducerLoss):  # the pruned loss's warm-up follows optimizer steps
             self.loss_module.step = self.step
@@ -109,7 +110,7 @@ class FaultRecovery:
         # outside the except block: the traceback (and the autograd graph it holds) is released
         self._free_memory()
         self.cost["oom_batches"] = self.cost.get("oom_batches", 0) + 1
-        n = len(batch["ids"])
+        n = len(batch["ids"]) if isinstance(batch, dict) else 0  # a step of several batches is not split
         if self.dist.world_size > 1:
             raise OutOfMemoryStop(f"out of memory at step {self.step} under DDP ({reason}); a batch cannot be retried "
                                   "on one rank: lower data.max_duration")

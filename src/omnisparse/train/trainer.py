@@ -280,6 +280,20 @@ class Trainer(FaultRecovery):
             self.epoch += 1
             self.batches_in_epoch = 0
 
+    def batches_per_step(self) -> int:
+        """Batches the coming optimizer step consumes on this rank (a supernet schedule may draw one per path)."""
+        return 1
+
+    def _draw_step_batches(self, batches: Iterator[dict]) -> dict | list[dict]:
+        """The next non-empty batch, or a list of ``batches_per_step()`` of them when that is > 1."""
+        n = self.batches_per_step()
+        out: list[dict] = []
+        while len(out) < n:
+            b = next(batches)
+            if len(b["ids"]):
+                out.append(b)
+        return out[0] if n == 1 else out
+
     # ---------------------------------------------------------------- steps
     def backward_path(self, batch: dict, mode: str, weight: float = 1.0, **loss_kwargs) -> LossOutput | None:
         """Forward + backward of the network as currently masked; gradients of ``weight * loss``
@@ -305,7 +319,8 @@ class Trainer(FaultRecovery):
         return float(out.loss.detach()), {"rnnt": out.rnnt, "ctc": out.ctc}
 
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns metrics (``loss`` NaN = skipped)."""
+        """One optimizer step on ``batch`` (a list of batches when :meth:`batches_per_step` > 1); returns
+        metrics (``loss`` NaN = skipped)."""
         loss, parts = self.forward_backward(batch, self.cfg.train.mode)
         return {"loss": loss, **parts}
 
@@ -343,15 +358,13 @@ class Trainer(FaultRecovery):
                 if tc.max_wall_s > 0 and wall_before + time.time() - start_wall >= tc.max_wall_s:
                     stopped_by_time = True
                     break
-                batch = next(batches)
-                if len(batch["ids"]) == 0:
-                    continue
+                batch = self._draw_step_batches(batches)
                 t0 = time.time()
                 metrics = self.guarded_step(batch)
                 if metrics is None or not self._apply_step(metrics):
                     continue
                 self.step += 1
-                audio_s = float(batch["feat_lens"].sum()) * 0.01 * self.dist.world_size
+                audio_s = sum(float(b["feat_lens"].sum()) for b in _as_list(batch)) * 0.01 * self.dist.world_size
                 self.cost["optimizer_steps"] = self.step
                 self.cost["audio_seconds"] += audio_s
                 self.cost["wall_s"] = wall_before + time.time() - start_wall
@@ -396,6 +409,10 @@ class Trainer(FaultRecovery):
         if self.logger is not None:
             self.logger.log(self.step, wall_s=round(self.cost["wall_s"], 2), **v)
         log.info("step %d: dev WER %.4f", self.step, v["dev_wer"])
+
+
+def _as_list(batch: dict | list[dict]) -> list[dict]:
+    return batch if isinstance(batch, list) else [batch]
 
 
 class _Remaining:
