@@ -162,7 +162,12 @@ class SearchConfig:
     crossovers: int = 128  # children per generation from uniform crossover of two Pareto members
     mutate_prob: float = 0.2  # per-gene re-draw probability (to a different grid value)
     max_tries: int = 100  # rejection sampling: draws per child before giving up on the range
-    dev_subset: int = 200  # fitness = greedy WER on the first N cuts of data.dev_split
+    dev_subset: int = 200  # fitness set: the first N cuts of data.dev_split
+    fitness: Literal["wer", "loss"] = "wer"  # greedy WER | RNN-T loss per reference token (search/evaluator.py)
+    sensitivity: bool = False  # measure per-gene sensitivity and seed its ladder (search/evolution.py)
+    sensitivity_spread: int = 2  # grid steps around each level for the least / most sensitive genes
+    rerank_per_bucket: int = 0  # re-rank the best N per front bucket by WER on rerank_subset (0 = off)
+    rerank_subset: int = 0  # re-ranking set: the first N cuts of data.dev_split (0 = all)
     seed: int = 0
     seed_uniform: bool = True  # every uniform config inside the range is an initial parent
     # cost: bytes (front on size) | latency (front on measured latency, search/latency.py) | both (front on
@@ -309,6 +314,9 @@ class Config:
         if probs and (len(probs) != 3 or min(probs) < 0 or sum(probs) <= 0):
             raise ConfigError(f"sparsity.path_probs must be [] (rotation) or 3 weights >= 0 for dense, sparsest, "
                               f"random, not all 0; got {probs}")
+        if self.search.fitness == "loss" and self.search.rerank_per_bucket < 1:
+            raise ConfigError("search.fitness=loss needs search.rerank_per_bucket >= 1: the reported front is "
+                              "ranked by WER, decoded at the end")
         if m.loss == "pruned" and m.prune_range < 1:
             raise ConfigError(f"model.prune_range must be >= 1 with model.loss=pruned, got {m.prune_range}")
         return self

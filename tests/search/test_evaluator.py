@@ -84,3 +84,44 @@ def test_run_search_end_to_end(tiny_supernet_run, tiny_corpus, tmp_path):
     assert json.loads((out / "history.json").read_text()) == history
     assert again["cost"]["evaluated"] == len(history)
     assert again["pareto"] == res["pareto"]
+
+
+def test_loss_fitness_is_per_token_and_grows_with_sparsity(loaded):
+    lm, cuts = loaded
+    space, bank = space_and_bank(lm.model, lm.config.sparsity)
+    decode = dataclasses.replace(lm.config.decode, method="greedy", batch_size=4)
+    ev = SubnetEvaluator(lm.model, space, bank, cuts, lm.tokenizer, lm.normalizer, lm.trained_modes[0], decode,
+                         fitness="loss")
+    dense, sparse = ev.evaluate(space.sample_max()), ev.evaluate(space.uniform(0.9))
+    assert ev.score_key == "loss_per_token" and dense["tokens"] > 0 and "wer" not in dense
+    assert 0 < dense["loss_per_token"] < sparse["loss_per_token"]
+    assert ev(space.sample_max()) == dense["loss_per_token"] and ev.cache_hits == 1
+    assert "wer" in ev.evaluate(space.sample_max(), hyps=True)  # hyps always decode
+    with pytest.raises(ValueError, match="fitness"):
+        SubnetEvaluator(lm.model, space, bank, cuts, lm.tokenizer, lm.normalizer, "stream", decode, fitness="bleu")
+
+
+def test_run_search_loss_fitness_sensitivity_and_rerank(tiny_supernet_run, tiny_corpus, tmp_path):
+    out = tmp_path / "search"
+    cfg = load_config("search_tiny", [f"--data.corpus_dir={tiny_corpus}", f"--search.supernet={tiny_supernet_run}",
+                                      f"--search.out_dir={out}", "--search.dev_subset=4", "--search.fitness=loss",
+                                      "--search.sensitivity=true", "--search.rerank_per_bucket=1",
+                                      "--search.rerank_subset=6", "--search.generations=1"])
+    res = run_search(cfg, progress=False, tensorboard=False)
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["score_key"] == "loss_per_token" and pareto["sensitivity"]
+    assert all("wer" in r and "search_loss_per_token" in r for r in pareto["front"])
+    assert all("loss_per_token" in r for r in pareto["search_front"])
+    assert pareto["rerank"]["utterances"] == 6 and pareto["rerank"]["candidates"] >= len(pareto["front"])
+    wers = [r["wer"] for r in res["pareto"]]
+    assert all(a > b for a, b in zip(wers, wers[1:]))
+    assert all("wer" in u and "loss_per_token" in u for u in pareto["uniform"])
+    assert pareto["gain_vs_uniform"] and all(g["front_wer"] <= g["uniform_wer"] or g["gain"] < 0
+                                             for g in pareto["gain_vs_uniform"])
+    decodes = pareto["rerank"]["decodes"]
+    assert decodes > 0 and (out / "rerank.json").exists()
+    again = run_search(cfg, progress=False, tensorboard=False)  # re-reporting decodes nothing again
+    assert json.loads((out / "pareto.json").read_text())["rerank"]["decodes"] == 0
+    assert again["pareto"] == res["pareto"]
+    with pytest.raises(Exception, match="rerank_per_bucket"):
+        load_config("search_tiny", ["--search.fitness=loss"])

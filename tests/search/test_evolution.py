@@ -215,3 +215,37 @@ def test_uniform_configs_in_range_seed_the_first_generation(space):
     # off: the old behaviour
     off = make(space, FakeWer(space), lo, hi, population=12, seed_uniform=False).initial_population()
     assert "uniform" not in {p["origin"] for p in off}
+
+
+def test_sensitivity_measures_each_gene_once_and_seeds_its_ladder(space, tmp_path):
+    ev = FakeWer(space)  # cost of a gene grows with its position: gene 0 least sensitive
+    top = max(space.size_bytes(space.uniform(s), FMT) for s in space.grid)
+    finder = make(space, ev, size_max=top, population=4, sensitivity=True, sensitivity_spread=2, generations=1)
+    sens = finder.measure_sensitivity()
+    assert list(sens) == list(space.genes) and ev.calls == len(space.genes) + 1
+    assert finder.measure_sensitivity() is sens and ev.calls == len(space.genes) + 1  # measured once
+    ladder = finder.sensitivity_ladder()
+    grid = sorted(space.grid)
+    least, most = min(sens, key=sens.get), max(sens, key=sens.get)
+    mid = ladder[len(grid) // 2]  # a level inside the grid: least sensitive 2 steps up, most 2 down
+    assert grid.index(mid[least]) - grid.index(mid[most]) == 4
+    first = finder.initial_population()
+    assert "sensitivity" in {p["origin"] for p in first}
+    res = finder.run(tmp_path / "s")
+    pareto = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    assert pareto["sensitivity"] == pytest.approx(sens) and res["cost"]["sensitivity_evaluations"] == 7
+    # a resumed finder keeps the measurement (no re-evaluation)
+    again = make(space, FakeWer(space), size_max=top, population=4, sensitivity=True, generations=1)
+    again.run(tmp_path / "s")
+    assert again.sensitivity == pytest.approx(sens)
+
+
+def test_score_key_names_the_fitness_everywhere(space, tmp_path):
+    finder = make(space, FakeWer(space), population=6, generations=1)
+    finder.score_key = "loss_per_token"
+    res = finder.run(tmp_path / "k")
+    assert all("loss_per_token" in r and "wer" not in r for r in res["front"] + res["history"])
+    rows = list(csv.DictReader(open(tmp_path / "k" / "search.csv")))
+    assert "best_loss_per_token" in rows[0]
+    with pytest.raises(ValueError, match="score_key"):  # a state saved under another fitness is not resumed
+        make(space, FakeWer(space), population=6, generations=1).run(tmp_path / "k")

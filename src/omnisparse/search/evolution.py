@@ -2,7 +2,7 @@
 
 :class:`EvolutionFinder` knows only three things: a search space (``sample_min``, ``sample_random``,
 ``mutate``, ``crossover``, ``encode`` and ``genes`` / ``grid``, e.g. :class:`~omnisparse.sparsity.space.SearchSpace`),
-an evaluator ``config -> WER`` (a fraction, lower is better) and a cost ``config -> bytes`` (or any other
+an evaluator ``config -> fitness`` (WER, a fraction, or any score; lower is better) and a cost ``config -> bytes`` (or any other
 integer cost: ``cost_key`` names it, e.g. ``latency_us`` for the measured latency of
 :mod:`omnisparse.search.latency`; the size range and bucket width are then in that unit; a cost of
 ``None`` marks a config as infeasible, e.g. over a constraint on another quantity, and it is never
@@ -10,9 +10,10 @@ drawn). The algorithm (AlphaNet's evolutionary search, Wang et al., ICML 2021):
 
 1. initial parents: the sparsest config (every gene at the largest grid value, when its size is in the
    range), with ``seed_uniform`` every other uniform config (all genes at one grid value) in the range,
-   then random configs whose size lies in ``[size_min, size_max]`` (rejection sampling). Seeding the
-   uniform ladder matters: a supernet is trained on whole-network sparsity levels, and with a few
-   hundred evaluations random per-gene configs (some genes at 0.9) never reach the uniform ones;
+   with ``sensitivity`` the sensitivity-guided ladder (below), then random configs whose size lies in
+   ``[size_min, size_max]`` (rejection sampling). Seeding the uniform ladder matters: a supernet is
+   trained on whole-network sparsity levels, and with a few hundred evaluations random per-gene configs
+   (some genes at 0.9) never reach the uniform ones;
 2. each generation: evaluate every candidate not evaluated before (cache keyed by ``space.encode``),
    fold the results into a Pareto table bucketed by size (``bucket = bytes // bucket_bytes``; best WER
    per bucket, ties -> smaller size, then the earlier one), then draw the next population:
@@ -21,7 +22,15 @@ drawn). The algorithm (AlphaNet's evolutionary search, Wang et al., ICML 2021):
    crossover); a child outside the size range is redrawn (from new parents) up to ``max_tries`` times,
    then dropped (counted in ``cost["rejected_children"]``).
 
-Every random draw comes from one ``random.Random(seed)``. After each generation the state (next
+Per-gene sensitivity (``sensitivity``): before the first generation, the fitness cost of pruning ONE gene
+alone to the grid's largest value (the others at its smallest) is measured for every gene (``genes``
+evaluations, reported as ``sensitivity`` in ``pareto.json``). For each grid level ``u`` an initial
+parent then moves the least sensitive genes ``sensitivity_spread`` grid steps above ``u`` and the most
+sensitive ones as far below, linearly in their sensitivity rank: a ladder that spends sparsity where it
+costs least.
+
+The fitness is whatever the evaluator returns (``score_key`` names it in the records: ``wer`` by
+default, e.g. ``loss_per_token``). Every random draw comes from one ``random.Random(seed)``. After each generation the state (next
 population, history, RNG state, counters) is written atomically to ``OUT/state.json`` (checksummed,
 the previous one kept as the fallback for a damaged file: :mod:`omnisparse.search.state`); a run
 started again on the same directory resumes there and produces exactly the history of an
@@ -54,7 +63,7 @@ from omnisparse.search.state import _rng_from_json, _rng_to_json, load_saved_sta
 log = logging.getLogger(__name__)
 
 Config = dict[str, float]
-ORIGINS = ("sparsest", "uniform", "random", "mutation", "crossover")
+ORIGINS = ("sparsest", "uniform", "sensitivity", "random", "mutation", "crossover")
 STATE_VERSION = 1
 
 
@@ -86,6 +95,8 @@ class EvolutionSettings:
     max_tries: int = 100
     seed: int = 0
     seed_uniform: bool = True  # every in-range uniform config is an initial parent
+    sensitivity: bool = False  # measure each gene's sensitivity and seed the sensitivity-guided ladder
+    sensitivity_spread: int = 2  # grid steps the least / most sensitive genes move above / below a level
 
     def __post_init__(self) -> None:
         if self.size_min < 0 or self.size_max < self.size_min:
@@ -101,11 +112,16 @@ class EvolutionSettings:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.mutate_prob <= 1.0:
             raise ValueError(f"mutate_prob must be in [0, 1], got {self.mutate_prob}")
+        if self.sensitivity_spread < 0:
+            raise ValueError(f"sensitivity_spread must be >= 0, got {self.sensitivity_spread}")
 
     def resumable_fields(self) -> dict[str, Any]:
         """Every setting a resumed search must share with the saved one (all but ``generations``)."""
         d = asdict(self)
         d.pop("generations")
+        if not self.sensitivity:  # only then: states saved before sensitivity existed still resume
+            d.pop("sensitivity")
+            d.pop("sensitivity_spread")
         return d
 
 
@@ -118,7 +134,7 @@ def _sort_wer(wer: float) -> float:
 class EvolutionFinder:
     """Evolutionary search of sub-network configs minimising WER per size bucket.
 
-    ``space``: see :class:`Space`; ``evaluator``: config -> WER (fraction, lower is better; must be
+    ``space``: see :class:`Space`; ``evaluator``: config -> fitness (WER or another score named by ``score_key``; lower is better; must be
     deterministic for exact resumption); ``cost``: config -> size in bytes (or, with ``cost_key`` other
     than ``"bytes"``, another integer cost such as ``latency_us``; ``None`` = infeasible);
     ``nonzero_params``: optional config -> parameter count, reported in ``pareto.json``; ``describe``:
@@ -133,9 +149,10 @@ class EvolutionFinder:
                  settings: EvolutionSettings, nonzero_params: Optional[Callable[[Config], int]] = None,
                  fingerprint: Optional[Mapping[str, Any]] = None, progress: bool = True,
                  tensorboard: bool = False, cost_key: str = "bytes",
-                 describe: Optional[Callable[[Config], Mapping[str, Any]]] = None):
+                 describe: Optional[Callable[[Config], Mapping[str, Any]]] = None, score_key: str = "wer"):
         self.space = space
         self.cost_key = cost_key
+        self.score_key = score_key
         self.describe = describe
         self.evaluator = evaluator
         self.cost_fn = cost
@@ -156,6 +173,7 @@ class EvolutionFinder:
         self._sizes: dict[tuple, Optional[int]] = {}  # encoded config -> cost (memo of the cost function)
         self.table: dict[int, int] = {}  # size bucket -> index in history
         self.log_rows: list[dict[str, Any]] = []
+        self.sensitivity: dict[str, float] = {}  # gene -> fitness(gene alone at the largest grid value) - reference
         self.cost = {"evaluated": 0, "generations": 0, "wall_s": 0.0, "rejected_children": 0,
                      "duplicates_skipped": 0, "evaluator_s": 0.0}
 
@@ -164,6 +182,8 @@ class EvolutionFinder:
                "fingerprint": self.fingerprint}
         if self.cost_key != "bytes":  # only then: states saved before cost keys existed still resume
             out["cost_key"] = self.cost_key
+        if self.score_key != "wer":
+            out["score_key"] = self.score_key
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -171,14 +191,14 @@ class EvolutionFinder:
         from the history)."""
         return {"version": STATE_VERSION, "settings": self._settings_json(), "generation": self.generation,
                 "population": self.population, "history": self.history, "rng": _rng_to_json(self.rng.getstate()),
-                "log": self.log_rows, "cost": self.cost}
+                "log": self.log_rows, "cost": self.cost, "sensitivity": self.sensitivity}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict`; ValueError if it was saved with other settings."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"search state version {state.get('version')} != {STATE_VERSION}")
         saved, mine = state["settings"], json.loads(json.dumps(self._settings_json()))
-        diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+        diff = {k: (saved.get(k), mine.get(k)) for k in {**saved, **mine} if saved.get(k) != mine.get(k)}
         if diff:
             desc = "; ".join(f"{k}: saved {str(a)[:120]}, requested {str(b)[:120]}" for k, (a, b) in diff.items())
             raise ValueError(f"the output directory holds a search with other settings ({desc}); use another "
@@ -189,6 +209,7 @@ class EvolutionFinder:
         self.rng.setstate(_rng_from_json(state["rng"]))
         self.log_rows = [dict(r) for r in state["log"]]
         self.cost.update(state["cost"])
+        self.sensitivity = dict(state.get("sensitivity", {}))
         for rec in state["history"]:
             self._record(dict(rec))
 
@@ -213,8 +234,8 @@ class EvolutionFinder:
         ck = self.cost_key
         bucket = rec[ck] // self.settings.bucket_bytes
         cur = self.table.get(bucket)
-        if cur is None or (_sort_wer(rec["wer"]), rec[ck]) < (_sort_wer(self.history[cur]["wer"]),
-                                                              self.history[cur][ck]):
+        sk = self.score_key
+        if cur is None or (_sort_wer(rec[sk]), rec[ck]) < (_sort_wer(self.history[cur][sk]), self.history[cur][ck]):
             self.table[bucket] = idx
 
     def _members(self) -> list[Config]:
@@ -247,6 +268,13 @@ class EvolutionFinder:
                 if key not in seen and self._in_range(self.size_of(config)):
                     seen.add(key)
                     out.append({"config": config, "origin": "uniform"})
+        if st.sensitivity:
+            seen = {tuple(self.space.encode(c["config"])) for c in out}
+            for config in self.sensitivity_ladder():
+                key = tuple(self.space.encode(config))
+                if key not in seen and self._in_range(self.size_of(config)):
+                    seen.add(key)
+                    out.append({"config": config, "origin": "sensitivity"})
         while len(out) < st.population:
             config = self._draw(lambda: self.space.sample_random(self.rng))
             if config is None:
@@ -258,6 +286,33 @@ class EvolutionFinder:
                     f"bytes: widen the range (or raise max_tries)")
             out.append({"config": config, "origin": "random"})
         return out
+
+    def measure_sensitivity(self) -> dict[str, float]:
+        """Fitness cost of each gene alone at the grid's largest value, the others at its smallest
+        (``genes + 1`` evaluations, once; kept in the state)."""
+        if not self.sensitivity:
+            lo, hi = min(self.space.grid), max(self.space.grid)
+            reference = {g: lo for g in self.space.genes}
+            t0 = time.perf_counter()
+            base = _sort_wer(float(self.evaluator(reference)))
+            self.sensitivity = {g: _sort_wer(float(self.evaluator({**reference, g: hi}))) - base
+                                for g in tqdm(self.space.genes, desc="sensitivity", disable=not self.progress)}
+            self.cost["evaluator_s"] += time.perf_counter() - t0
+            self.cost["sensitivity_evaluations"] = len(self.space.genes) + 1
+        return self.sensitivity
+
+    def sensitivity_ladder(self) -> list[Config]:
+        """One config per grid level ``u``: genes ranked by sensitivity (least first) move linearly from
+        ``+sensitivity_spread`` to ``-sensitivity_spread`` grid steps around ``u`` (clipped to the grid)."""
+        sens = self.measure_sensitivity()
+        grid = sorted(self.space.grid)
+        order = sorted(self.space.genes, key=lambda g: (sens[g], g))
+        n, spread = len(order), self.settings.sensitivity_spread
+        offset = {g: round(spread * (1 - 2 * i / (n - 1))) if n > 1 else 0 for i, g in enumerate(order)}
+        out = []
+        for level in range(len(grid)):
+            out.append({g: grid[min(len(grid) - 1, max(0, level + offset[g]))] for g in self.space.genes})
+        return out[::-1]  # sparsest first, as the uniform ladder
 
     def next_population(self) -> list[dict[str, Any]]:
         """``mutations`` + ``crossovers`` in-range children of the Pareto table's members."""
@@ -297,14 +352,15 @@ class EvolutionFinder:
             t0 = time.perf_counter()
             wer = float(self.evaluator(config))
             self.cost["evaluator_s"] += time.perf_counter() - t0
-            self._record({"generation": self.generation, "config": dict(config), self.cost_key: size, "wer": wer,
-                          "origin": cand["origin"]})
+            self._record({"generation": self.generation, "config": dict(config), self.cost_key: size,
+                          self.score_key: wer, "origin": cand["origin"]})
             new += 1
         self.cost["evaluated"] = len(self.history)
         return new
 
     # ------------------------------------------------------------------ results
-    def _row(self, idx: int) -> dict[str, Any]:
+    def row_of(self, idx: int) -> dict[str, Any]:
+        """The report row of ``history[idx]`` (cost fields, ``nonzero_params``, ``describe``'s, score, config)."""
         rec = self.history[idx]
         ck = self.cost_key
         if ck == "bytes":
@@ -317,31 +373,33 @@ class EvolutionFinder:
             row["nonzero_params"] = int(self.nonzero_params(rec["config"]))
         if self.describe is not None:
             row.update({k: v for k, v in self.describe(rec["config"]).items() if k not in row})
-        row.update(wer=rec["wer"], generation=rec["generation"], origin=rec["origin"], config=rec["config"])
+        row.update({self.score_key: rec[self.score_key]}, generation=rec["generation"], origin=rec["origin"],
+                   config=rec["config"])
         return row
 
     def table_rows(self) -> list[dict[str, Any]]:
         """Every bucket's best config, by size."""
-        return [self._row(self.table[b]) for b in sorted(self.table)]
+        return [self.row_of(self.table[b]) for b in sorted(self.table)]
 
     def front(self) -> list[dict[str, Any]]:
         """The monotone Pareto front, by size: buckets whose WER is strictly below that of every
         smaller bucket, so WER strictly decreases as size grows."""
         out, best = [], math.inf
         for b in sorted(self.table):
-            wer = _sort_wer(self.history[self.table[b]]["wer"])
+            wer = _sort_wer(self.history[self.table[b]][self.score_key])
             if wer < best:
                 best = wer
-                out.append(self._row(self.table[b]))
+                out.append(self.row_of(self.table[b]))
         return out
 
     def _log_generation(self, new: int) -> dict[str, Any]:
         front = self.front()
+        sk = self.score_key
         row = {"generation": self.generation, "new_evaluations": new, "evaluated": len(self.history),
                "table_buckets": len(self.table), "pareto_points": len(front),
-               "best_wer": min((r["wer"] for r in front), default=math.nan),
+               f"best_{sk}": min((r[sk] for r in front), default=math.nan),
                "smallest_mb": front[0].get("size_mb", math.nan) if front else math.nan,
-               "wer_at_smallest": front[0]["wer"] if front else math.nan,
+               f"{sk}_at_smallest": front[0][sk] if front else math.nan,
                "rejected_children": self.cost["rejected_children"], "wall_s": round(self.cost["wall_s"], 3)}
         self.log_rows.append(row)
         return row
@@ -351,7 +409,9 @@ class EvolutionFinder:
         atomic_write_text(out / "history.json", json.dumps(self.history, indent=1) + "\n")
         settings = {**self._settings_json(), "generations": self.settings.generations}
         atomic_write_text(out / "pareto.json", json.dumps({"front": self.front(), "table": self.table_rows(),
-                                                           "cost": self.cost, "settings": settings}, indent=1) + "\n")
+                                                           "cost": self.cost, "settings": settings,
+                                                           "score_key": self.score_key,
+                                                           "sensitivity": self.sensitivity}, indent=1) + "\n")
         buf = io.StringIO()
         if self.log_rows:
             w = csv.DictWriter(buf, fieldnames=list(self.log_rows[0]))
@@ -396,7 +456,7 @@ class EvolutionFinder:
                         if k != "generation":
                             tb.add_scalar(f"search/{k}", v, row["generation"])
                 bar.update(1)
-                bar.set_postfix(best_wer=f"{row['best_wer']:.4f}", pareto=row["pareto_points"],
+                bar.set_postfix(best=f"{row[f'best_{self.score_key}']:.4f}", pareto=row["pareto_points"],
                                 evaluated=row["evaluated"])
         finally:
             bar.close()

@@ -33,9 +33,11 @@ from omnisparse.config import Config, SearchConfig
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.loading import load_model
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.json_file import content_digest
 from omnisparse.io.lock import exclusive_dir
 from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
+from omnisparse.search.rerank import RerankCache, rerank, rerank_candidates
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.export.format import ArtefactPricing, check_format
@@ -82,6 +84,22 @@ def cost_mode(sc: SearchConfig) -> tuple[str, str]:
     return cost, front
 
 
+def gain_vs_uniform(front: list[dict[str, Any]], uniform: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per in-range uniform config of the same supernet: the best front point no larger (by bytes) and
+    its relative WER gain ``(wer_uniform - wer_front) / wer_uniform`` (> 0: the search found better)."""
+    out = []
+    for u in uniform:
+        if not u.get("in_range") or "wer" not in u:
+            continue
+        under = [r for r in front if r["size_bytes"] <= u["size_bytes"] and "wer" in r]
+        best = min(under, key=lambda r: r["wer"]) if under else None
+        gain = (u["wer"] - best["wer"]) / u["wer"] if best is not None and u["wer"] > 0 else None
+        out.append({"sparsity": u["sparsity"], "size_bytes": u["size_bytes"], "uniform_wer": u["wer"],
+                    "front_wer": best["wer"] if best else None, "front_size_bytes": best["size_bytes"] if best else None,
+                    "gain": gain})
+    return out
+
+
 def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorboard: bool = True) -> dict[str, Any]:
     """Search ``cfg.search.supernet``; returns ``{pareto, uniform, table, cost, out_dir, size_range_bytes}``.
 
@@ -122,7 +140,8 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
         cuts = cuts.subset(first=min(sc.dev_subset, len(cuts)))
     decode = dataclasses.replace(cfg.decode, method="greedy")
     evaluator = SubnetEvaluator(lm.model, space, bank, cuts, lm.tokenizer, lm.normalizer, mode, decode,
-                                on_the_fly=cfg.data.on_the_fly_features)
+                                on_the_fly=cfg.data.on_the_fly_features, fitness=sc.fitness)
+    score_key = evaluator.score_key
 
     def size_cost(config: dict[str, float]) -> int:
         return space.size_bytes(config, sc.format)
@@ -169,11 +188,14 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
     settings = EvolutionSettings(size_min=range_lo, size_max=range_hi, bucket_bytes=bucket,
                                  population=sc.population, generations=sc.generations, mutations=sc.mutations,
                                  crossovers=sc.crossovers, mutate_prob=sc.mutate_prob, max_tries=sc.max_tries,
-                                 seed=sc.seed, seed_uniform=sc.seed_uniform)
+                                 seed=sc.seed, seed_uniform=sc.seed_uniform, sensitivity=sc.sensitivity,
+                                 sensitivity_spread=sc.sensitivity_spread)
     fingerprint = {"supernet": str(lm.path.resolve()), "format": sc.format, "mode": mode,
                    "corpus_dir": str(cfg.data.corpus_dir), "dev_split": cfg.data.dev_split,
                    "dev_cuts": [c.id for c in cuts], "max_symbols_per_frame": decode.max_symbols_per_frame,
                    "granularity": space.spec.granularity, "block": space.spec.block}
+    if sc.fitness != "wer":
+        fingerprint["fitness"] = sc.fitness
     if cost_name != "bytes":
         fingerprint.update(cost=cost_name, front=front_on, latency_table=table.data.get("key_digest"),
                            max_latency_ms=sc.max_latency_ms, size_max_mb=sc.size_max_mb)
@@ -187,7 +209,8 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
     log.info("searching %s (%s, mode %s) in %s, %d dev utterances -> %s", lm.path, space, mode, span,
              evaluator.utterances, out)
     finder = EvolutionFinder(space, evaluator, cost, settings, nonzero_params=space.nonzero_params,
-                             fingerprint=fingerprint, progress=progress, tensorboard=tensorboard, **finder_kw)
+                             fingerprint=fingerprint, progress=progress, tensorboard=tensorboard,
+                             score_key=score_key, **finder_kw)
     result = finder.run(out, resume=resume)
 
     uniform = []
@@ -195,7 +218,7 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
         config = space.uniform(s)
         size = size_cost(config)
         row = {"sparsity": s, "size_bytes": size, "size_mb": size / 1e6,
-               "nonzero_params": space.nonzero_params(config), "wer": evaluator(config),
+               "nonzero_params": space.nonzero_params(config), score_key: evaluator(config),
                "in_range": finder._in_range(finder.size_of(config)), "config": config}
         if table is not None:
             row["latency_ms"] = round(table.latency_ms(config), 4)
@@ -203,6 +226,12 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
     cost_report = {**result["cost"], "decode_s": evaluator.decode_s, "decodes": evaluator.evaluations,
                    "feature_load_s": evaluator.prepare_s, "device": str(next(lm.model.parameters()).device)}
     pareto = json.loads((out / "pareto.json").read_text())
+    front = result["front"]
+    if sc.rerank_per_bucket > 0:
+        front, rerank_info = _rerank(cfg, lm, space, bank, mode, decode, finder, front, uniform, out, score_key)
+        cost_report["rerank_decode_s"] = rerank_info.pop("decode_s")
+        pareto.update(search_front=result["front"], front=front, rerank=rerank_info)
+    pareto["gain_vs_uniform"] = gain_vs_uniform(front, uniform)
     pareto.update(uniform=uniform, cost=cost_report, supernet=str(lm.path), mode=mode, format=sc.format,
                   dev_split=cfg.data.dev_split, dev_utterances=evaluator.utterances, space=repr(space),
                   size_range_bytes=[size_min, size_max], provenance=provenance())
@@ -213,8 +242,38 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
                       chunk_ms=table.chunk_ms, latency_fixed_us=table.fixed_us)
     atomic_write_text(out / "pareto.json", json.dumps(pareto, indent=1) + "\n")
     atomic_write_text(out / "config.json", cfg.to_json() + "\n")
-    for row in result["front"]:
-        log.info("pareto %.4f MB  %s WER %.4f", row["size_mb"],
-                 f"{row['latency_ms']:.3f} ms " if "latency_ms" in row else "", row["wer"])
-    return {"pareto": result["front"], "uniform": uniform, "table": result["table"], "cost": cost_report,
+    for row in front:
+        log.info("pareto %.4f MB  %s%s %.4f", row["size_mb"],
+                 f"{row['latency_ms']:.3f} ms " if "latency_ms" in row else "", "WER" if "wer" in row else score_key,
+                 row.get("wer", row.get(score_key)))
+    return {"pareto": front, "uniform": uniform, "table": result["table"], "cost": cost_report,
             "out_dir": str(out), "size_range_bytes": [size_min, size_max]}
+
+
+def _rerank(cfg: Config, lm, space, bank, mode: str, decode, finder: EvolutionFinder, front: list[dict[str, Any]],
+            uniform: list[dict[str, Any]], out: Path, score_key: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The front re-ranked by WER on the re-ranking cuts (:mod:`omnisparse.search.rerank`); every
+    uniform row gains that WER too (as ``wer``; the fitness stays under ``score_key`` or ``search_wer``)."""
+    sc = cfg.search
+    cuts = load_split_cuts(cfg, [cfg.data.dev_split])
+    if sc.rerank_subset > 0:
+        cuts = cuts.subset(first=min(sc.rerank_subset, len(cuts)))
+    wer_eval = SubnetEvaluator(lm.model, space, bank, cuts, lm.tokenizer, lm.normalizer, mode, decode,
+                               on_the_fly=cfg.data.on_the_fly_features, fitness="wer")
+    cache = RerankCache(out, {"supernet": str(lm.path.resolve()), "mode": mode, "dev_split": cfg.data.dev_split,
+                              "cuts": content_digest([c.id for c in cuts]),
+                              "max_symbols_per_frame": decode.max_symbols_per_frame})
+
+    def wer_stats(config: dict[str, float]) -> dict[str, Any]:
+        return cache.get(json.dumps(list(space.encode(config))), lambda: wer_eval.evaluate(config))
+
+    bucket = finder.settings.bucket_bytes
+    candidates = rerank_candidates(finder.history, front, score_key, finder.cost_key, bucket, sc.rerank_per_bucket)
+    reranked, evaluated = rerank([finder.row_of(i) for i in candidates], wer_stats, finder.cost_key, bucket, score_key)
+    for row in uniform:
+        if score_key == "wer":
+            row["search_wer"] = row.pop("wer")
+        row["wer"] = wer_stats(row["config"])["wer"]
+    info = {"utterances": wer_eval.utterances, "per_bucket": sc.rerank_per_bucket, "candidates": len(evaluated),
+            "evaluated": evaluated, "decodes": wer_eval.evaluations, "decode_s": wer_eval.decode_s}
+    return reranked, info
