@@ -9,7 +9,15 @@ splits) and the baselines are the ``individual`` points of ``bench/omni_vs_indiv
 pruned model per uniform sparsity, each with its own full budget, from the same dense run). For every
 run and uniform sparsity s it reports the supernet's WER, the baseline's, and the relative gap
 ``wer_supernet / wer_individual - 1`` (negative = the supernet is better; the target is
-<= -0.02 on test-other), plus the run's cost (forward/backward passes, wall time) and its command (the recipe's overrides).
+<= -0.02 on test-other), plus the run's cost (forward/backward passes, audio seconds drawn, wall time) and
+its command (the recipe's overrides). The schedules (``sparsity.schedule``) at the budget of one pruned
+model (1,200 passes and 1,200 batches), e.g.:
+
+    bench/supernet_small.py --sparsity.schedule=sandwich-split --train.out_dir=exp/small/omni/supernet-split \
+        --out bench/results/supernet_small_split.json            # 300 steps x 4 paths, each on its own batch
+    bench/supernet_small.py --sparsity.schedule=one-per-step --train.max_steps=1200 --sparsity.ramp_steps=600 \
+        --train.out_dir=exp/small/omni/supernet-ops --out bench/results/supernet_small_one_per_step.json
+    (+ --sparsity.distill=true for the ``+kd`` rows)
 Writes the JSON and a PNG of the test-other gap per sparsity, one line per recipe.
 """
 
@@ -28,6 +36,10 @@ DEFAULT_RUNS = [
     "k0+kd=bench/results/supernet_small_k0_kd.json",
     "ramp50=bench/results/supernet_small_ramp50.json",
     "grid-coarse=bench/results/supernet_small_grid_coarse.json",
+    "split=bench/results/supernet_small_split.json",
+    "split+kd=bench/results/supernet_small_split_kd.json",
+    "one-per-step=bench/results/supernet_small_one_per_step.json",
+    "one-per-step+kd=bench/results/supernet_small_one_per_step_kd.json",
 ]
 SPLITS = ("test-clean", "test-other")
 
@@ -57,6 +69,8 @@ def compare(name: str, path: Path, baselines: dict[float, dict]) -> dict:
     cost = res["cost"]
     return {"name": name, "source": str(path), "command": res.get("command"),
             "fwd_bwd_passes": cost["fwd_bwd_passes"], "optimizer_steps": cost["optimizer_steps"],
+            "audio_seconds": cost.get("audio_seconds"), "path_audio_seconds": cost.get("path_audio_seconds"),
+            "teacher_forwards": cost.get("teacher_forwards", 0),
             "wall_s": cost["wall_s"], "dense_path_wer": dense["wer"] if dense else None,
             "mean_test_other_gap": sum(r["relative_gap"]["test-other"] for r in rows) / max(len(rows), 1),
             "rows": rows}

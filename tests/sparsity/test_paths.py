@@ -1,7 +1,7 @@
 import pytest
 
 from omnisparse.sparsity.masks import MaskSpec
-from omnisparse.sparsity.paths import check_ddp_split, rank_paths, step_plan
+from omnisparse.sparsity.paths import check_ddp_split, rank_paths, step_cost, step_plan
 from omnisparse.sparsity.space import SearchSpace
 
 SPACE = SearchSpace(("enc.0.ffn", "enc.0.attn", "enc.1.ffn"), [0.0, 0.3, 0.5, 0.7], MaskSpec())
@@ -39,3 +39,11 @@ def test_rank_paths_deal_the_plan_out():
     check_ddp_split("one-per-step", 1, 2, "per_rank")
     with pytest.raises(ValueError, match="divide evenly"):
         check_ddp_split("sandwich-split", 1, 2, "per_rank")
+
+
+def test_step_cost_counts_passes_and_batches():
+    assert step_cost("sandwich-same-batch", 2) == (4, 1)
+    assert step_cost("sandwich-split", 2) == (4, 4)
+    assert step_cost("sandwich-split", 2, world_size=2, ddp_paths="per_rank") == (2, 2)
+    assert step_cost("one-per-step", 2) == (1, 1)
+    assert step_cost("one-per-step", 2, world_size=2, ddp_paths="per_rank") == (1, 1)

@@ -86,3 +86,12 @@ def check_ddp_split(schedule: str, n_random: int, world_size: int, ddp_paths: st
     if ddp_paths == "per_rank" and schedule != "one-per-step" and world_size > 1 and n % world_size:
         raise ValueError(f"sparsity.ddp_paths=per_rank deals the {n} paths of a step (2 + n_random) out among "
                          f"{world_size} ranks: they must divide evenly (set n_random so that {world_size} divides 2 + n_random)")
+
+
+def step_cost(schedule: str, n_random: int, world_size: int = 1, ddp_paths: str = "same") -> tuple[int, int]:
+    """``(passes, batches)`` one rank runs and draws per optimizer step of a supernet schedule (after any
+    dense warm-up): forward/backward passes, and batches of audio consumed."""
+    paths = 1 if schedule == "one-per-step" else 2 + n_random
+    if schedule != "one-per-step" and ddp_paths == "per_rank" and world_size > 1:
+        paths //= world_size
+    return paths, (1 if schedule == "sandwich-same-batch" else paths)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -40,3 +42,14 @@ def setup_distributed(device_pref: str) -> Dist:
             return Dist(world, rank, torch.device("cuda", local))
         return Dist(world, rank, torch.device("cpu"))
     return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
+
+
+def run_under_torchrun(command: str, args: list[str], nproc: int) -> None:
+    """``omnisparse <command> <args>`` as ``nproc`` ranks of a ``torchrun --standalone`` launch, one
+    intra-op thread each (unless ``args`` set ``--train.threads``); CalledProcessError when it fails."""
+    if not any(a.startswith("--train.threads") for a in args):
+        args = [*args, "--train.threads=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "omnisparse.cli", command, *args]
+    print("launching:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
