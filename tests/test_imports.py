@@ -84,9 +84,6 @@ LAYERING_DEBTS: dict[tuple[str, str], str] = {
     ("omnisparse.decoding.loading", "omnisparse.export.format"):
         "the same reading of an export: export.format.EXCLUDED_PREFIXES names the training-only heads an "
         "artefact leaves out, the missing keys load_model accepts",
-    ("omnisparse.decoding.transcribe", "omnisparse.deploy.fast"):
-        "omnisparse transcribe --fast runs the deploy CPU kernels (optimize_for_cpu: the fast inference path "
-        "itself, not a timing helper), which decode with decoding.greedy",
 }
 
 IO_THIRD_PARTY = {"numpy", "torch", "safetensors"}  # what io may import besides the standard library

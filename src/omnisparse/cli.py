@@ -101,7 +101,7 @@ def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from omnisparse.decoding.transcribe import transcribe_files
+    from omnisparse.deploy.apps import transcribe_files
 
     return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method, fast=args.fast,
                             dtype=args.dtype, plan=args.plan)
