@@ -41,10 +41,10 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import SHIFT, recognizer_rtf, streaming_rtf
 from omnisparse.deploy.onnx_export import export_onnx
 from omnisparse.deploy.onnx_runner import OnnxModel, OnnxStreamingRecognizer
+from omnisparse.export.loading import load_model
 from omnisparse.train.registry import train
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result

@@ -58,8 +58,8 @@ import numpy as np
 import torch
 
 from omnisparse.decoding.evaluate import word_error_rate
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import SHIFT, StreamingRecognizer
+from omnisparse.export.loading import load_model
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 

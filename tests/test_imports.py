@@ -76,15 +76,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("testing",),
 )
 
-LAYERING_DEBTS: dict[tuple[str, str], str] = {
-    ("omnisparse.decoding.loading", "omnisparse.export.reader"):
-        "load_model also opens exported sub-networks: their model.safetensors is the sparse artefact, read "
-        "with export.reader.read_artefact (it needs sparsity.masks, so it cannot live in io); export.subnet "
-        "loads its run with load_model",
-    ("omnisparse.decoding.loading", "omnisparse.export.format"):
-        "the same reading of an export: export.format.EXCLUDED_PREFIXES names the training-only heads an "
-        "artefact leaves out, the missing keys load_model accepts",
-}
+LAYERING_DEBTS: dict[tuple[str, str], str] = {}
 
 IO_THIRD_PARTY = {"numpy", "torch", "safetensors"}  # what io may import besides the standard library
 

@@ -259,7 +259,7 @@ def source_and_cuts(onnx_dir, src: Optional[str], corpus: Optional[str], split: 
     from lhotse import load_manifest
 
     from omnisparse.data.layout import CorpusLayout
-    from omnisparse.decoding.loading import load_model
+    from omnisparse.export.loading import load_model
 
     if not src or not Path(src).exists():
         raise FileNotFoundError(f"PyTorch model {src!r} of {onnx_dir} not found (give --model)")
