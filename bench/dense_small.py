@@ -26,7 +26,6 @@ Writes the JSON result and a PNG of the dev-WER curve over training time beside 
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import os
@@ -41,10 +40,11 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import SHIFT, recognizer_rtf, streaming_rtf
 from omnisparse.deploy.onnx_export import export_onnx
 from omnisparse.deploy.onnx_runner import OnnxModel, OnnxStreamingRecognizer
+from omnisparse.export.loading import load_model
+from omnisparse.train.metrics import read_dev_curve
 from omnisparse.train.registry import train
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
@@ -56,12 +56,6 @@ def _anchor_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def wer_curve(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv") as f:
-        return [{"step": int(r["step"]), "wall_s": float(r["wall_s"]), "dev_wer": float(r["dev_wer"])}
-                for r in csv.DictReader(f) if r.get("dev_wer")]
 
 
 def plot_curve(curve: list[dict], path: Path, title: str) -> None:
@@ -134,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     rtf_refs = {h["id"]: h["ref"] for h in refs_of[rtf_split]}
     rtf_subset_wer = {name: word_error_rate([rtf_refs[i] for i in r["hyps"]], list(r["hyps"].values()))["wer"]
                       for name, r in (("pytorch", rtf), ("onnx_int8", rtf_ort))}
-    curve = wer_curve(run_dir)
+    curve = read_dev_curve(run_dir)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curve(curve, out.with_suffix(".png"), f"{args.preset}: dense streaming RNN-T")

@@ -249,7 +249,7 @@ def evaluate_rows(exp: Experiment, test_subset: int, fmt: str) -> list[dict]:
     """One row per (system, mode) whose run has finished its N steps; WER from EXP/eval.json when cached."""
     from omnisparse.data.splits import load_split_cuts
     from omnisparse.decoding.evaluate import evaluate_cuts
-    from omnisparse.decoding.loading import load_model
+    from omnisparse.export.loading import load_model
     from omnisparse.report.collect import space_and_bank
 
     cache_path = exp.root / "eval.json"

@@ -58,8 +58,8 @@ import numpy as np
 import torch
 
 from omnisparse.decoding.evaluate import word_error_rate
-from omnisparse.decoding.loading import load_model
-from omnisparse.decoding.streaming import SHIFT, StreamingRecognizer
+from omnisparse.decoding.streaming import SHIFT, StreamingRecognizer, audio_rtf
+from omnisparse.export.loading import load_model
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
@@ -86,17 +86,10 @@ def load_audio(corpus: Path, split: str, n: int) -> list[tuple[str, str, np.ndar
 
 
 def stream(make_recognizer, audio, step: int) -> tuple[list[str], float, float]:
-    """Transcripts, compute seconds and audio seconds of streaming every utterance at batch 1."""
-    hyps, compute, audio_s = [], 0.0, 0.0
-    for _, _, x in audio:
-        t0 = time.perf_counter()
-        rec = make_recognizer()
-        for i in range(0, len(x), step):
-            rec.accept_audio(x[i:i + step])
-        hyps.append(rec.finalize())
-        compute += time.perf_counter() - t0
-        audio_s += len(x) / 16000
-    return hyps, compute, audio_s
+    """Transcripts (in ``audio`` order), compute seconds and audio seconds of streaming every utterance
+    at batch 1 on 1 thread (:func:`~omnisparse.decoding.streaming.audio_rtf`)."""
+    r = audio_rtf(make_recognizer, [(str(i), x) for i, (_, _, x) in enumerate(audio)], step, threads=1)
+    return list(r["hyps"].values()), r["compute_s"], r["audio_s"]
 
 
 def prunable_sparsity(model) -> float:

@@ -123,10 +123,10 @@ def stage_search(layout: ExperimentLayout, preset: str, extra: list[str]) -> dic
 
 def stage_export(layout: ExperimentLayout, fmt: str) -> list[dict]:
     """Export the best searched config under each individual model's size; check file size == search size."""
+    from omnisparse.export.loading import load_model
     from omnisparse.export.subnet import export_subnet
     from omnisparse.report.points import best_under, read_pareto
     from omnisparse.report.collect import space_and_bank
-    from omnisparse.decoding.loading import load_model
 
     _, pareto = read_pareto(layout.pareto)
     out = []

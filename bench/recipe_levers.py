@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from omnisparse.data.splits import load_split_cuts
     from omnisparse.decoding.evaluate import evaluate_cuts
-    from omnisparse.decoding.loading import load_model
+    from omnisparse.export.loading import load_model
     from omnisparse.io import checkpoint as ck
     from omnisparse.train.registry import train
     from omnisparse.utils.provenance import write_result

@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from omnisparse.train.metrics import read_dev_curve
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
@@ -31,8 +32,7 @@ def read_run(name: str, run_dir: Path, max_step: int) -> dict:
     run = json.loads((run_dir / "run.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    curve = [{"step": int(r["step"]), "wall_s": float(r["wall_s"]), "dev_wer": float(r["dev_wer"])}
-             for r in rows if r.get("dev_wer") and int(r["step"]) <= max_step]
+    curve = read_dev_curve(run_dir, max_step)
     logged = [r for r in rows if r.get("loss") and int(r["step"]) <= max_step]
     last = logged[-1] if logged else None
     return {

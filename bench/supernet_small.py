@@ -20,8 +20,8 @@ from pathlib import Path
 from omnisparse.config import load_config
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts
-from omnisparse.decoding.loading import load_model
 from omnisparse.export.format import FORMATS, ArtefactPricing
+from omnisparse.export.loading import load_model
 from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train.registry import train

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     from lhotse import load_manifest
 
     from omnisparse.data.layout import CorpusLayout
-    from omnisparse.decoding.evaluate import evaluate_checkpoint
+    from omnisparse.deploy.apps import evaluate_checkpoint
     from omnisparse.io import checkpoint as ck
     from omnisparse.utils.provenance import write_result
 

@@ -45,7 +45,7 @@ $OS search --config "search_$PRESET" --data.corpus_dir="$DATA" --search.supernet
 echo "== 7/9 export the best sub-network no larger than the pruned baseline: $EXP/export"
 LIMIT=$(.venv/bin/python - "$EXP" <<'PY'
 import sys
-from omnisparse.decoding.loading import load_model
+from omnisparse.export.loading import load_model
 from omnisparse.sparsity.space import SearchSpace
 lm = load_model(f"{sys.argv[1]}/prune-0.7")
 space = SearchSpace.from_sparsity_config(lm.model, lm.config.sparsity)

@@ -12,8 +12,8 @@ import pytest
 
 from omnisparse.data.text import normalize_for_scoring
 from omnisparse.decoding.evaluate import word_error_rate
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.transcribe import read_audio, transcribe_samples, transcribe_stream
+from omnisparse.export.loading import load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "small-int8"
 MAX_BYTES = 10_000_000

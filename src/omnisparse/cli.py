@@ -91,7 +91,7 @@ def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
-    from omnisparse.decoding.evaluate import evaluate_checkpoint
+    from omnisparse.deploy.apps import evaluate_checkpoint
 
     results = evaluate_checkpoint(args.model, splits=args.splits, method=args.method, mode=args.mode,
                                   out_dir=args.out, overrides=overrides, subnet=args.subnet)
@@ -101,7 +101,7 @@ def _cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from omnisparse.decoding.transcribe import transcribe_files
+    from omnisparse.deploy.apps import transcribe_files
 
     return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method, fast=args.fast,
                             dtype=args.dtype, plan=args.plan)

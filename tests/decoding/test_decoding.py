@@ -10,8 +10,8 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.decoding.beam_search import modified_beam_search
 from omnisparse.decoding.evaluate import evaluate_cuts, word_error_rate
 from omnisparse.decoding.greedy import greedy_search
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import StreamingFbank, StreamingRecognizer
+from omnisparse.export.loading import load_model
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from safetensors.torch import save_file
 
 from omnisparse.config import model_config_from_dict
 from omnisparse.data.layout import CorpusLayout
+from omnisparse.export.loading import load_model
 from omnisparse.export.subnet import export_subnet, space_for
-from omnisparse.decoding.loading import load_model
 from omnisparse.io.atomic import sha256
 from omnisparse.io.checkpoint import resolve_checkpoint, write_state
 from omnisparse.models.transducer import Transducer

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from omnisparse.decoding.greedy import greedy_step_frames, init_greedy
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import StreamingRecognizer
 from omnisparse.deploy.fast import load_plan, optimize_for_cpu, save_plan, summarize_plan
 from omnisparse.deploy.kinds import FP32_KINDS, KINDS, RowCompactLinear, SparseLinear
+from omnisparse.export.loading import load_model
 from omnisparse.models.layers import PrunableLinear
 
 # int8 tolerances on the random-weight tiny model (measured: 0.02, 97%, 4%)

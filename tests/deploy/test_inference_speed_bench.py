@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from omnisparse.decoding.loading import load_model
+from omnisparse.export.loading import load_model
 from omnisparse.export.subnet import space_for
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "inference_speed.py"

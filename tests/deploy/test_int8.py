@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from omnisparse.cli import main as cli_main
-from omnisparse.decoding.loading import load_model
 from omnisparse.deploy.fast import load_plan, optimize_for_cpu, save_plan
 from omnisparse.deploy.kinds import INT8_DTYPE_KINDS
+from omnisparse.export.loading import load_model
 
 from .test_fast import INT8_CER, INT8_ENC_TOL, stream_outputs, transcripts
 

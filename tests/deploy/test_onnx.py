@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from omnisparse.cli import main
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.streaming import StreamingRecognizer
 from omnisparse.deploy.onnx_export import ONNX_FILES, export_onnx
 from omnisparse.deploy.onnx_runner import OnnxEncoderStream, OnnxModel, OnnxStreamingRecognizer
+from omnisparse.export.loading import load_model
 from omnisparse.models.transducer import Transducer
 from omnisparse.sparsity.masks import MaskBank, MaskSpec
 

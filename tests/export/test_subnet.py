@@ -19,9 +19,9 @@ from omnisparse.cli import main
 from omnisparse.data.batching import AsrDataset
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.decoding.evaluate import evaluate_cuts
-from omnisparse.decoding.loading import load_model
 from omnisparse.decoding.transcribe import read_audio, transcribe_samples
 from omnisparse.export.format import FORMATS
+from omnisparse.export.loading import load_model
 from omnisparse.export.subnet import ExportError, export_subnet, space_for
 from omnisparse.io.checkpoint import CheckpointError, resolve_checkpoint, write_state
 from omnisparse.sparsity.masks import MaskBank
@@ -275,9 +275,9 @@ def test_corrupt_or_incomplete_exports_fail_in_one_line(export_dir, wav, tmp_pat
 
 
 def test_only_the_ctc_head_may_be_missing(export_dir, monkeypatch):
-    import omnisparse.export.reader as reader_mod
+    import omnisparse.export.loading as loading_mod  # load_export reads with the name it imported
 
-    real = reader_mod.read_artefact
+    real = loading_mod.read_artefact
 
     def dropping(path):
         mc, config, fmt, spec, state = real(path)
@@ -289,13 +289,13 @@ def test_only_the_ctc_head_may_be_missing(export_dir, monkeypatch):
         state["encoder.extra.weight"] = torch.zeros(2)
         return mc, config, fmt, spec, state
 
-    monkeypatch.setattr(reader_mod, "read_artefact", dropping)
+    monkeypatch.setattr(loading_mod, "read_artefact", dropping)
     with pytest.raises(CheckpointError, match="missing \\['encoder"):
         load_model(export_dir)
-    monkeypatch.setattr(reader_mod, "read_artefact", adding)
+    monkeypatch.setattr(loading_mod, "read_artefact", adding)
     with pytest.raises(CheckpointError, match="unexpected \\['encoder.extra.weight'\\]"):
         load_model(export_dir)
-    monkeypatch.setattr(reader_mod, "read_artefact", real)
+    monkeypatch.setattr(loading_mod, "read_artefact", real)
     lm = load_model(export_dir)
     if lm.model.ctc_head is not None:  # the head is never exported; decoding never uses it
         assert lm.model.config.ctc_weight > 0

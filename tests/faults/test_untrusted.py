@@ -21,7 +21,7 @@ import pytest
 
 from omnisparse.cli import main
 from omnisparse.config import load_config
-from omnisparse.decoding.loading import load_model
+from omnisparse.export.loading import load_model
 from omnisparse.io import checkpoint as ck
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "omnisparse"

@@ -37,7 +37,7 @@ def test_headline_compares_with_the_best_searched_point_no_larger():
 def tiny_experiment(tiny_corpus, tiny_run, tiny_supernet_run, tmp_path_factory):
     """EXP with a pruned baseline (trained here), the tiny supernet and a one-row Pareto table."""
     from omnisparse.config import load_config
-    from omnisparse.decoding.loading import load_model
+    from omnisparse.export.loading import load_model
     from omnisparse.report.collect import space_and_bank
     from omnisparse.train.prune import prune
 

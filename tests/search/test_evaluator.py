@@ -11,7 +11,7 @@ import pytest
 from omnisparse.config import load_config
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts
-from omnisparse.decoding.loading import load_model
+from omnisparse.export.loading import load_model
 from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.run import run_search

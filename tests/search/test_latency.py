@@ -11,9 +11,9 @@ import random
 import pytest
 
 from omnisparse.config import load_config
-from omnisparse.decoding.loading import load_model
 from omnisparse.deploy.kinds import FP32_KINDS, KINDS
 from omnisparse.export.format import ArtefactPricing
+from omnisparse.export.loading import load_model
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
 from omnisparse.search.latency import (TABLE_FILE, LatencyTable, key_digest, load_or_measure, measure_latency_table,
                                        table_key)

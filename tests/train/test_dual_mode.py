@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 
 from omnisparse.cli import main
 from omnisparse.config import load_config
-from omnisparse.decoding.evaluate import evaluate_checkpoint
-from omnisparse.decoding.loading import load_model
+from omnisparse.deploy.apps import evaluate_checkpoint
+from omnisparse.export.loading import load_model
 from omnisparse.export.subnet import ExportError, export_subnet, resolve_mode, space_for
 from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank

@@ -213,7 +213,7 @@ def test_prune_baseline_reaches_exact_uniform_sparsity_and_resumes(tiny_corpus, 
 
 
 def test_eval_subnet_of_a_checkpoint(tiny_run, tmp_path):
-    from omnisparse.decoding.evaluate import evaluate_checkpoint
+    from omnisparse.deploy.apps import evaluate_checkpoint
 
     res = evaluate_checkpoint(str(tiny_run), splits=["dev"], out_dir=str(tmp_path / "e"), subnet="uniform:0.5")
     assert 0.0 <= res["dev"]["wer"]

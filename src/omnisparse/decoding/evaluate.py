@@ -1,10 +1,9 @@
-"""Word error rate of a model on CutSets (jiwer), with per-utterance hypotheses."""
+"""Word error rate of a model on CutSets (jiwer), with per-utterance hypotheses. The ``omnisparse eval``
+command (opening a model directory, writing ``wer.json``) is :func:`omnisparse.deploy.apps.evaluate_checkpoint`."""
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import jiwer
@@ -12,15 +11,13 @@ import torch
 from lhotse import CutSet
 from tqdm.auto import tqdm
 
-from omnisparse.config import DecodeConfig, apply_overrides, parse_override
+from omnisparse.config import DecodeConfig
 from omnisparse.data.batching import AsrDataset
 from omnisparse.data.features import FeatureNormalizer
-from omnisparse.data.splits import load_split_cuts
 from omnisparse.data.text import normalize_for_scoring
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.beam_search import modified_beam_search
 from omnisparse.decoding.greedy import greedy_search
-from omnisparse.io.atomic import atomic_write_text
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> dict[str, float]:
@@ -68,53 +65,3 @@ def evaluate_cuts(model, cuts: CutSet, tokenizer: Tokenizer, normalizer: Feature
     model.train(was_training)
     stats = word_error_rate([r["ref"] for r in rows], [r["hyp"] for r in rows])
     return {**stats, "utterances": len(rows), "skipped": dict(ds.skipped), "decode_s": time.time() - t0, "hyps": rows}
-
-
-def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method: str | None = None,
-                        mode: str | None = None, out_dir: str | None = None, overrides: list[str] | None = None,
-                        subnet: str | dict | None = None) -> dict:
-    """``omnisparse eval``: WER per split, written to ``OUT/wer.json`` and ``OUT/hyps_<split>.txt``.
-
-    ``subnet``: a sub-network to decode instead of the dense one (``"uniform:S"``, a JSON file or a
-    dict ``{gene: sparsity}``); masks come from the checkpoint's weights and its ``sparsity`` settings.
-    ``model_path`` may also be an exported sub-network directory (then ``subnet`` must be None)."""
-    from omnisparse.decoding.loading import load_model
-
-    overrides = overrides or []
-    model_overrides = {}
-    for ov in overrides:
-        parts, value = parse_override(ov)
-        if parts[0] == "model":
-            model_overrides[parts[-1]] = value
-    lm = load_model(model_path, model_overrides=model_overrides)
-    cfg = apply_overrides(lm.config, [ov for ov in overrides if not parse_override(ov)[0][0] == "model"])
-    if method:
-        cfg.decode.method = method
-    mode = mode or lm.trained_modes[0]
-    lm.check_mode(mode)
-    splits = splits or [cfg.data.dev_split, *cfg.data.test_splits]
-    subnet_config = None
-    if subnet is not None and lm.export_meta is not None:
-        from omnisparse.io.checkpoint import CheckpointError
-
-        raise CheckpointError(f"{lm.path} is an exported sub-network (config fixed at export); "
-                              "--subnet applies to supernet checkpoints")
-    if subnet is not None:
-        from omnisparse.sparsity.space import parse_subnet, space_and_bank
-
-        space, bank = space_and_bank(lm.model, cfg.sparsity, refresh=True)
-        subnet_config = parse_subnet(subnet, space)
-        bank.apply(subnet_config)
-    # default: RUN_DIR/eval for a checkpoint, EXPORT_DIR/eval for an exported sub-network
-    out = Path(out_dir) if out_dir else ((lm.path if lm.export_meta is not None else lm.path.parent) / "eval")
-    results = {}
-    for split in splits:
-        cuts = load_split_cuts(cfg, [split])
-        r = evaluate_cuts(lm.model, cuts, lm.tokenizer, lm.normalizer, mode=mode, decode=cfg.decode,
-                          on_the_fly=cfg.data.on_the_fly_features, progress=True)
-        lines = [f"{h['id']}\tref: {h['ref']}\n{h['id']}\thyp: {h['hyp']}" for h in r.pop("hyps")]
-        atomic_write_text(out / f"hyps_{split}.txt", "\n".join(lines) + "\n")
-        results[split] = r
-    atomic_write_text(out / "wer.json", json.dumps({"model": str(lm.path), "mode": mode, "method": cfg.decode.method,
-                                                    "subnet": subnet_config, "results": results}, indent=2))
-    return results

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -129,30 +130,46 @@ class StreamingRecognizer:
         return self.tokenizer.decode(self.greedy.hyps[0])
 
 
-def recognizer_rtf(new_recognizer, cuts, n: int, piece: int, threads: int = 1) -> dict:
-    """Real-time factor of a streaming recogniser: compute seconds per audio second over the first ``n``
-    cuts, audio fed ``piece`` samples at a time (audio decoding excluded, fbank included), torch on
-    ``threads`` threads. ``new_recognizer()`` returns a fresh object with ``accept_audio(samples)`` and
-    ``finalize() -> text`` (:class:`StreamingRecognizer`, or a runtime's twin of it). Returns
-    ``{rtf, audio_s, utterances, threads, hyps: {cut id: text}}``."""
+def audio_rtf(new_recognizer, audio: Iterable[tuple[str, np.ndarray]], piece: int, threads: int = 1,
+              on_final: Optional[Callable[[str, np.ndarray, Any, str], None]] = None) -> dict:
+    """Real-time factor of a streaming recogniser on ``audio``, ``(id, 16 kHz float32 samples)`` pairs
+    (taken one at a time, so a generator can load them lazily, untimed): for each, a fresh
+    ``new_recognizer()`` (an object with ``accept_audio(samples)`` and ``finalize() -> text``:
+    :class:`StreamingRecognizer`, or a runtime's twin of it) is fed ``piece`` samples at a time and
+    finalised; that feeding (fbank included) is timed, torch on ``threads`` threads. ``on_final(id,
+    samples, recognizer, text)``, if given, runs after each utterance, untimed (e.g. to compare
+    against a reference). Returns ``{rtf, audio_s, compute_s, utterances, threads, hyps: {id: text}}``
+    (``hyps`` in ``audio`` order)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         audio_s = compute_s = 0.0
         hyps: dict[str, str] = {}
-        for cut in list(cuts)[:n]:
-            x = cut.load_audio()[0].astype(np.float32)
+        for uid, x in audio:
             rec = new_recognizer()
             t0 = time.perf_counter()
             for i in range(0, len(x), piece):
                 rec.accept_audio(x[i:i + piece])
-            hyps[cut.id] = rec.finalize()
+            text = rec.finalize()
             compute_s += time.perf_counter() - t0
             audio_s += len(x) / 16000
+            hyps[uid] = text
+            if on_final is not None:
+                on_final(uid, x, rec, text)
     finally:
         torch.set_num_threads(saved)
-    return {"rtf": compute_s / max(audio_s, 1e-9), "audio_s": audio_s, "utterances": len(hyps), "threads": threads,
-            "hyps": hyps}
+    return {"rtf": compute_s / max(audio_s, 1e-9), "audio_s": audio_s, "compute_s": compute_s,
+            "utterances": len(hyps), "threads": threads, "hyps": hyps}
+
+
+def recognizer_rtf(new_recognizer, cuts, n: int, piece: int, threads: int = 1,
+                   on_final: Optional[Callable[[str, np.ndarray, Any, str], None]] = None) -> dict:
+    """:func:`audio_rtf` over the first ``n`` cuts (audio decoding excluded from the timing, fbank
+    included): compute seconds per audio second of ``new_recognizer()`` fed ``piece`` samples at a
+    time, torch on ``threads`` threads. Returns ``{rtf, audio_s, compute_s, utterances, threads, hyps:
+    {cut id: text}}``."""
+    audio = ((cut.id, cut.load_audio()[0].astype(np.float32)) for cut in list(cuts)[:n])
+    return audio_rtf(new_recognizer, audio, piece, threads, on_final)
 
 
 def streaming_rtf(model, tokenizer, normalizer, cuts, n: int, threads: int = 1) -> dict:

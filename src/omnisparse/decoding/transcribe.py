@@ -1,12 +1,10 @@
-"""``omnisparse transcribe``: audio files -> text, offline or streaming with partial results.
+"""Audio -> text with a loaded model: :func:`read_audio` (any sample rate resampled to 16 kHz, several
+channels averaged, a missing, unreadable, empty or too short file an :class:`AudioError` with a one-line
+reason), :func:`transcribe_samples` (offline) and :func:`transcribe_stream` (streaming, printing each
+new partial result).
 
-Any sample rate is resampled to 16 kHz; several channels are averaged. A missing, unreadable or
-empty file prints one line on stderr and makes the exit status non-zero; the other files are still
-transcribed.
-
-``--fast`` (``fast=True``) first runs the model through :func:`omnisparse.deploy.fast.optimize_for_cpu`
-(per-Linear execution kind chosen by timing on this machine, feed-forward shrinking; ``dtype="int8"``
-for int8 combined with sparsity; ``plan`` re-applies a saved plan without timing).
+The ``omnisparse transcribe`` command over files (opening the model directory, ``--fast``) is
+:func:`omnisparse.deploy.apps.transcribe_files`.
 """
 
 from __future__ import annotations
@@ -76,32 +74,3 @@ def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "") -> str:
             print(f"{name}\t[{(start + step) / SAMPLE_RATE:6.2f}s] {text}", file=out, flush=True)
             last = text
     return rec.finalize()
-
-
-def transcribe_files(model_path: str, audio: list[str], stream: bool = False, method: str = "greedy",
-                     fast: bool = False, dtype: str = "fp32", plan: str | None = None) -> int:
-    from omnisparse.decoding.loading import load_model
-
-    lm = load_model(model_path)
-    if fast or plan:
-        from omnisparse.deploy.fast import optimize_for_cpu
-
-        lm.model, _ = optimize_for_cpu(lm.model, plan=plan, dtype=dtype, inplace=True)
-    if stream:
-        lm.check_mode("stream")
-    status = 0
-    for path in audio:
-        try:
-            samples = read_audio(path)
-        except AudioError as e:
-            print(f"omnisparse: error: {e}", file=sys.stderr)
-            status = 1
-            continue
-        try:
-            text = transcribe_stream(lm, samples, name=path) if stream else transcribe_samples(lm, samples, method=method)
-        except ValueError as e:  # fbank's input checks (e.g. amplitudes so large the power overflows)
-            print(f"omnisparse: error: {path}: {e}", file=sys.stderr)
-            status = 1
-            continue
-        print(f"{path}\t{text}", flush=True)
-    return status

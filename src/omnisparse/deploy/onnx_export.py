@@ -350,8 +350,8 @@ def prepare_export(source, out_dir: str | os.PathLike, compact: str, opset: int,
     """Check the export arguments, load ``source`` (a path or a ``LoadedModel``) and compact it
     (:data:`COMPACT`) -> ``(lm, model, compaction)``. ValueError for bad arguments, a source not trained
     for streaming, or an existing non-empty ``out_dir`` without ``overwrite``."""
-    from omnisparse.decoding.loading import LoadedModel, load_model
     from omnisparse.deploy.fast import optimize_for_cpu
+    from omnisparse.export.loading import LoadedModel, load_model
 
     if opset < 17:
         raise ValueError(f"opset {opset} < 17 is not supported")

@@ -13,7 +13,6 @@ corpus split (``omnisparse check-onnx``).
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,7 +21,7 @@ import torch
 
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
-from omnisparse.decoding.streaming import SHIFT, StreamingFbank
+from omnisparse.decoding.streaming import SHIFT, StreamingFbank, StreamingRecognizer, recognizer_rtf
 
 
 def _maybe_json(v: str) -> Any:
@@ -211,45 +210,31 @@ def check_onnx(onnx_dir: str | Path, split: str = "dev", max_utts: int = 0, mode
                corpus: Optional[str] = None, threads: int = 1) -> dict[str, Any]:
     """Compare the ONNX directory with its PyTorch source (``model``, default the metadata's
     ``source``) on the first ``max_utts`` cuts (0 = all) of ``split`` of ``corpus`` (default: the
-    source's ``data.corpus_dir``), both streaming audio chunk by chunk at batch 1 on ``threads`` threads.
+    source's ``data.corpus_dir``), both streaming audio chunk by chunk at batch 1 on ``threads`` threads
+    and timed by :func:`~omnisparse.decoding.streaming.recognizer_rtf` (PyTorch over every cut, then ONNX).
 
     Returns ``{utterances, equal, max_abs_diff (encoder outputs), audio_s, onnx_s, torch_s, rows:
     [{id, torch, onnx, equal, max_abs_diff}]}``."""
-    from omnisparse.decoding.streaming import StreamingRecognizer
-
     om = OnnxModel(onnx_dir, threads)
     src = model or om.meta.get("source")
     lm, cuts = source_and_cuts(onnx_dir, src, corpus, split, max_utts)
-    saved = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    rows, onnx_s, torch_s, audio_s = [], 0.0, 0.0, 0.0
-    try:
-        step = lm.model.encoder.frames_per_chunk * SHIFT
-        for cut in cuts:
-            x = cut.load_audio()[0].astype(np.float32)
-            audio_s += x.shape[0] / 16000
-            ref = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame)
-            t0 = time.perf_counter()
-            for i in range(0, x.shape[0], step):
-                ref.accept_audio(x[i:i + step])
-            ref_text = ref.finalize()
-            t1 = time.perf_counter()
-            rec = OnnxStreamingRecognizer(om, keep_encoder=True)
-            for i in range(0, x.shape[0], step):
-                rec.accept_audio(x[i:i + step])
-            text = rec.finalize()
-            t2 = time.perf_counter()
-            torch_s += t1 - t0
-            onnx_s += t2 - t1
-            diff = _encoder_diff(lm, ref_fbank(x), rec.enc_frames)
-            rows.append({"id": cut.id, "torch": ref_text, "onnx": text, "equal": ref_text == text,
-                         "max_abs_diff": diff})
-    finally:
-        torch.set_num_threads(saved)
+    step = lm.model.encoder.frames_per_chunk * SHIFT
+    ms = lm.config.decode.max_symbols_per_frame
+    ref = recognizer_rtf(lambda: StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, ms), cuts, len(cuts),
+                         step, threads)
+    rows = []
+
+    def compare(cut_id: str, samples: np.ndarray, rec: OnnxStreamingRecognizer, text: str) -> None:
+        torch_text = ref["hyps"][cut_id]
+        rows.append({"id": cut_id, "torch": torch_text, "onnx": text, "equal": torch_text == text,
+                     "max_abs_diff": _encoder_diff(lm, ref_fbank(samples), rec.enc_frames)})
+
+    got = recognizer_rtf(lambda: OnnxStreamingRecognizer(om, keep_encoder=True), cuts, len(cuts), step, threads,
+                         on_final=compare)
     return {"utterances": len(rows), "equal": sum(r["equal"] for r in rows),
             "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0),
-            "audio_s": audio_s, "torch_s": torch_s, "onnx_s": onnx_s, "model": str(src), "split": split,
-            "rows": rows}
+            "audio_s": got["audio_s"], "torch_s": ref["compute_s"], "onnx_s": got["compute_s"], "model": str(src),
+            "split": split, "rows": rows}
 
 
 def source_and_cuts(onnx_dir, src: Optional[str], corpus: Optional[str], split: str, max_utts: int):
@@ -259,7 +244,7 @@ def source_and_cuts(onnx_dir, src: Optional[str], corpus: Optional[str], split: 
     from lhotse import load_manifest
 
     from omnisparse.data.layout import CorpusLayout
-    from omnisparse.decoding.loading import load_model
+    from omnisparse.export.loading import load_model
 
     if not src or not Path(src).exists():
         raise FileNotFoundError(f"PyTorch model {src!r} of {onnx_dir} not found (give --model)")

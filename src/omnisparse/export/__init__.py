@@ -1,8 +1,9 @@
 """Export of (sparse) sub-networks: the safetensors-compatible artefact (its layout and sizes in
 :mod:`.format`, with the :class:`~.format.ArtefactPricing` a search space prices configs with; its
-writer :mod:`.writer` and reader :mod:`.reader`) and standalone model directories (:mod:`.subnet`,
-imported on first use: it loads the run it exports with ``omnisparse.decoding.loading``, which opens
-exports with :mod:`.reader`)."""
+writer :mod:`.writer` and reader :mod:`.reader`), opening any run, checkpoint or exported directory for
+inference (:mod:`.loading`: ``load_model``) and writing standalone model directories (:mod:`.subnet`,
+imported on first use, so that the artefact format alone does not import the models, the tokenizer
+and the search space)."""
 
 from .format import FORMATS, ArtefactPricing, artefact_size
 from .reader import read_artefact

@@ -10,7 +10,7 @@
     meta.json           what the model is and where it came from (see :func:`export_subnet`)
 
 The on-disk format of the directory (file names, ``meta.json`` kind, version and checksums) is
-:mod:`omnisparse.io.export_dir`, shared with the reader: ``omnisparse.decoding.loading.load_model(OUT_DIR)``
+:mod:`omnisparse.io.export_dir`, shared with the reader: ``omnisparse.export.loading.load_model(OUT_DIR)``
 loads it as a plain dense :class:`Transducer` (pruned weights exact zeros, no masks, no supernet
 code), so ``omnisparse transcribe OUT_DIR ...`` and ``omnisparse eval OUT_DIR`` work on it like on a
 checkpoint.
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from omnisparse.decoding.loading import LoadedModel, load_model
 from omnisparse.export.format import FORMAT_VERSION, ArtefactPricing, check_format
+from omnisparse.export.loading import LoadedModel, load_model
 from omnisparse.export.writer import write_artefact
 from omnisparse.io.atomic import fsync_path
 from omnisparse.io.checkpoint import resolve_checkpoint

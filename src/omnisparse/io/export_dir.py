@@ -1,5 +1,5 @@
 """The on-disk format of an exported sub-network directory, for its writer
-(:func:`omnisparse.export.subnet.export_subnet`) and its reader (:func:`omnisparse.decoding.loading.load_export`)::
+(:func:`omnisparse.export.subnet.export_subnet`) and its reader (:func:`omnisparse.export.loading.load_export`)::
 
     model.safetensors   the sparse artefact of :mod:`omnisparse.export.format` (safetensors-compatible)
     tokenizer.model     the sentencepiece model

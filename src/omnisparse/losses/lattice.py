@@ -119,11 +119,3 @@ def joint_logprobs(logits: Tensor, targets: Tensor, blank: int = 0) -> tuple[Ten
     targets = targets.to(torch.long)[:, None, : U1 - 1].expand(B, T, U1 - 1).contiguous()
     return _JointLogProbs.apply(logits, targets, blank)
 
-
-def _autograd_joint_logprobs(logits: Tensor, targets: Tensor, blank: int) -> tuple[Tensor, Tensor]:
-    """Textbook version (log_softmax + gather, autograd backward), the recipe the module docstring
-    times :func:`joint_logprobs` against; nothing in the package, tests or bench calls it."""
-    U = logits.shape[-2] - 1
-    logp = logits.log_softmax(-1)
-    idx = targets[:, None, :, None].expand(logits.shape[0], logits.shape[1], U, 1)
-    return logp[..., blank], logp[..., :U, :].gather(-1, idx).squeeze(-1)

@@ -54,7 +54,7 @@ def baked_masks(model) -> Iterator[None]:
 
 def plan(layout: ExperimentLayout, uniform: list[float]) -> list[tuple[Path, Point]]:
     """Every point to report, without results, grouped by the run its weights come from."""
-    from omnisparse.decoding.loading import load_model
+    from omnisparse.export.loading import load_model
 
     todo: list[tuple[Path, Point]] = []
     if layout.dense.exists():
@@ -97,8 +97,8 @@ def evaluate(layout: ExperimentLayout, splits: list[str], uniform: list[float], 
     """Evaluate (or take from the cache) every planned point; returns them in plan order."""
     from omnisparse.data.splits import load_split_cuts
     from omnisparse.decoding.evaluate import evaluate_cuts
-    from omnisparse.decoding.loading import load_model
     from omnisparse.decoding.streaming import streaming_rtf
+    from omnisparse.export.loading import load_model
 
     cache = cache or layout.report_dir / "points.json"
     done = load_cache(cache)

@@ -31,7 +31,7 @@ import torch
 
 from omnisparse.config import Config, SearchConfig
 from omnisparse.data.splits import load_split_cuts
-from omnisparse.decoding.loading import load_model
+from omnisparse.export.loading import load_model
 from omnisparse.io.atomic import atomic_write_text
 from omnisparse.io.json_file import content_digest
 from omnisparse.io.lock import exclusive_dir

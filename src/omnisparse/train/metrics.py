@@ -1,4 +1,5 @@
-"""Metrics to CSV and TensorBoard, and the run's environment record."""
+"""Metrics to CSV and TensorBoard (and the dev-WER curve read back from the CSV), and the run's
+environment record."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -61,6 +62,25 @@ class MetricLogger:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def read_dev_curve(run_dir: str | Path, max_step: Optional[int] = None) -> list[dict[str, Any]]:
+    """The dev-WER curve of a run from its ``RUN/metrics.csv`` (as :class:`MetricLogger` writes it):
+    ``[{"step": int, "wall_s": float, "dev_wer": float}]`` in logged order, one per validation row
+    (a row with a ``dev_wer``), up to ``max_step`` included (None: all); ``wall_s`` is None where a
+    row lacks it."""
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    curve = []
+    for r in rows:
+        if not r.get("dev_wer"):
+            continue
+        step = int(float(r["step"]))
+        if max_step is not None and step > max_step:
+            continue
+        curve.append({"step": step, "wall_s": float(r["wall_s"]) if r.get("wall_s") else None,
+                      "dev_wer": float(r["dev_wer"])})
+    return curve
 
 
 def write_run_record(run_dir: str | Path, cfg_dict: dict[str, Any], extra: dict[str, Any] | None = None) -> None:

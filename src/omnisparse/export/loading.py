@@ -15,6 +15,11 @@
   first) say which attention modes it decodes in: an export of a dual-mode checkpoint is for one mode.
 
 Decoding with other streaming settings is refused: the weights were not trained for them.
+
+It lives in ``export`` (above ``decoding`` and ``train``) because it reads the artefact of
+:mod:`omnisparse.export.reader`; its users are the commands (:mod:`omnisparse.deploy.apps`), the export
+itself, deploy, search and report; training (which reads its checkpoints with
+:mod:`omnisparse.io.checkpoint`) and the decoding it validates with need none of it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import torch
 from omnisparse.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
+from omnisparse.export.format import EXCLUDED_PREFIXES  # the training-only heads, never exported
+from omnisparse.export.reader import read_artefact
 from omnisparse.io.checkpoint import CheckpointError, load_weights, resolve_checkpoint
 from omnisparse.io.export_dir import EXPORT_META, is_export_dir, read_export_meta
 from omnisparse.models.transducer import Transducer
@@ -69,9 +76,6 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     Only the CTC head may be missing from ``model.safetensors`` (it is never exported; it stays at its
     random init and is unused by decoding); any other missing or unexpected tensor, a shape mismatch,
     a corrupt file or a missing file is a one-line CheckpointError."""
-    from omnisparse.export.format import EXCLUDED_PREFIXES  # never exported
-    from omnisparse.export.reader import read_artefact
-
     path = Path(path)
     meta = read_export_meta(path)
     try:
