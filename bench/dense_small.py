@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,6 +42,7 @@ from omnisparse.decoding.streaming import SHIFT, recognizer_rtf, streaming_rtf
 from omnisparse.deploy.onnx_export import export_onnx
 from omnisparse.deploy.onnx_runner import OnnxModel, OnnxStreamingRecognizer
 from omnisparse.export.loading import load_model
+from omnisparse.train.distributed import run_under_torchrun
 from omnisparse.train.metrics import read_dev_curve
 from omnisparse.train.registry import train
 from omnisparse.utils.plotting import saved_figure
@@ -69,12 +68,7 @@ def plot_curve(curve: list[dict], path: Path, title: str) -> None:
 
 def train_distributed(preset: str, overrides: list[str], nproc: int, run_dir: Path) -> dict:
     """Train (or resume) ``preset`` under torchrun with ``nproc`` ranks; returns the run's cost record."""
-    if not any(o.startswith("--train.threads") for o in overrides):
-        overrides = [*overrides, "--train.threads=1"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "omnisparse.cli", "train", "--config", preset, *overrides]
-    print("training:", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    run_under_torchrun("train", ["--config", preset, *overrides], nproc)
     with open(run_dir / "cost.json") as f:
         return json.load(f)
 
