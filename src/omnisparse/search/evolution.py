@@ -22,12 +22,10 @@ drawn). The algorithm (AlphaNet's evolutionary search, Wang et al., ICML 2021):
    crossover); a child outside the size range is redrawn (from new parents) up to ``max_tries`` times,
    then dropped (counted in ``cost["rejected_children"]``).
 
-Per-gene sensitivity (``sensitivity``): before the first generation, the fitness cost of pruning ONE gene
-alone to the grid's largest value (the others at its smallest) is measured for every gene (``genes``
-evaluations, reported as ``sensitivity`` in ``pareto.json``). For each grid level ``u`` an initial
-parent then moves the least sensitive genes ``sensitivity_spread`` grid steps above ``u`` and the most
-sensitive ones as far below, linearly in their sensitivity rank: a ladder that spends sparsity where it
-costs least.
+Per-gene sensitivity (``sensitivity``, :mod:`omnisparse.search.sensitivity`): before the first
+generation each gene's cost of being pruned alone is measured (``genes + 1`` evaluations, reported as
+``sensitivity`` in ``pareto.json``) and its ladder (least sensitive genes ``sensitivity_spread`` grid
+steps above each level, most sensitive as far below) joins the initial parents.
 
 The fitness is whatever the evaluator returns (``score_key`` names it in the records: ``wer`` by
 default, e.g. ``loss_per_token``). Every random draw comes from one ``random.Random(seed)``. After each generation the state (next
@@ -58,6 +56,7 @@ from typing import Any, Callable, Hashable, Mapping, Optional, Protocol
 from tqdm.auto import tqdm
 
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.search.sensitivity import gene_sensitivity, sensitivity_ladder
 from omnisparse.search.state import _rng_from_json, _rng_to_json, load_saved_state, write_state_file
 
 log = logging.getLogger(__name__)
@@ -288,31 +287,21 @@ class EvolutionFinder:
         return out
 
     def measure_sensitivity(self) -> dict[str, float]:
-        """Fitness cost of each gene alone at the grid's largest value, the others at its smallest
-        (``genes + 1`` evaluations, once; kept in the state)."""
+        """Each gene's sensitivity (:func:`~omnisparse.search.sensitivity.gene_sensitivity`), measured
+        once and kept in the state."""
         if not self.sensitivity:
-            lo, hi = min(self.space.grid), max(self.space.grid)
-            reference = {g: lo for g in self.space.genes}
             t0 = time.perf_counter()
-            base = _sort_wer(float(self.evaluator(reference)))
-            self.sensitivity = {g: _sort_wer(float(self.evaluator({**reference, g: hi}))) - base
-                                for g in tqdm(self.space.genes, desc="sensitivity", disable=not self.progress)}
+            self.sensitivity = gene_sensitivity(
+                self.space.genes, self.space.grid, self.evaluator,
+                progress=lambda genes: tqdm(genes, desc="sensitivity", disable=not self.progress))
             self.cost["evaluator_s"] += time.perf_counter() - t0
             self.cost["sensitivity_evaluations"] = len(self.space.genes) + 1
         return self.sensitivity
 
     def sensitivity_ladder(self) -> list[Config]:
-        """One config per grid level ``u``: genes ranked by sensitivity (least first) move linearly from
-        ``+sensitivity_spread`` to ``-sensitivity_spread`` grid steps around ``u`` (clipped to the grid)."""
-        sens = self.measure_sensitivity()
-        grid = sorted(self.space.grid)
-        order = sorted(self.space.genes, key=lambda g: (sens[g], g))
-        n, spread = len(order), self.settings.sensitivity_spread
-        offset = {g: round(spread * (1 - 2 * i / (n - 1))) if n > 1 else 0 for i, g in enumerate(order)}
-        out = []
-        for level in range(len(grid)):
-            out.append({g: grid[min(len(grid) - 1, max(0, level + offset[g]))] for g in self.space.genes})
-        return out[::-1]  # sparsest first, as the uniform ladder
+        """The sensitivity-guided ladder, sparsest first (:func:`~omnisparse.search.sensitivity.sensitivity_ladder`)."""
+        return sensitivity_ladder(self.space.genes, self.space.grid, self.measure_sensitivity(),
+                                  self.settings.sensitivity_spread)
 
     def next_population(self) -> list[dict[str, Any]]:
         """``mutations`` + ``crossovers`` in-range children of the Pareto table's members."""
