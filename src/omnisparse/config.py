@@ -43,6 +43,8 @@ class DataConfig:
     time_masks: int = 2
     time_mask_fraction: float = 0.1  # max fraction of frames per time mask
     dev_subset: int = 0  # 0 = whole dev split; otherwise the first N cuts (validation speed)
+    train_hours: float = 0.0  # > 0: train on a speaker-balanced subset of this many hours (data/subset.py)
+    train_subset_seed: int = 0
 
 
 @dataclass

@@ -46,6 +46,7 @@ from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.prepare import prepare_training_data
 from omnisparse.data.splits import load_split_cuts
+from omnisparse.data.subset import labelled_subset
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.evaluate import evaluate_cuts
 from omnisparse.io import checkpoint as ck
@@ -158,6 +159,10 @@ class Trainer(FaultRecovery):
         tc = cfg.train
         self.too_long: dict = {}
         self.train_cuts = load_split_cuts(cfg, cfg.data.train_splits, cfg.data.max_cut_duration, report=self.too_long)
+        if cfg.data.train_hours > 0:
+            self.train_cuts = labelled_subset(self.train_cuts, cfg.data.train_hours, cfg.data.train_subset_seed)
+            self._labelled_hours = sum(c.duration for c in self.train_cuts) / 3600
+            log.info("training on a %.2f h labelled subset (%d utterances)", self._labelled_hours, len(self.train_cuts))
         spec = SpecAugmentConfig(cfg.data.freq_masks, cfg.data.freq_mask_width, cfg.data.time_masks,
                                  cfg.data.time_mask_fraction) if cfg.data.spec_augment else None
         augmenter = Augmenter.from_config(cfg.augment, self._rir_cache_dir(), self.train_cuts, tc.seed) \
@@ -170,8 +175,9 @@ class Trainer(FaultRecovery):
             self.dev_cuts = self.dev_cuts.subset(first=min(cfg.data.dev_subset, len(self.dev_cuts)))
 
     def _cost_extra(self) -> dict[str, Any]:
-        """Run-specific entries of ``cost.json`` besides the counters."""
-        return {}
+        """Run-specific entries of ``cost.json`` besides the counters (the labelled subset's hours)."""
+        hours = getattr(self, "_labelled_hours", None)
+        return {} if hours is None else {"labelled_hours": round(hours, 4)}
 
     def _run_record_extra(self) -> dict[str, Any]:
         """Run-specific entries of ``run.json`` besides the parameter count."""
