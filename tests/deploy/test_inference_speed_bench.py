@@ -11,7 +11,7 @@ from omnisparse.export.subnet import space_for
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "inference_speed.py"
 KEYS = {"model", "size_bytes", "sparsity", "granularity", "runtime", "dtype", "rtf", "speedup_vs_dense",
-        "ideal_speedup", "wer_test_other"}
+        "speedup_vs_dense_same_runtime", "ideal_speedup", "wer_test_other"}
 
 
 def test_inference_speed_smoke(tiny_supernet_run, tiny_run, tiny_corpus, tmp_path):
@@ -35,6 +35,7 @@ def test_inference_speed_smoke(tiny_supernet_run, tiny_run, tiny_corpus, tmp_pat
     assert len(res["rows"]) == 2 * 3 and all(KEYS <= set(r) for r in res["rows"])
     dense = [r for r in res["rows"] if r["model"] == "dense"]
     assert next(r for r in dense if r["runtime"] == "pytorch")["speedup_vs_dense"] == 1.0
+    assert all(r["speedup_vs_dense_same_runtime"] == 1.0 for r in dense)  # dense against itself, per runtime
     sub = [r for r in res["rows"] if r["model"] != "dense"]
     assert all(abs(r["ideal_speedup"] - 1 / (1 - r["sparsity"])) < 1e-3 and 0.2 < r["sparsity"] < 0.5 for r in sub)
     par = res["targets"]["onnx_parity"]
