@@ -44,6 +44,10 @@ def test_pretrain_runs_and_logs_both_paths(tiny_corpus, tmp_path):
     assert float(rows[-1]["temperature"]) == pytest.approx(2.0 * 0.98 ** 5)
     dev = [r for r in _rows(tmp_path / "p") if r.get("dev_dense_contrastive")]
     assert dev and all(np.isfinite(float(dev[-1][k])) for k in ("dev_dense_contrastive", "dev_sparse_accuracy"))
+    # validation runs each path under its own masks: the 0.7-sparse encoder gives another output ...
+    assert dev[-1]["dev_dense_contrastive"] != dev[-1]["dev_sparse_contrastive"]
+    # ... while the code targets come from the (never pruned) front end: one codebook usage for both
+    assert dev[-1]["dev_dense_code_ppl"] == dev[-1]["dev_sparse_code_ppl"]
     ckpt = tmp_path / "p" / "ckpt-00000006"
     w = load_file(str(ckpt / "model.safetensors"))
     assert any(k.startswith("encoder.layers.") for k in w) and "quantizer.codevectors" in w and "mask_emb" in w
