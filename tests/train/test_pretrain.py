@@ -207,3 +207,21 @@ def test_pretrain_ddp_two_gloo_processes(tiny_corpus, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     cost = json.loads((out / "cost.json").read_text())
     assert cost["world_size"] == 2 and cost["ddp_replicas_identical"] is True and cost["fwd_bwd_passes"] == 6
+
+
+def test_unlabelled_audio_is_augmented_from_its_start_epoch(tiny_corpus):
+    from omnisparse.config import AugmentConfig
+    from omnisparse.data.augment import Augmenter
+    from omnisparse.data.features import FeatureNormalizer
+    from omnisparse.data.unlabelled import UnlabelledDataset
+
+    cuts = load_manifest(CorpusLayout(tiny_corpus).cuts("train")).subset(first=3)
+    norm = FeatureNormalizer.from_file(CorpusLayout(tiny_corpus).global_stats)
+    aug = Augmenter.from_config(AugmentConfig(enabled=True, reverb_prob=0.0, noise_prob=1.0), "/nonexistent", cuts, 0)
+    ds = UnlabelledDataset(norm, on_the_fly=True, augmenter=aug, seed=0, augment_start_epoch=1)
+    clean = ds[cuts]["feats"]
+    ds.set_epoch(1)
+    noisy, again = ds[cuts]["feats"], ds[cuts]["feats"]
+    assert torch.equal(noisy, again)  # keyed by (seed, epoch, cut): the same batch after a resume
+    assert noisy.shape[0] == clean.shape[0] and not torch.equal(noisy[:, : clean.shape[1]], clean[:, : noisy.shape[1]])
+    assert torch.equal(UnlabelledDataset(norm, on_the_fly=True)[cuts]["feats"], clean)  # epoch 0: as without

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lhotse import CutSet, Recording, RecordingSet
 
+from omnisparse.data.augment import Augmenter, cut_rng
 from omnisparse.data.batching import load_checked, pad_sequences
 from omnisparse.data.features import NUM_MEL_BINS, FeatureNormalizer, fbank
 from omnisparse.data.validate import SAMPLE_RATE
@@ -70,13 +71,19 @@ def audio_dir_cuts(audio_dir: str | Path, max_duration: float = 20.0, min_durati
     return cuts, skipped
 
 
-def cut_fbank(cut) -> torch.Tensor:
-    """``(T, 80)`` fbank of a cut's audio, mixed to mono and resampled to 16 kHz if needed."""
+def cut_audio(cut) -> np.ndarray:
+    """``(N,)`` float32 samples of a cut's audio, mixed to mono and resampled to 16 kHz if needed."""
     if cut.sampling_rate != SAMPLE_RATE:
         cut = cut.resample(SAMPLE_RATE)
     audio = np.asarray(cut.load_audio(), dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(0)
+    return audio.mean(0) if audio.ndim == 2 else audio
+
+
+def cut_fbank(cut, augmenter: Augmenter | None = None, rng: np.random.Generator | None = None) -> torch.Tensor:
+    """``(T, 80)`` fbank of a cut's audio (:func:`cut_audio`), augmented first when ``augmenter`` is given."""
+    audio = cut_audio(cut)
+    if augmenter is not None:
+        audio = augmenter(audio, rng, cut_id=cut.id)
     return fbank(audio, SAMPLE_RATE)
 
 
@@ -106,15 +113,28 @@ def audio_stats(cuts: CutSet, max_cuts: int = 500) -> dict:
 
 class UnlabelledDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch) to padded normalised fbank; supervisions are ignored. Stored features
-    are used when the cut has them (unless ``on_the_fly``), else fbank of the audio. Unloadable or
+    are used when the cut has them (unless ``on_the_fly``), else fbank of the audio; with an
+    ``augmenter``, from epoch ``augment_start_epoch`` on, fbank of the augmented audio (keyed by
+    ``(seed, epoch, cut id)``, as for labelled training). Unloadable or
     empty/non-finite utterances are dropped with a counted warning (``self.skipped``)."""
 
-    def __init__(self, normalizer: FeatureNormalizer, on_the_fly: bool = False):
+    def __init__(self, normalizer: FeatureNormalizer, on_the_fly: bool = False, augmenter: Augmenter | None = None,
+                 seed: int = 0, augment_start_epoch: int = 0):
         self.normalizer = normalizer
         self.on_the_fly = on_the_fly
+        self.augmenter = augmenter
+        self.seed = seed
+        self.augment_start_epoch = augment_start_epoch
+        self.epoch = 0
         self.skipped: Counter = Counter()
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch that keys augmentation (as :meth:`AsrDataset.set_epoch`)."""
+        self.epoch = epoch
+
     def _load(self, cut) -> torch.Tensor:
+        if self.augmenter is not None and self.epoch >= self.augment_start_epoch:
+            return cut_fbank(cut, self.augmenter, cut_rng(self.seed, self.epoch, cut.id))
         if not self.on_the_fly and cut.has_features:
             return torch.from_numpy(np.asarray(cut.load_features(), dtype=np.float32))
         return cut_fbank(cut)

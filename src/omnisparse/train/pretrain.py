@@ -41,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from omnisparse.config import Config
+from omnisparse.data.augment import Augmenter, load_or_make_rir_bank
 from omnisparse.data.batching import make_loader, make_sampler
 from omnisparse.data.features import FeatureNormalizer, compute_global_stats, prepare_features
 from omnisparse.data.layout import CorpusLayout
@@ -94,7 +96,15 @@ class PretrainTrainer(Trainer):
         return model, model  # the model computes its own contrastive loss
 
     def _build_data(self, cfg: Config) -> None:
-        self.dataset = UnlabelledDataset(self.normalizer, self._on_the_fly)
+        augmenter = None
+        if cfg.augment.enabled:  # the RIR bank is simulated once by rank 0, then read by every rank
+            if self.dist.is_main and cfg.augment.reverb_prob > 0:
+                load_or_make_rir_bank(cfg.augment, self._rir_cache_dir())
+            if self.dist.world_size > 1:
+                dist.barrier()
+            augmenter = Augmenter.from_config(cfg.augment, self._rir_cache_dir(), self.train_cuts, cfg.train.seed)
+        self.dataset = UnlabelledDataset(self.normalizer, self._on_the_fly, augmenter, seed=cfg.train.seed,
+                                         augment_start_epoch=cfg.augment.start_epoch)
         self.bank = MaskBank(self.model, MaskSpec(cfg.sparsity.granularity, cfg.sparsity.block))
 
     def _cost_extra(self) -> dict[str, Any]:
