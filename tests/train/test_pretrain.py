@@ -217,7 +217,8 @@ def test_unlabelled_audio_is_augmented_from_its_start_epoch(tiny_corpus):
 
     cuts = load_manifest(CorpusLayout(tiny_corpus).cuts("train")).subset(first=3)
     norm = FeatureNormalizer.from_file(CorpusLayout(tiny_corpus).global_stats)
-    aug = Augmenter.from_config(AugmentConfig(enabled=True, reverb_prob=0.0, noise_prob=1.0), "/nonexistent", cuts, 0)
+    cfg = AugmentConfig(enabled=True, reverb_prob=0.0, noise_prob=1.0, babble_weight=0.0, music_weight=0.0)
+    aug = Augmenter.from_config(cfg, "/nonexistent", None, 0)
     ds = UnlabelledDataset(norm, on_the_fly=True, augmenter=aug, seed=0, augment_start_epoch=1)
     clean = ds[cuts]["feats"]
     ds.set_epoch(1)
