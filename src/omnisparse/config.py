@@ -379,17 +379,21 @@ def _within(x: float, rule: str) -> bool:
     return x >= float(bound) if op == ">=" else x > float(bound)
 
 
+def check_section_ranges(section: str, sec: Any) -> None:
+    """ConfigError naming the first setting of ``RANGES[section]`` that ``sec`` holds outside its range."""
+    for key, rule in RANGES.get(section, {}).items():
+        value = getattr(sec, key)
+        values = value if isinstance(value, list) else [value]
+        if not all(_within(v, rule) for v in values):
+            what = "every element " if isinstance(value, list) else ""
+            how = "in " if rule[0] in "[(" else "one of " if "|" in rule else ""
+            raise ConfigError(f"{section}.{key}: {what}must be {how}{rule}, got {value!r}")
+
+
 def check_ranges(cfg: "Config") -> None:
     """ConfigError naming the first setting of :data:`RANGES` outside its range."""
-    for section, rules in RANGES.items():
-        sec = getattr(cfg, section)
-        for key, rule in rules.items():
-            value = getattr(sec, key)
-            values = value if isinstance(value, list) else [value]
-            if not all(_within(v, rule) for v in values):
-                what = "every element " if isinstance(value, list) else ""
-                how = "in " if rule[0] in "[(" else "one of " if "|" in rule else ""
-                raise ConfigError(f"{section}.{key}: {what}must be {how}{rule}, got {value!r}")
+    for section in RANGES:
+        check_section_ranges(section, getattr(cfg, section))
     if len(cfg.train.betas) != 2:
         raise ConfigError(f"train.betas must be 2 numbers in [0, 1), got {cfg.train.betas!r}")
 
@@ -549,4 +553,5 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     m = ModelConfig()
     _update(m, data, "model.")
+    check_section_ranges("model", m)
     return m

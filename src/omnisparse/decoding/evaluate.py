@@ -85,9 +85,9 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     for ov in overrides:
         parts, value = parse_override(ov)
         if parts[0] == "model":
-            model_overrides[parts[-1]] = value
+            model_overrides[".".join(parts[1:])] = value
     lm = load_model(model_path, model_overrides=model_overrides)
-    cfg = apply_overrides(lm.config, [ov for ov in overrides if not parse_override(ov)[0][0] == "model"])
+    cfg = apply_overrides(lm.config, [ov for ov in overrides if not parse_override(ov)[0][0] == "model"]).validate()
     if method:
         cfg.decode.method = method
     mode = mode or lm.trained_modes[0]
@@ -109,9 +109,12 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     out = Path(out_dir) if out_dir else ((lm.path if lm.export_meta is not None else lm.path.parent) / "eval")
     results = {}
     for split in splits:
-        cuts = load_split_cuts(cfg, [split])
+        manifest_skips: dict[str, int] = {}
+        cuts = load_split_cuts(cfg, [split], report=manifest_skips)
         r = evaluate_cuts(lm.model, cuts, lm.tokenizer, lm.normalizer, mode=mode, decode=cfg.decode,
                           on_the_fly=cfg.data.on_the_fly_features, progress=True)
+        for k, v in manifest_skips.items():  # cuts the manifest held but that could not be used
+            r["skipped"][k] = r["skipped"].get(k, 0) + v
         lines = [f"{h['id']}\tref: {h['ref']}\n{h['id']}\thyp: {h['hyp']}" for h in r.pop("hyps")]
         atomic_write_text(out / f"hyps_{split}.txt", "\n".join(lines) + "\n")
         results[split] = r

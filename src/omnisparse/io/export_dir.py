@@ -72,5 +72,9 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     files = meta.get("files") or {}
     if not isinstance(files, dict):
         raise CheckpointError(f"{path}: {EXPORT_META}: 'files' must map file name -> sha256")
+    unexpected = sorted(str(name) for name in files if name not in EXPORT_FILES)
+    if unexpected:  # a name like ../../x would have it hash a file outside the export
+        raise CheckpointError(f"{path}: {EXPORT_META}: 'files' lists {unexpected[0][:60]!r}, not a file of an "
+                              f"export ({', '.join(EXPORT_FILES)})")
     verify_digests(path, files, CheckpointError, missing="is missing (incomplete export)")
     return meta
