@@ -6,27 +6,35 @@
 * :func:`disk_full` makes a function raise ``OSError(ENOSPC)`` after it has been called ``n`` times;
 * comparisons: :func:`weights_equal` (bitwise, every tensor of two ``.safetensors`` files) and
   :func:`tree_digest` (sha256 of every file under a directory);
-* bad input: :func:`damage_file` (truncate, flip bits, zero the header, replace by garbage) and
-  :func:`plant_utterance` (one LibriSpeech utterance with one of :data:`UTTERANCE_FAULTS`).
+* bad input: :func:`damage_file` (truncate, flip bits, zero the header, replace by garbage),
+  :func:`plant_utterance` (one LibriSpeech utterance with one of :data:`UTTERANCE_FAULTS`),
+  :func:`flip_digit` (a JSON file still valid, one number or string changed) and :func:`sparse_wav`
+  (a WAV header claiming hours of audio, the file sparse: no disk, no time);
+* another writer: :func:`held_dir` (a child process holding a directory's lock) and :func:`dead_pid`.
 
 Nothing here is used by training or inference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import json
 import os
+import random
 import signal
+import struct
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 __all__ = ["KillResult", "omnisparse_cmd", "run_killed", "checkpoint_exists", "disk_full", "weights_equal",
-           "tree_digest", "child_env", "damage_file", "plant_utterance", "UTTERANCE_FAULTS", "DAMAGES"]
+           "tree_digest", "child_env", "damage_file", "plant_utterance", "UTTERANCE_FAULTS", "DAMAGES", "flip_digit",
+           "sparse_wav", "held_dir", "dead_pid"]
 
 
 @dataclass
@@ -215,3 +223,64 @@ def plant_utterance(flac: str | os.PathLike, src: str | os.PathLike, text: str, 
     if fault == "only_non_ascii":
         return f"{uid} \u6771\u4eac \u3002"
     return f"{uid} {text.upper()}"
+
+
+def flip_digit(text: str, seed: int = 0) -> str:
+    """``text`` (a JSON document) with one digit, drawn by ``seed``, replaced by another, such that it is
+    still valid JSON and holds another value: the damage only a checksum of the content notices."""
+    rng = random.Random(seed)
+    positions = [i for i, ch in enumerate(text) if ch.isdigit()]
+    original = json.loads(text)
+    for _ in range(100):
+        i = rng.choice(positions)
+        out = text[:i] + rng.choice([d for d in "0123456789" if d != text[i]]) + text[i + 1:]
+        try:
+            if json.loads(out) != original:
+                return out
+        except json.JSONDecodeError:  # a leading zero: "10" -> "00"
+            continue
+    raise ValueError("no digit of this text can change and keep it valid JSON")
+
+
+def sparse_wav(path: str | os.PathLike, seconds: float, rate: int = 16000, channels: int = 1) -> None:
+    """A 16-bit PCM WAV whose header claims ``seconds`` of audio (at most the 4 GiB a WAV header can
+    say), its samples a hole of the file system: silence that takes neither disk nor time to write."""
+    n = min(int(seconds * rate) * channels * 2, 2**32 - 64)
+    header = (b"RIFF" + struct.pack("<I", 36 + n) + b"WAVE" + b"fmt "
+              + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+              + b"data" + struct.pack("<I", n))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + n)
+
+
+_HOLD = """
+import sys, time
+from omnisparse.io.lock import exclusive_dir
+with exclusive_dir(sys.argv[1], sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def held_dir(directory: str | os.PathLike, command: str = "omnisparse train") -> Iterator[subprocess.Popen]:
+    """A child process holding ``directory``'s lock (:func:`omnisparse.io.lock.exclusive_dir`) as
+    ``command`` for the ``with`` block (killed at its end)."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(directory), command], stdout=subprocess.PIPE,
+                            text=True, env=child_env())
+    try:
+        if proc.stdout.readline().strip() != "held":
+            raise RuntimeError(f"the holder of {directory} did not start (exit status {proc.poll()})")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (started and reaped here): what a SIGKILLed holder leaves."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
