@@ -40,7 +40,7 @@ from omnisparse.errors import CheckpointWriteError
 from omnisparse.io.atomic import fsync_file as _fsync_file  # module-level names: the fault tests patch them
 from omnisparse.io.atomic import fsync_path as _fsync_dir
 from omnisparse.io.atomic import atomic_write_text, sha256, verify_digests
-from omnisparse.io.json_file import content_digest, read_json_object
+from omnisparse.io.json_file import content_digest, damaged_digest_key, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,9 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
                 f"({OMNISPARSE_VERSION}) reads format version {FORMAT_VERSION} only")
         raise CheckpointError(f"{ckpt}: state.json has no valid format_version ({version!r}): not an omnisparse "
                               "checkpoint, or corrupt")
+    if digest is None and damaged_digest_key(state, STATE_DIGEST) is not None:
+        raise CheckpointError(f"{ckpt}: state.json fails its checksum (its key {STATE_DIGEST!r} is damaged: "
+                              f"{damaged_digest_key(state, STATE_DIGEST)!r})")
     if digest is None:
         if str(ckpt) not in _warned_unchecked:
             _warned_unchecked.add(str(ckpt))
