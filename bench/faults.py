@@ -1,7 +1,8 @@
 """Fault injection on the tiny preset: every fault class, several cases each, every outcome counted.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/faults.py [--seed 0] [--kills 4] [--fuzz 60]
-                                                      [--work DIR] [--out bench/results/faults.json]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/faults.py [--seed 0] [--kills 4] [--fuzz 60] [--flips 150]
+                                                      [--manifest-copies 3] [--work DIR]
+                                                      [--out bench/results/faults.json]
 
 Builds the tiny corpus and reference runs (dense, supernet, pruning baseline, search, a micro corpus
 build) in a temporary directory, then injects, with the mechanisms of ``omnisparse.utils.faults``
@@ -19,7 +20,10 @@ that ``tests/faults`` use:
 * ``untrusted``: checkpoints / exports of another format version or model config, a pickle in
   place of safetensors;
 * ``fuzz_{transcribe,text,features}``: random / damaged / odd audio files given to ``transcribe`` in
-  one call, random text through the normaliser and tokenizer, random arrays through fbank.
+  one call, random text through the normaliser and tokenizer, random arrays through fbank;
+* ``concurrent_writer``, ``state_bitflip``, ``hostile_{config,manifest,export,audio}``,
+  ``export_overwrite``: another writer, digit flips of state files, hostile configs, cut manifests,
+  exports and audio, ``export-onnx`` into occupied directories (``bench/fault_classes_hostile.py``).
 
 Outcomes per case (``injected`` = their sum; a kill that came after the command had ended is not
 counted, see ``kills_missed``):
@@ -60,6 +64,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the fault classes' module
+from fault_classes_hostile import HostileFaults  # noqa: E402
+
 from omnisparse.cli import main as cli_main  # noqa: E402
 from omnisparse.config import load_config  # noqa: E402
 from omnisparse.utils.provenance import write_result  # noqa: E402
@@ -83,7 +90,10 @@ def quiet(fn, *a, **k):
         return fn(*a, **k)
 
 
-class Bench:
+class Bench(HostileFaults):
+    cli_fn = staticmethod(cli)
+    quiet_fn = staticmethod(quiet)
+
     def __init__(self, work: Path, seed: int, corpus: Path | None):
         self.work, self.rng = work, random.Random(seed)
         self.corpus = corpus or work / "corpus"
@@ -143,6 +153,7 @@ class Bench:
         quiet(export_subnet, r / "dense", "uniform:0", "fp32-dense", r / "export")
         train(self.cfg("tiny", r / "other", "--train.max_steps=2", "--model.d_model=48"))  # another model config
         self.ref = r
+        self.setup_hostile()
 
     def search_args(self, out):
         return [f"--data.corpus_dir={self.corpus}", f"--search.supernet={self.work / 'ref' / 'supernet'}",
@@ -526,6 +537,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="draws the kill points, damages and fuzz inputs")
     ap.add_argument("--kills", type=int, default=4, help="SIGKILL cases per kind (dense: one more, killed while writing)")
     ap.add_argument("--fuzz", type=int, default=60, help="files given to transcribe (texts/arrays: 4x)")
+    ap.add_argument("--flips", type=int, default=150, help="digit flips of a checkpoint's state.json (search: 2/3)")
+    ap.add_argument("--manifest-copies", type=int, default=3, help="copies of each hostile manifest line per manifest")
     ap.add_argument("--corpus", default=None, help="an existing tiny corpus (default: built in the work dir)")
     ap.add_argument("--work", default=None, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--out", default="bench/results/faults.json")
@@ -550,6 +563,8 @@ def main() -> None:
         cases += [lambda k=k: b.untrusted(k) for k in ("format_version", "export_version", "other_config_weights",
                                                      "pickle_as_safetensors", "resume_other_config")]
         cases += [lambda: b.fuzz_transcribe(args.fuzz, args.seed), lambda: b.fuzz_text_and_features(4 * args.fuzz, args.seed)]
+        cases += [b.concurrent_writer, lambda: b.state_bitflip(args.flips, 2 * args.flips // 3), b.hostile_config,
+                  lambda: b.hostile_manifest(args.manifest_copies), b.hostile_export, b.hostile_audio, b.export_overwrite]
         bar = tqdm(total=len(cases) + 1, desc="faults", disable=False, dynamic_ncols=True)
         bar.set_postfix_str("setup: tiny corpus + reference runs")
         quiet(b.setup)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -304,6 +305,7 @@ class Config:
 
     def validate(self) -> "Config":
         """ConfigError (one line) for settings that cannot work together, at load rather than mid-run."""
+        check_ranges(self)
         self.augment.validate()
         if self.data.spec_augment_start_epoch < 0:
             raise ConfigError(f"data.spec_augment_start_epoch must be >= 0, got {self.data.spec_augment_start_epoch}")
@@ -334,6 +336,70 @@ class ConfigError(ValueError):
     """A preset or override names an unknown key or holds a value of the wrong type."""
 
 
+# The values each numeric setting may take, checked at load (``Config.validate``), so that a value no
+# run can use fails in one line before anything starts rather than mid-run (a modulo by zero, a
+# negative learning rate that trains, an empty model, one too large to allocate). ``">= 1"``, ``"> 0"``:
+# a bound; ``"[0, 1)"``: an interval; ``"4 | 8"``: the choices; list fields: every element. ``dual`` and ``augment`` validate
+# themselves (``check_dual_config``, ``AugmentConfig.validate``).
+RANGES: dict[str, dict[str, str]] = {
+    "data": {"vocab_size": ">= 2", "max_duration": "> 0", "num_buckets": ">= 1", "max_cut_duration": "> 0",
+             "num_workers": ">= 0", "freq_masks": ">= 0", "freq_mask_width": ">= 0", "time_masks": ">= 0",
+             "time_mask_fraction": "[0, 1]", "dev_subset": ">= 0"},
+    "model": {"feat_dim": ">= 1", "subsampling": "4 | 8", "d_model": "[1, 65536]", "n_heads": ">= 1",
+              "ffn_dim": "[1, 262144]", "n_layers": "[0, 1024]", "conv_kernel": ">= 0", "dropout": "[0, 1)", "rel_pos_clip": ">= 1",
+              "left_chunks": ">= -1", "lookahead": ">= 0", "vocab_size": ">= 2", "blank_id": ">= 0",
+              "pred_dim": "[1, 65536]", "pred_layers": "[1, 64]", "pred_context": "[1, 64]", "joiner_dim": "[1, 65536]",
+              "ctc_weight": ">= 0", "simple_loss_scale": ">= 0", "simple_lm_scale": "[0, 1]",
+              "simple_am_scale": "[0, 1]", "prune_warmup_steps": ">= 0"},
+    "train": {"max_steps": ">= 0", "max_wall_s": ">= 0", "lr": "> 0", "weight_decay": ">= 0", "betas": "[0, 1)",
+              "warmup_steps": ">= 0", "min_lr_ratio": "[0, 1]", "grad_clip": "> 0", "log_every": ">= 1",
+              "ckpt_every": ">= 1", "keep_last": ">= 0", "threads": ">= 0", "max_bad_steps": ">= 1"},
+    "decode": {"beam": ">= 1", "max_symbols_per_frame": ">= 1", "batch_size": ">= 1"},
+    "sparsity": {"block": ">= 1", "grid": "[0, 1)", "n_random": ">= 0", "path_probs": ">= 0", "max_sparsity": "[0, 1)",
+                 "ramp_steps": ">= 0", "distill_weight": ">= 0", "valid_ladder": "[0, 1)", "target": "[0, 1)",
+                 "prune_steps": ">= 0", "prune_every": ">= 1", "dense_steps": ">= 0"},
+    "search": {"size_min_mb": ">= 0", "size_max_mb": ">= 0", "bucket_mb": "> 0", "population": ">= 1",
+               "generations": ">= 0", "mutations": ">= 0", "crossovers": ">= 0", "mutate_prob": "[0, 1]",
+               "max_tries": ">= 1", "dev_subset": ">= 0", "sensitivity_spread": ">= 0", "rerank_per_bucket": ">= 0",
+               "rerank_subset": ">= 0", "max_latency_ms": ">= 0", "min_latency_ms": ">= 0", "bucket_ms": "> 0",
+               "latency_threads": ">= 1", "latency_repeats": ">= 1"},
+    "pretrain": {"mask_prob": "[0, 1]", "mask_length": ">= 1", "min_masks": ">= 0", "num_negatives": ">= 1",
+                 "logit_temp": "> 0", "codebook_groups": ">= 1", "codebook_entries": ">= 1", "codevector_dim": ">= 1",
+                 "temp_max": "> 0", "temp_min": "> 0", "temp_decay": "(0, 1]", "diversity_weight": ">= 0",
+                 "feature_penalty_weight": ">= 0", "sparsity": "[0, 1)", "sparsity_ramp_steps": ">= 0",
+                 "valid_batches": ">= 0"},
+}
+
+
+def _within(x: float, rule: str) -> bool:
+    if "|" in rule:
+        return x in [float(v) for v in rule.split("|")]
+    if rule[0] in "[(":
+        lo, hi = (float(v) for v in rule[1:-1].split(","))
+        return (lo <= x if rule[0] == "[" else lo < x) and (x <= hi if rule[-1] == "]" else x < hi)
+    op, bound = rule.split()
+    return x >= float(bound) if op == ">=" else x > float(bound)
+
+
+def check_section_ranges(section: str, sec: Any) -> None:
+    """ConfigError naming the first setting of ``RANGES[section]`` that ``sec`` holds outside its range."""
+    for key, rule in RANGES.get(section, {}).items():
+        value = getattr(sec, key)
+        values = value if isinstance(value, list) else [value]
+        if not all(_within(v, rule) for v in values):
+            what = "every element " if isinstance(value, list) else ""
+            how = "in " if rule[0] in "[(" else "one of " if "|" in rule else ""
+            raise ConfigError(f"{section}.{key}: {what}must be {how}{rule}, got {value!r}")
+
+
+def check_ranges(cfg: "Config") -> None:
+    """ConfigError naming the first setting of :data:`RANGES` outside its range."""
+    for section in RANGES:
+        check_section_ranges(section, getattr(cfg, section))
+    if len(cfg.train.betas) != 2:
+        raise ConfigError(f"train.betas must be 2 numbers in [0, 1), got {cfg.train.betas!r}")
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     origin = get_origin(typ)
     if origin is list:
@@ -348,18 +414,25 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             return value.lower() in ("true", "1", "yes")
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if typ is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not math.isfinite(value)) or int(value) != value:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if typ is float:
         if isinstance(value, str):  # YAML 1.1 reads "3e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise ConfigError(f"{where}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond float range
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return value
     if origin is Literal:
         choices = get_args(typ)
         if value not in choices:
@@ -410,7 +483,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = key.replace("-", "_").split(".")
     if len(parts) < 2:
         raise ConfigError(f"override key needs a section, e.g. --train.lr=1e-3 (got {text!r})")
-    return parts, yaml.safe_load(raw) if raw != "" else ""
+    if raw == "":
+        return parts, ""
+    try:
+        return parts, yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"override {text[:80]!r}: the value is not valid YAML ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if problem and mark is not None:  # a YAML syntax error: what and where
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _read_preset(preset: str | Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
@@ -418,11 +504,21 @@ def _read_preset(preset: str | Path, seen: tuple[Path, ...] = ()) -> list[dict[s
     path = resolve_preset(preset).resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular `base:` chain")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{preset}: cannot read the config file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{preset}: not a YAML config (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{preset}: not valid YAML ({_first_line(e)})") from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{preset}: top level must be a mapping of sections")
     base = data.pop("base", None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{preset}: `base:` must name a preset or a YAML file, got {base!r}")
     return (_read_preset(base, (*seen, path)) if base else []) + [data]
 
 
@@ -431,7 +527,10 @@ def load_config(preset: str | Path | None = None, overrides: list[str] | None = 
     cfg = Config()
     if preset is not None:
         for data in _read_preset(preset):
-            _update(cfg, data, "")
+            try:
+                _update(cfg, data, "")
+            except ConfigError as e:
+                raise ConfigError(f"{preset}: {e}") from None
     apply_overrides(cfg, overrides or [])
     return cfg.validate()
 
@@ -456,4 +555,5 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
     m = ModelConfig()
     _update(m, data, "model.")
+    check_section_ranges("model", m)
     return m

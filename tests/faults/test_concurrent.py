@@ -125,3 +125,55 @@ def test_export_never_replaces_a_held_directory(holder, tmp_path):
     with pytest.raises(DirectoryInUseError, match=f"in use by pid {proc.pid} "):
         export_subnet(tmp_path / "no-such-supernet", "uniform:0", "fp32-dense", run, overwrite=True)
     assert [p.name for p in run.iterdir()] == [LOCK_FILE]
+
+
+@pytest.mark.parametrize("command", [
+    ["search", "--config", "search_tiny", "--search.supernet=no-such-supernet", "--search.out_dir={run}"],
+    pytest.param(["data", "build", "--preset", "tiny", "--out", "{run}", "--jobs", "1"],
+                 marks=pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("sox") is None,
+                                          reason="espeak-ng and sox are needed (scripts/setup.sh)")),
+    ["prune", "--config", "prune_tiny", "--train.out_dir={run}"],
+    ["pretrain", "--config", "pretrain_tiny", "--train.out_dir={run}"],
+    ["train", "--config", "tiny", "--supernet", "--train.out_dir={run}"],
+])
+def test_every_writing_command_refuses_a_held_directory(holder, capsys, command):
+    """One line naming the holder, exit status 1, the directory untouched; the lock is taken before
+    anything slow (the search's supernet is not even looked at, the corpus is not planned)."""
+    proc, run = holder
+    assert main([part.format(run=run) for part in command]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("omnisparse: error")]
+    assert len(err) == 1 and f"in use by pid {proc.pid} on host " in err[0]
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE] and read_lock(run)["pid"] == proc.pid
+
+
+@pytest.mark.parametrize("holder_kind", ["dead pid", "reused pid"])
+def test_the_cli_takes_over_a_stale_lock_with_a_warning(tmp_path, capsys, caplog, holder_kind):
+    """A lock left by a SIGKILLed command (its pid gone, or reused by an unrelated process since) is
+    taken over with a warning naming it; the command then goes on (here: to a one-line error about
+    the corpus, which does not exist) and releases the lock."""
+    import json
+
+    from omnisparse.utils.faults import dead_pid
+
+    run = tmp_path / "run"
+    run.mkdir()
+    pid = dead_pid() if holder_kind == "dead pid" else os.getppid()
+    lock = {"pid": pid, "host": socket.gethostname(), "command": "omnisparse train", "started": "2026-01-01T00:00:00Z",
+            "process": "another-boot:1"}
+    (run / LOCK_FILE).write_text(json.dumps(lock))
+    rc = main(["train", "--config", "tiny", f"--train.out_dir={run}", f"--data.corpus_dir={tmp_path / 'none'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"taking over the lock of pid {pid} " in caplog.text and "Traceback" not in err
+    assert not (run / LOCK_FILE).exists()
+
+
+def test_a_lock_of_another_host_or_unreadable_is_never_taken_over(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for content, words in [('{"pid": 1, "host": "elsewhere", "command": "omnisparse train"}', "never taken over"),
+                           ("\x00\x01garbage", "unreadable")]:
+        (run / LOCK_FILE).write_text(content)
+        assert main(["train", "--config", "tiny", f"--train.out_dir={run}"]) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("omnisparse: error")]
+        assert len(err) == 1 and words in err[0] and str(run / LOCK_FILE) in err[0]
+        assert (run / LOCK_FILE).read_text() == content

@@ -105,10 +105,12 @@ def _cfg(corpus, out, *extra):
 
 
 def _set_format_version(ckpt: Path, version, by="9.9.9") -> None:
+    """What another release writes: its own version, state.json sealed with its checksum (an edit that
+    leaves the old checksum is damage, not a version: ``test_state_bitflip.py``)."""
     state = json.loads((ckpt / "state.json").read_text())
     state["format_version"] = version
     state["omnisparse_version"] = by
-    (ckpt / "state.json").write_text(json.dumps(state))
+    ck.write_state(ckpt, state)
 
 
 def test_checkpoint_of_another_format_version_is_refused_not_set_aside(tiny_corpus, tmp_path, capsys):

@@ -21,6 +21,7 @@ from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter, load_manifest
 from tqdm.auto import tqdm
 
 from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.manifest import read_cuts
 from omnisparse.data.validate import SAMPLE_RATE, ValidationReport, validate_cuts
 from omnisparse.io.atomic import atomic_write_text
 
@@ -116,7 +117,11 @@ def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, nu
         src = layout.cuts(split)
         if not src.exists():
             raise FileNotFoundError(f"missing manifest {src}")
-        cuts, report = validate_cuts(load_manifest_lazy(src), max_duration=max_duration, name=split)
+        parsed, problems = read_cuts(src)
+        cuts, report = validate_cuts(CutSet.from_cuts(parsed), max_duration=max_duration, name=split)
+        for reason, what in problems:  # lines of the manifest that are no usable cut at all
+            report.total += 1
+            report.add(reason, what)
         reports[split] = report
         if len(cuts) == 0:
             print(report.summary(split))

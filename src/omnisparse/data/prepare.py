@@ -6,10 +6,9 @@ import json
 import logging
 from pathlib import Path
 
-from lhotse import load_manifest_lazy
-
 from omnisparse.data.features import compute_global_stats, prepare_features
 from omnisparse.data.layout import CorpusLayout
+from omnisparse.data.manifest import read_cuts
 from omnisparse.data.text import normalize_text
 from omnisparse.data.tokenizer import Tokenizer, train_tokenizer
 
@@ -26,7 +25,7 @@ def ensure_tokenizer(corpus_dir: str | Path, train_splits: list[str], vocab_size
         src = layout.cuts(split)
         if not src.exists():
             raise FileNotFoundError(f"missing manifest {src}")
-        for cut in load_manifest_lazy(src):
+        for cut in read_cuts(src)[0]:
             for s in cut.supervisions:
                 t = normalize_text(s.text or "")
                 if t:

@@ -14,6 +14,8 @@ Problems found, by reason:
                     stripped, other scripts and symbols dropped; counted, kept)
   ``too_long``      longer than ``max_duration`` seconds (would not fit a batch)
   ``zero_length``   duration <= 0
+  and the reasons of :mod:`omnisparse.data.manifest` for cuts that are damaged or unsafe to load
+  (``bad_entry``, ``bad_duration``, ``unsafe_source``, ``unsafe_path`` ...).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import soundfile as sf
 from lhotse import CutSet
 from lhotse.cut import MultiCut
 
+from omnisparse.data.manifest import cut_problem
 from omnisparse.data.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,10 @@ def validate_cuts(cuts: CutSet, max_duration: float = float("inf"), check_audio:
     for cut in cuts:
         report.total += 1
         cid = cut.id
+        problem = cut_problem(cut)
+        if problem is not None:
+            report.add(problem, str(cid)[:80])
+            continue
         sups = [s for s in cut.supervisions if s.text is not None]
         if not sups or not any(normalize_text(s.text) for s in sups):
             report.add("empty_text", cid)

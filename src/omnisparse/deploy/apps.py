@@ -13,6 +13,7 @@ for int8 combined with sparsity; ``plan`` re-applies a saved plan without timing
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 from omnisparse.config import apply_overrides, parse_override
 from omnisparse.data.splits import load_split_cuts
 from omnisparse.decoding.evaluate import evaluate_cuts
-from omnisparse.decoding.transcribe import AudioError, read_audio, transcribe_samples, transcribe_stream
+from omnisparse.decoding.transcribe import (OFFLINE_MAX_S, SAMPLE_RATE, AudioError, read_audio, transcribe_samples,
+                                            transcribe_stream)
 from omnisparse.deploy.fast import optimize_for_cpu
 from omnisparse.export.loading import load_model
 from omnisparse.io.atomic import atomic_write_text
@@ -41,9 +43,9 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     for ov in overrides:
         parts, value = parse_override(ov)
         if parts[0] == "model":
-            model_overrides[parts[-1]] = value
+            model_overrides[".".join(parts[1:])] = value
     lm = load_model(model_path, model_overrides=model_overrides)
-    cfg = apply_overrides(lm.config, [ov for ov in overrides if not parse_override(ov)[0][0] == "model"])
+    cfg = apply_overrides(lm.config, [ov for ov in overrides if not parse_override(ov)[0][0] == "model"]).validate()
     if method:
         cfg.decode.method = method
     mode = mode or lm.trained_modes[0]
@@ -61,9 +63,12 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
     out = Path(out_dir) if out_dir else ((lm.path if lm.export_meta is not None else lm.path.parent) / "eval")
     results = {}
     for split in splits:
-        cuts = load_split_cuts(cfg, [split])
+        manifest_skips: dict[str, int] = {}
+        cuts = load_split_cuts(cfg, [split], report=manifest_skips)
         r = evaluate_cuts(lm.model, cuts, lm.tokenizer, lm.normalizer, mode=mode, decode=cfg.decode,
                           on_the_fly=cfg.data.on_the_fly_features, progress=True)
+        for k, v in manifest_skips.items():  # cuts the manifest held but that could not be used
+            r["skipped"][k] = r["skipped"].get(k, 0) + v
         lines = [f"{h['id']}\tref: {h['ref']}\n{h['id']}\thyp: {h['hyp']}" for h in r.pop("hyps")]
         atomic_write_text(out / f"hyps_{split}.txt", "\n".join(lines) + "\n")
         results[split] = r
@@ -91,9 +96,17 @@ def transcribe_files(model_path: str, audio: list[str], stream: bool = False, me
             status = 1
             continue
         try:
-            text = transcribe_stream(lm, samples, name=path) if stream else transcribe_samples(lm, samples, method=method)
+            if stream:
+                text = transcribe_stream(lm, samples, name=path)
+            elif samples.shape[0] > OFFLINE_MAX_S * SAMPLE_RATE:  # offline attention would need T^2 memory
+                if "stream" not in lm.trained_modes:
+                    raise AudioError(f"{path}: {samples.shape[0] / SAMPLE_RATE:.0f} s of audio; this model decodes "
+                                     f"only offline (mode {lm.trained_modes[0]!r}), at most {OFFLINE_MAX_S:g} s per file")
+                text = transcribe_stream(lm, samples, out=io.StringIO(), name=path)  # partials not printed
+            else:
+                text = transcribe_samples(lm, samples, method=method)
         except ValueError as e:  # fbank's input checks (e.g. amplitudes so large the power overflows)
-            print(f"omnisparse: error: {path}: {e}", file=sys.stderr)
+            print(f"omnisparse: error: {e if isinstance(e, AudioError) else f'{path}: {e}'}", file=sys.stderr)
             status = 1
             continue
         print(f"{path}\t{text}", flush=True)

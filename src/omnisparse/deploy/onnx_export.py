@@ -320,7 +320,8 @@ def export_onnx(source, out_dir: str | os.PathLike, compact: str = "ffn", opset:
                 overwrite: bool = False, dtype: str = "fp32") -> OnnxExportResult:
     """Export ``source`` (an export directory, run or checkpoint path, or a ``LoadedModel``) to
     ``out_dir`` (see the module docstring). ``compact``: one of :data:`COMPACT` (exact reshaping
-    first). An existing non-empty ``out_dir`` is a ValueError unless ``overwrite``. The directory is
+    first). An existing non-empty ``out_dir`` is a ValueError unless ``overwrite`` (the rule of
+    ``export``: :func:`omnisparse.export.subnet.check_out_dir`). The directory is
     written under a temporary name and renamed at the end. ``dtype``: ``fp32`` or ``int8`` (dynamic
     quantisation of the exported graphs, see the module docstring)."""
     lm, model, compaction = prepare_export(source, out_dir, compact, opset, overwrite, dtype)
@@ -349,10 +350,13 @@ def export_onnx(source, out_dir: str | os.PathLike, compact: str = "ffn", opset:
 def prepare_export(source, out_dir: str | os.PathLike, compact: str, opset: int, overwrite: bool, dtype: str):
     """Check the export arguments, load ``source`` (a path or a ``LoadedModel``) and compact it
     (:data:`COMPACT`) -> ``(lm, model, compaction)``. ValueError for bad arguments, a source not trained
-    for streaming, or an existing non-empty ``out_dir`` without ``overwrite``."""
+    for streaming, or an ``out_dir`` that :func:`omnisparse.export.subnet.check_out_dir` refuses (a file,
+    a non-empty directory without ``overwrite``, a directory a live command holds)."""
     from omnisparse.deploy.fast import optimize_for_cpu
     from omnisparse.export.loading import LoadedModel, load_model
+    from omnisparse.export.subnet import check_out_dir
 
+    check_out_dir(out_dir, overwrite)  # the rule of `export`, before the model is loaded
     if opset < 17:
         raise ValueError(f"opset {opset} < 17 is not supported")
     if compact not in COMPACT:
@@ -362,9 +366,6 @@ def prepare_export(source, out_dir: str | os.PathLike, compact: str, opset: int,
     lm = source if isinstance(source, LoadedModel) else load_model(source)
     if "stream" not in lm.trained_modes:
         raise ValueError(f"{lm.path} was not trained for streaming (modes {list(lm.trained_modes)})")
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"{out} exists and is not empty (use overwrite)")
     model = lm.model
     compaction: dict[str, Any] = {"mode": compact, "ffn": {}, "row_compact": []}
     if compact != "none":
@@ -386,6 +387,9 @@ def write_export_dir(out_dir: str | os.PathLike, write) -> Path:
     try:
         write(tmp)
         if out.exists():
+            from omnisparse.io.lock import ensure_not_held
+
+            ensure_not_held(out)  # again: a command may have started there while we wrote
             shutil.rmtree(out)
         os.replace(tmp, out)
     except BaseException:

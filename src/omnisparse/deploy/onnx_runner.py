@@ -22,6 +22,22 @@ import torch
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.streaming import SHIFT, StreamingFbank, StreamingRecognizer, recognizer_rtf
+from omnisparse.deploy.onnx_export import ONNX_VERSION
+
+
+INT_KEYS = ("chunk_size", "lookahead", "subsampling", "blank_id", "d_model", "feat_dim", "max_symbols_per_frame")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _meta_int(meta: dict, key: str) -> int:
+    v = meta[key]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"metadata {key!r} is {v!r}, expected an integer")
+    return v
 
 
 def _maybe_json(v: str) -> Any:
@@ -48,21 +64,60 @@ class OnnxModel:
         opts.log_severity_level = 3
 
         def session(name: str):
-            return ort.InferenceSession(str(self.path / name), opts, providers=["CPUExecutionProvider"])
+            try:
+                return ort.InferenceSession(str(self.path / name), opts, providers=["CPUExecutionProvider"])
+            except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+                raise ValueError(f"{self.path}/{name}: not a loadable ONNX graph ({_first_line(e)})") from None
 
         self.encoder, self.predictor, self.joiner = session("encoder.onnx"), session("predictor.onnx"), session("joiner.onnx")
         self.meta = {k: _maybe_json(v) for k, v in self.encoder.get_modelmeta().custom_metadata_map.items()}
-        if "omnisparse_onnx_version" not in self.meta:
+        version = self.meta.get("omnisparse_onnx_version")
+        if version is None:
             raise ValueError(f"{self.path}/encoder.onnx carries no omnisparse metadata")
+        if str(version) != ONNX_VERSION:
+            raise ValueError(f"{self.path}/encoder.onnx: omnisparse ONNX layout version {version!r}; this omnisparse "
+                             f"reads version {ONNX_VERSION} only")
         m = self.meta
-        self.C, self.R, self.S = int(m["chunk_size"]), int(m["lookahead"]), int(m["subsampling"])
-        self.blank = int(m["blank_id"])
-        self.d_model, self.feat_dim = int(m["d_model"]), int(m["feat_dim"])
-        self.max_symbols = int(m["max_symbols_per_frame"])
-        self.state_spec = [(s["name"], tuple(s["shape"]), s["dtype"]) for s in m["encoder_state"]]
-        self.tokenizer = Tokenizer(self.path / "tokenizer.model")
-        self.normalizer = FeatureNormalizer.from_file(self.path / "global_stats.json")
+        try:
+            ints = {k: _meta_int(m, k) for k in INT_KEYS}
+            self.state_spec = [(str(s["name"]), tuple(int(d) for d in s["shape"]), str(s["dtype"]))
+                               for s in m["encoder_state"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{self.path}/encoder.onnx: bad omnisparse metadata ({_first_line(e)})") from None
+        self.C, self.R, self.S = ints["chunk_size"], ints["lookahead"], ints["subsampling"]
+        self.blank = ints["blank_id"]
+        self.d_model, self.feat_dim = ints["d_model"], ints["feat_dim"]
+        self.max_symbols = ints["max_symbols_per_frame"]
+        try:
+            self.tokenizer = Tokenizer(self.path / "tokenizer.model")
+        except (OSError, RuntimeError, ValueError) as e:
+            raise ValueError(f"{self.path}/tokenizer.model is unreadable ({_first_line(e)})") from None
+        try:
+            self.normalizer = FeatureNormalizer.from_file(self.path / "global_stats.json")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.path}/global_stats.json is corrupt ({_first_line(e)})") from None
         self.pred_inputs = [i.name for i in self.predictor.get_inputs()]
+        self._self_test()
+
+    def _self_test(self) -> None:
+        """One encoder step, the predictor's start and one joint on zeros: a ValueError (one line) when
+        the graphs do not take or give what the metadata says (edited metadata, mixed-up files)."""
+        try:
+            if not 0 <= self.blank < self.tokenizer.vocab_size:
+                raise ValueError(f"blank_id {self.blank} outside the {self.tokenizer.vocab_size} tokenizer pieces")
+            if min(self.C, self.S, self.d_model, self.feat_dim, self.max_symbols) < 1 or self.R < 0:
+                raise ValueError("chunk_size, subsampling, d_model, feat_dim, max_symbols_per_frame must be >= 1")
+            feats = np.zeros((1, self.first_chunk_frames, self.feat_dim), dtype=np.float32)
+            enc, state = self.encoder_step(feats, self.C + self.R, self.initial_state())
+            if enc.shape != (1, self.C, self.d_model):
+                raise ValueError(f"an encoder step gives {enc.shape}, the metadata means (1, {self.C}, {self.d_model})")
+            pred, _ = self.predictor_init()
+            logits = self.join(enc[0, :1], pred)
+            if logits.shape != (1, self.tokenizer.vocab_size):
+                raise ValueError(f"the joiner gives {logits.shape[-1]} logits, the tokenizer has "
+                                 f"{self.tokenizer.vocab_size} pieces")
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+            raise ValueError(f"{self.path}: the ONNX graphs do not match their metadata ({_first_line(e)})") from None
 
     @property
     def first_chunk_frames(self) -> int:
@@ -241,9 +296,8 @@ def source_and_cuts(onnx_dir, src: Optional[str], corpus: Optional[str], split: 
     """``(LoadedModel of src, the first max_utts cuts of split (0 = all))`` for comparing an ONNX
     directory with its PyTorch model; the corpus defaults to the model's ``data.corpus_dir``.
     FileNotFoundError (one line) for a missing model or split."""
-    from lhotse import load_manifest
-
     from omnisparse.data.layout import CorpusLayout
+    from omnisparse.data.manifest import read_cuts
     from omnisparse.export.loading import load_model
 
     if not src or not Path(src).exists():
@@ -253,7 +307,7 @@ def source_and_cuts(onnx_dir, src: Optional[str], corpus: Optional[str], split: 
     manifest = CorpusLayout(corpus_dir).cuts(split)
     if not manifest.exists():
         raise FileNotFoundError(f"no {split!r} split in corpus {corpus_dir} ({manifest} missing; give --corpus)")
-    cuts = list(load_manifest(manifest))
+    cuts = read_cuts(manifest)[0]  # damaged or unsafe cuts left out (omnisparse.data.manifest)
     return lm, (cuts[:max_utts] if max_utts > 0 else cuts)
 
 

@@ -216,8 +216,13 @@ def check_sherpa_export(path) -> dict[str, Any]:
             raise ValueError(f"{path}: {name} missing (not an `export-onnx --target sherpa-onnx` directory?)")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = {n: ort.InferenceSession(str(path / n), opts, providers=["CPUExecutionProvider"])
-            for n in SHERPA_FILES[:3]}
+    sess = {}
+    for n in SHERPA_FILES[:3]:
+        try:
+            sess[n] = ort.InferenceSession(str(path / n), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{path}/{n}: not a loadable ONNX graph ({reason})") from None
     enc_meta = sess["encoder.onnx"].get_modelmeta().custom_metadata_map
     dec_meta = sess["decoder.onnx"].get_modelmeta().custom_metadata_map
     if enc_meta.get("model_type") != MODEL_TYPE:
@@ -249,7 +254,11 @@ def check_sherpa_export(path) -> dict[str, Any]:
                          f"expected (N, T={ints['T']}, feature_dim)")
     zeros = [np.zeros(s, dtype=np.dtype(t)) for _, s, t in spec]
     x = np.zeros((1, ints["T"], ins[0].shape[2]), np.float32)
-    res = e.run(None, dict(zip([i.name for i in ins], [x, *zeros])))
+    try:
+        res = e.run(None, dict(zip([i.name for i in ins], [x, *zeros])))
+    except Exception as ex:  # noqa: BLE001 - onnxruntime's errors derive from Exception only
+        reason = str(ex).strip().splitlines()[0][:200] if str(ex).strip() else type(ex).__name__
+        raise ValueError(f"{path}/encoder.onnx: one window of zeros does not run ({reason})") from None
     if res[0].ndim != 3 or res[0].shape[0] != 1 or res[0].shape[1] < 1:
         raise ValueError(f"{path}/encoder.onnx: encoder_out of one window is {res[0].shape}")
     for (name, shape, dtype), o, r in zip(spec, outs[1:], res[1:]):
@@ -285,7 +294,11 @@ def _fits(t, shape: tuple, dtype: str) -> bool:
 def read_tokens(path) -> dict[int, str]:
     """``tokens.txt`` -> ``{id: piece}``; ValueError for a line that is not ``<piece> <id>``."""
     out = {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             raise ValueError(f"{path}:{n}: expected '<piece> <id>', got {line!r}")

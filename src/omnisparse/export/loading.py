@@ -35,7 +35,7 @@ from omnisparse.config import Config, ConfigError, ModelConfig, config_from_dict
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.export.format import EXCLUDED_PREFIXES  # the training-only heads, never exported
-from omnisparse.export.reader import read_artefact
+from omnisparse.export.reader import artefact_version, read_artefact
 from omnisparse.io.checkpoint import CheckpointError, load_weights, resolve_checkpoint
 from omnisparse.io.export_dir import EXPORT_META, is_export_dir, read_export_meta
 from omnisparse.models.transducer import Transducer
@@ -62,7 +62,20 @@ class LoadedModel:
 
 
 def check_streaming_settings(trained: ModelConfig, requested: dict) -> None:
-    """Raise if ``requested`` changes a streaming setting the model was trained with."""
+    """Raise if ``requested`` (``{model key: value}``, e.g. ``eval``'s ``--model.*`` overrides) names no
+    model setting or holds a wrong type (ConfigError), or changes a setting the model was trained with
+    (CheckpointError): the weights fix every one of them, the streaming ones included."""
+    import copy
+
+    from omnisparse.config import _update
+
+    probe = copy.deepcopy(trained)
+    _update(probe, dict(requested), "model.")  # unknown keys, wrong types: ConfigError
+    requested = {k: getattr(probe, k) for k in requested}
+    fixed = {k: (getattr(trained, k), v) for k, v in requested.items() if k not in STREAMING_KEYS and getattr(trained, k) != v}
+    if fixed:
+        desc = ", ".join(f"model.{k}={v[1]} (the weights are {v[0]})" for k, v in fixed.items())
+        raise CheckpointError(f"a model setting cannot change at decoding time: {desc}")
     bad = {k: (getattr(trained, k), v) for k, v in requested.items() if k in STREAMING_KEYS and getattr(trained, k) != v}
     if bad:
         desc = ", ".join(f"{k}={v[1]} (trained with {v[0]})" for k, v in bad.items())
@@ -85,7 +98,8 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     if model_overrides:
         check_streaming_settings(mcfg, model_overrides)
     try:
-        art_model_config, _, fmt, _, state = read_artefact(path / "model.safetensors")
+        art_model_config, art_config, fmt, spec, state = read_artefact(path / "model.safetensors")
+        art_version = artefact_version(path / "model.safetensors")
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: model.safetensors: {e}") from None
     if art_model_config != meta["model_config"]:
@@ -95,6 +109,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
                               f"differing keys (model.safetensors, {EXPORT_META}): {diff}")
     if fmt != meta["format"]:
         raise CheckpointError(f"{path}: model.safetensors is {fmt!r}, {EXPORT_META} says {meta['format']!r}")
+    _check_meta_matches_artefact(path, meta, art_config, spec, art_version)
     model = Transducer.from_config(mcfg)
     own = model.state_dict()
     wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
@@ -129,6 +144,31 @@ def load_export(path: str | Path, device: str | torch.device = "cpu",
     return LoadedModel(model, tokenizer, normalizer, cfg, path, tuple(modes), export_meta=meta)
 
 
+def _check_meta_matches_artefact(path: Path, meta: dict, config: dict, spec, version: str) -> None:
+    """CheckpointError when what ``meta.json`` says of the sub-network (its ``config``, granularity,
+    block, artefact format version, streaming summary) is not what ``model.safetensors`` holds: an
+    edited or mixed-up export (``meta.json`` itself carries no checksum)."""
+    where = f"{path}: {EXPORT_META} disagrees with model.safetensors"
+    if meta["config"] != config:
+        other = meta["config"] if isinstance(meta["config"], dict) else {}
+        diff = sorted(g for g in set(config) | set(other) if config.get(g) != other.get(g))
+        example = f"{diff[0]}: {other.get(diff[0])!r} vs {config.get(diff[0])!r}" if diff and other else \
+            f"{str(meta['config'])[:60]!r}"
+        raise CheckpointError(f"{where} on the sub-network config ({len(diff) or 'all'} gene(s) differ, e.g. {example})")
+    for key, value in (("granularity", spec.granularity), ("block", spec.block),
+                       ("artefact_format_version", version)):
+        if key in meta and meta[key] != value:
+            raise CheckpointError(f"{where} on {key}: {meta[key]!r} vs {value!r}")
+    streaming = meta.get("streaming")
+    if streaming is not None:
+        mc = meta["model_config"]
+        bad = {k: (streaming.get(k), mc.get(k)) for k in STREAMING_KEYS} if isinstance(streaming, dict) else {}
+        bad = {k: v for k, v in bad.items() if v[0] != v[1]}
+        if bad or not isinstance(streaming, dict):
+            raise CheckpointError(f"{path}: {EXPORT_META}: its streaming summary disagrees with its model_config: "
+                                  f"{bad or repr(streaming)[:60]} (streaming, model_config)")
+
+
 def _tokenizer_and_stats(directory: Path, mcfg: ModelConfig) -> tuple[Tokenizer, FeatureNormalizer]:
     """``tokenizer.model`` and ``global_stats.json`` of a checkpoint or export directory."""
     tok_path = directory / "tokenizer.model"
@@ -159,6 +199,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", model_overr
     if is_export_dir(path):
         return load_export(path, device, model_overrides)
     p = Path(path)
+    if (p / "encoder.onnx").is_file() and not (p / "state.json").exists():
+        raise CheckpointError(f"{p} is an ONNX export (`omnisparse export-onnx`): this command reads checkpoints, "
+                              "run directories and `omnisparse export` directories; check it with `omnisparse "
+                              "check-onnx`, or give the model it was exported from")
     if (p / "model.safetensors").is_file() and not (p / "state.json").exists():
         raise CheckpointError(f"{p}: holds model.safetensors but neither {EXPORT_META} (an exported "
                               "sub-network) nor state.json (a checkpoint)")

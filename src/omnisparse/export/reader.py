@@ -156,6 +156,22 @@ def _decode_matrix(name: str, shape: tuple[int, int], tensors: dict[str, Tensor]
     return w, names
 
 
+def artefact_version(path: str | os.PathLike) -> str:
+    """The ``omnisparse_format_version`` in the header of an artefact (ValueError when unreadable)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: not an omnisparse artefact")
+        (n,) = struct.unpack("<Q", head)
+        if n > os.path.getsize(path):
+            raise ValueError(f"{path}: corrupt or truncated artefact (header length {n})")
+        try:
+            meta = json.loads(f.read(n).decode("utf-8"))["__metadata__"]
+            return str(meta["omnisparse_format_version"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: corrupt artefact header ({e})") from None
+
+
 def read_artefact(path: str | os.PathLike) -> tuple[dict, dict[str, float], str, MaskSpec, dict[str, Tensor]]:
     """Read a file of :func:`~omnisparse.export.writer.write_artefact`: ``(model_config dict, sparsity
     config, fmt, spec, state_dict)``.

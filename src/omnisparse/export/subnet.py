@@ -47,7 +47,7 @@ from omnisparse.io.export_dir import EXPORT_KIND, EXPORT_VERSION, file_digests, 
 from omnisparse.io.lock import ensure_not_held
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
 
-__all__ = ["ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode"]
+__all__ = ["ExportError", "ExportResult", "export_subnet", "space_for", "resolve_mode", "check_out_dir"]
 
 
 class ExportError(ValueError):
@@ -81,12 +81,16 @@ def _occupied(p: Path) -> bool:
     return p.exists() and (not p.is_dir() or any(p.iterdir()))
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
+def check_out_dir(out: str | os.PathLike, overwrite: bool) -> None:
+    """The rule for the output directory of ``export`` and ``export-onnx``: a file there, or a non-empty
+    directory without ``overwrite``, is an ExportError; a directory a live command holds (a run, a
+    search, a corpus: :mod:`omnisparse.io.lock`) is never replaced, ``overwrite`` or not."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory; choose another output directory")
     if _occupied(out) and not overwrite:
         raise ExportError(f"{out} already exists and is not empty; refusing to overwrite it "
-                          "(pass overwrite=True to replace it)")
+                          "(--overwrite, or overwrite=True, replaces it)")
     if _occupied(out):
         ensure_not_held(out)  # a run, search or corpus at work there is never replaced
 
@@ -117,7 +121,7 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
 
     Readers see either the old complete directory, briefly no directory (overwrite only), or the new
     complete one; never a partial export."""
-    _check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
     old: Optional[Path] = None
     if out.is_dir():
         if any(out.iterdir()):
@@ -207,7 +211,7 @@ def export_subnet(source: str | os.PathLike, config: Optional[str | Mapping[str,
 
     fmt = check_format(fmt)
     out = Path(out_dir)
-    _check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
     if is_export_dir(source):
         raise ExportError(f"{source} is already an exported sub-network; export from its supernet "
                           "checkpoint instead")

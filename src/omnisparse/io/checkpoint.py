@@ -40,7 +40,7 @@ from omnisparse.errors import CheckpointWriteError
 from omnisparse.io.atomic import fsync_file as _fsync_file  # module-level names: the fault tests patch them
 from omnisparse.io.atomic import fsync_path as _fsync_dir
 from omnisparse.io.atomic import atomic_write_text, sha256, verify_digests
-from omnisparse.io.json_file import content_digest, read_json_object
+from omnisparse.io.json_file import content_digest, damaged_digest_key, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,14 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
     their recorded sha256. CheckpointError (one line) when state.json is missing, not valid JSON or not
     an object, of another format version (:class:`CheckpointVersionError`), or when it or a file fails
     its checksum. A state.json without a digest (written before omnisparse recorded one) is accepted
-    unchecked, with a warning (once per checkpoint and process): the runs on disk stay resumable."""
+    unchecked, with a warning (once per checkpoint and process): the runs on disk stay resumable. The
+    checksum is verified before the version, so that damage to ``format_version`` is damage."""
     ckpt = Path(ckpt)
     state = read_json_object(ckpt / "state.json", "omnisparse checkpoint state", CheckpointError)
+    digest = state.pop(STATE_DIGEST, None)
+    if digest is not None and digest != content_digest(state):  # before the version: a flipped digit of
+        # format_version is damage (the previous checkpoint is used), not another release's checkpoint
+        raise CheckpointError(f"{ckpt}: state.json fails its checksum (changed after it was written)")
     version = state.get("format_version")
     if version != FORMAT_VERSION:
         if isinstance(version, int) and not isinstance(version, bool):
@@ -182,15 +187,15 @@ def verify_checkpoint(ckpt: str | Path) -> dict[str, Any]:
                 f"({OMNISPARSE_VERSION}) reads format version {FORMAT_VERSION} only")
         raise CheckpointError(f"{ckpt}: state.json has no valid format_version ({version!r}): not an omnisparse "
                               "checkpoint, or corrupt")
-    digest = state.pop(STATE_DIGEST, None)
+    if digest is None and damaged_digest_key(state, STATE_DIGEST) is not None:
+        raise CheckpointError(f"{ckpt}: state.json fails its checksum (its key {STATE_DIGEST!r} is damaged: "
+                              f"{damaged_digest_key(state, STATE_DIGEST)!r})")
     if digest is None:
         if str(ckpt) not in _warned_unchecked:
             _warned_unchecked.add(str(ckpt))
             by = state.get("omnisparse_version")
             log.warning("%s: state.json carries no checksum of its own (written by %s); accepted unchecked", ckpt,
                         f"omnisparse {by}" if by else "an older omnisparse")
-    elif digest != content_digest(state):
-        raise CheckpointError(f"{ckpt}: state.json fails its checksum (changed after it was written)")
     verify_digests(ckpt, state.get("sha256", {}), CheckpointError)
     return state
 

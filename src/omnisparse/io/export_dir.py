@@ -47,6 +47,12 @@ def write_export_meta(directory: str | Path, meta: Mapping[str, Any]) -> None:
     atomic_write_text(Path(directory) / EXPORT_META, json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def _plain_name(name: Any) -> bool:
+    """A file name of the directory itself: no separator, not ``.`` / ``..``."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name \
+        and "\0" not in name
+
+
 def read_export_meta(path: str | Path) -> dict[str, Any]:
     """The ``meta.json`` of export directory ``path``, checked for the fields loading needs, and every
     file it lists verified against its sha256. CheckpointError (one line) when anything is off."""
@@ -72,5 +78,9 @@ def read_export_meta(path: str | Path) -> dict[str, Any]:
     files = meta.get("files") or {}
     if not isinstance(files, dict):
         raise CheckpointError(f"{path}: {EXPORT_META}: 'files' must map file name -> sha256")
+    unsafe = sorted(str(name) for name in files if not _plain_name(name))
+    if unsafe:  # a name like ../../x would have it hash a file outside the export
+        raise CheckpointError(f"{path}: {EXPORT_META}: 'files' lists {unsafe[0][:60]!r}, not a file name inside "
+                              "the export directory")
     verify_digests(path, files, CheckpointError, missing="is missing (incomplete export)")
     return meta

@@ -37,3 +37,11 @@ def content_digest(data: Any) -> str:
     an object and for the same object read back from any JSON text of it (as long as its keys are
     strings: pass what ``json.loads`` returns)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def damaged_digest_key(data: dict[str, Any], key: str) -> str | None:
+    """A key of ``data`` one character away from ``key`` (the digest's, which ``data`` lacks): the
+    digest key itself damaged (``"sha256"`` -> ``"sha356"``), which must not pass for a file written
+    before digests existed (accepted unchecked). None when there is none."""
+    return next((k for k in data if isinstance(k, str) and len(k) == len(key)
+                 and sum(a != b for a, b in zip(k, key)) == 1), None)

@@ -117,6 +117,9 @@ def run_search(cfg: Config, resume: bool = True, progress: bool = True, tensorbo
 
 def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, held: ExitStack) -> dict[str, Any]:
     sc = cfg.search
+    given_out = Path(sc.out_dir) if sc.out_dir else None
+    if given_out is not None:  # held before anything slow: a second search there is refused at once
+        held.enter_context(exclusive_dir(given_out, "omnisparse search"))
     if not sc.supernet:
         raise ValueError("search.supernet is empty: set it to a supernet run directory or checkpoint "
                          "(e.g. --search.supernet=exp/small/supernet)")
@@ -146,8 +149,9 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
     def size_cost(config: dict[str, float]) -> int:
         return space.size_bytes(config, sc.format)
 
-    out = Path(sc.out_dir) if sc.out_dir else lm.path.parent / "search"
-    held.enter_context(exclusive_dir(out, "omnisparse search"))  # before the first write into it
+    out = given_out or lm.path.parent / "search"
+    if given_out is None:
+        held.enter_context(exclusive_dir(out, "omnisparse search"))  # before the first write into it
     table: LatencyTable | None = None
     finder_kw: dict[str, Any] = {}
     if cost_name != "bytes":

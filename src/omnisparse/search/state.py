@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from omnisparse.io.atomic import atomic_write_text
-from omnisparse.io.json_file import content_digest
+from omnisparse.io.json_file import content_digest, damaged_digest_key
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ def read_state_file(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "generation" not in state:
         raise ValueError(f"{path} is not a search state")
     digest = state.pop("sha256", None)
+    if digest is None and damaged_digest_key(state, "sha256") is not None:
+        raise ValueError(f"{path} fails its checksum (its key 'sha256' is damaged: "
+                         f"{damaged_digest_key(state, 'sha256')!r})")
     if digest is None:
         log.warning("%s carries no checksum (written by an older omnisparse); accepted unchecked", path)
     elif digest != content_digest(state):
