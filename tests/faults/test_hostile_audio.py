@@ -15,6 +15,7 @@ import soundfile as sf
 
 from omnisparse.cli import main
 from omnisparse.decoding import transcribe as tr
+from omnisparse.deploy import apps
 from omnisparse.utils.faults import sparse_wav
 
 
@@ -87,9 +88,9 @@ def test_files_over_the_offline_limit_are_decoded_by_streaming(tiny_run, tmp_pat
     path = tmp_path / "long.wav"
     sf.write(path, np.random.default_rng(2).uniform(-0.3, 0.3, 3 * 16000).astype(np.float32), 16000)
     rc, _, texts = _run(tiny_run, [path], capsys, "--stream")
-    monkeypatch.setattr(tr, "OFFLINE_MAX_S", 1.0)
+    monkeypatch.setattr(apps, "OFFLINE_MAX_S", 1.0)  # deploy.apps runs the command over files
     called = []
-    real = tr.transcribe_stream
-    monkeypatch.setattr(tr, "transcribe_stream", lambda *a, **k: called.append(1) or real(*a, **k))
+    real = apps.transcribe_stream
+    monkeypatch.setattr(apps, "transcribe_stream", lambda *a, **k: called.append(1) or real(*a, **k))
     rc2, errors, texts2 = _run(tiny_run, [path], capsys)
     assert rc == rc2 == 0 and texts == texts2 and set(texts) == {str(path)} and called == [1] and not errors
