@@ -34,6 +34,8 @@ from unittest import mock
 
 import numpy as np
 
+from omnisparse.utils.faults import read_manifest_rows, value_outside, write_manifest_rows
+
 WRONG = {"int": "wide", "float": "[1, 2]", "bool": "maybe", "str": "[a, b]", "list": "{a: 1}"}  # by field type
 PRESETS = {  # a preset file's content -> words of the one error line
     "a list": ("- model\n- train\n", "top level must be a mapping"),
@@ -51,28 +53,6 @@ PRESETS = {  # a preset file's content -> words of the one error line
     "nesting 5000 deep": ("model: " + "[" * 5000 + "]" * 5000 + "\n", "not valid YAML"),
     "integer keys": ("{1: 2}\n", "unknown key 1"),
 }
-
-
-def _outside(rule: str):
-    """A value just outside a rule of ``omnisparse.config.RANGES``."""
-    if "|" in rule:
-        return 3
-    if rule[0] in "[(":
-        lo, hi = (float(v) for v in rule[1:-1].split(","))
-        return hi + 1 if rule[-1] == "]" else hi
-    op, bound = rule.split()
-    return float(bound) - 1 if op == ">=" else float(bound)
-
-
-def _rows(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
-
-
-def _write_rows(path: Path, rows: list) -> None:
-    with gzip.open(path, "wt") as f:
-        for r in rows:
-            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
 
 
 class _Capture(logging.Handler):
@@ -269,7 +249,7 @@ class HostileFaults:
         for section, rules in RANGES.items():
             for key, rule in rules.items():
                 ftype = str({f.name: f.type for f in fields(getattr(Config(), section))}[key])
-                v = _outside(rule)
+                v = value_outside(rule)
                 v = (int(v) if float(v).is_integer() else int(v) + 1) if "int" in ftype else v
                 v = [v] if ftype.startswith("list") else v
                 cases.append((f"{section}.{key} = {v} (range {rule})", ["--config", "tiny", f"--{section}.{key}={v}"],
@@ -335,9 +315,9 @@ class HostileFaults:
         # eval on stored features
         corpus = self._corpus_copy("manifest-eval")
         work, marker = corpus.parent, corpus.parent / "PWNED"
-        good = _rows(corpus / "fbank" / "cuts_dev.jsonl.gz")
+        good = read_manifest_rows(corpus / "fbank" / "cuts_dev.jsonl.gz")
         rows, want = plant_hostile_cuts(good, marker, copies)
-        _write_rows(corpus / "fbank" / "cuts_dev.jsonl.gz", rows)
+        write_manifest_rows(corpus / "fbank" / "cuts_dev.jsonl.gz", rows)
         before = tree_digest(work)
         rc, _, err = self._cli("eval", str(self.ref / "dense"), "--splits", "dev", f"--data.corpus_dir={corpus}",
                                f"--out={work / 'eval'}")
@@ -349,7 +329,7 @@ class HostileFaults:
         # eval on the fly: audio from a command, a URL, a ../ path, an infinite duration
         corpus = self._corpus_copy("manifest-otf")
         marker = corpus.parent / "PWNED"
-        good = _rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:6]
+        good = read_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:6]
         src = ("recording", "sources", 0)
         bad = []
         for i in range(copies):
@@ -362,7 +342,7 @@ class HostileFaults:
             bad += [{**cmd, "id": f"cmd{i}"}, {**url, "id": f"url{i}"}, {**esc, "id": f"esc{i}"},
                     {**good[i % 6], "duration": float("inf"), "id": f"inf{i}"}]
         del src
-        _write_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", good + bad)
+        write_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", good + bad)
         rc, _, err = self._cli("eval", str(self.ref / "dense"), "--splits", "dev", f"--data.corpus_dir={corpus}",
                                f"--out={corpus.parent / 'eval'}", "--data.on_the_fly_features=true")
         res = json.loads((corpus.parent / "eval" / "wer.json").read_text())["results"]["dev"] if rc == 0 else {}
@@ -377,9 +357,9 @@ class HostileFaults:
         corpus = self._corpus_copy("manifest-prepare")
         marker = corpus.parent / "PWNED"
         shutil.rmtree(corpus / "fbank")
-        good = _rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:8]
+        good = read_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:8]
         rows, want = plant_hostile_cuts(good, marker, copies)
-        _write_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
+        write_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
         report = quiet(prepare_features, corpus, ["dev"], num_jobs=1)["dev"]
         saved = json.loads((corpus / "fbank" / "validation_dev.json").read_text())
         self._count_planted("data prepare", want, dict(report.counts),
@@ -391,8 +371,8 @@ class HostileFaults:
 
         corpus = self._corpus_copy("manifest-train")
         marker = corpus.parent / "PWNED"
-        rows, want = plant_hostile_cuts(_rows(corpus / "fbank" / "cuts_train.jsonl.gz"), marker, copies)
-        _write_rows(corpus / "fbank" / "cuts_train.jsonl.gz", rows)
+        rows, want = plant_hostile_cuts(read_manifest_rows(corpus / "fbank" / "cuts_train.jsonl.gz"), marker, copies)
+        write_manifest_rows(corpus / "fbank" / "cuts_train.jsonl.gz", rows)
         try:
             out = train(self.cfg("tiny", corpus.parent / "run", "--train.max_steps=2", f"--data.corpus_dir={corpus}"))
             skipped, ok = out["cost"]["skipped_utterances"], out["step"] == 2

@@ -13,6 +13,7 @@ import pytest
 
 from omnisparse.cli import main
 from omnisparse.config import RANGES, Config, ConfigError, load_config
+from omnisparse.utils.faults import value_outside
 
 
 def _one_line(capsys, rc: int) -> str:
@@ -96,22 +97,11 @@ def test_hostile_overrides(tmp_path, capsys, override):
     assert not (tmp_path / "out").exists()
 
 
-def _outside(rule: str):
-    """A value just outside ``rule`` (of config.RANGES)."""
-    if "|" in rule:
-        return 3
-    if rule[0] in "[(":
-        lo, hi = (float(v) for v in rule[1:-1].split(","))
-        return hi + 1 if rule[-1] == "]" else hi
-    op, bound = rule.split()
-    return float(bound) - 1 if op == ">=" else float(bound)
-
-
 @pytest.mark.parametrize("section, key", [(s, k) for s, rules in RANGES.items() for k in rules])
 def test_every_range_is_checked_at_load(section, key):
     rule = RANGES[section][key]
     cfg = Config()
-    value = _outside(rule)
+    value = value_outside(rule)
     field_type = {f.name: f.type for f in fields(getattr(cfg, section))}[key]
     if "int" in str(field_type):
         value = int(value) if float(value).is_integer() else int(value) + 1

@@ -15,18 +15,7 @@ import pytest
 
 from omnisparse.cli import main
 from omnisparse.data.manifest import MAX_CUT_S, cut_problem, read_cuts
-from omnisparse.utils.faults import plant_hostile_cuts, tree_digest
-
-
-def _rows(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
-
-
-def _write(path: Path, rows: list) -> None:
-    with gzip.open(path, "wt") as f:
-        for r in rows:
-            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+from omnisparse.utils.faults import plant_hostile_cuts, read_manifest_rows, tree_digest, write_manifest_rows
 
 
 def _copy_corpus(tiny_corpus: Path, dest: Path) -> Path:
@@ -47,9 +36,9 @@ def _with(row: dict, path: tuple, value) -> dict:
 def test_eval_skips_and_counts_every_hostile_cut(tiny_corpus, tiny_run, tmp_path, capsys):
     corpus = _copy_corpus(tiny_corpus, tmp_path / "corpus")
     marker = tmp_path / "PWNED"
-    good = _rows(corpus / "fbank" / "cuts_dev.jsonl.gz")
+    good = read_manifest_rows(corpus / "fbank" / "cuts_dev.jsonl.gz")
     rows, want = plant_hostile_cuts(good, marker)
-    _write(corpus / "fbank" / "cuts_dev.jsonl.gz", rows)
+    write_manifest_rows(corpus / "fbank" / "cuts_dev.jsonl.gz", rows)
     before = tree_digest(tmp_path)
     out = tmp_path / "eval"
     assert main(["eval", str(tiny_run), "--splits", "dev", f"--data.corpus_dir={corpus}", f"--out={out}"]) == 0
@@ -64,14 +53,14 @@ def test_eval_skips_and_counts_every_hostile_cut(tiny_corpus, tiny_run, tmp_path
 def test_audio_cuts_on_the_fly_never_run_a_command(tiny_corpus, tiny_run, tmp_path, capsys):
     corpus = _copy_corpus(tiny_corpus, tmp_path / "corpus")
     marker = tmp_path / "PWNED"
-    good = _rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:6]
+    good = read_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:6]
     src = ("recording", "sources", 0)
     rows = good + [
         {**_with(_with(good[0], (*src, "type"), "command"), (*src, "source"), f"touch {marker}"), "id": "cmd"},
         {**_with(good[1], (*src, "source"), "../../../../etc/passwd"), "id": "escape"},
         {**_with(good[2], ("duration",), float("inf")), "id": "inf"},
     ]
-    _write(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
+    write_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
     out = tmp_path / "eval"
     assert main(["eval", str(tiny_run), "--splits", "dev", f"--data.corpus_dir={corpus}", f"--out={out}",
                  "--data.on_the_fly_features=true"]) == 0
@@ -86,9 +75,9 @@ def test_data_prepare_counts_hostile_cuts_and_runs_nothing(tiny_corpus, tmp_path
     corpus = _copy_corpus(tiny_corpus, tmp_path / "corpus")
     shutil.rmtree(corpus / "fbank")
     marker = tmp_path / "PWNED"
-    good = _rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:8]
+    good = read_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz")[:8]
     rows, want = plant_hostile_cuts(good, marker)
-    _write(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
+    write_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
     report = prepare_features(corpus, ["dev"], num_jobs=1)["dev"]
     skipped = dict(report.counts)
     assert report.kept == len(good) and skipped == want
@@ -101,8 +90,8 @@ def test_training_counts_hostile_train_cuts(tiny_corpus, tmp_path):
     from omnisparse.train.registry import train
 
     corpus = _copy_corpus(tiny_corpus, tmp_path / "corpus")
-    rows, want = plant_hostile_cuts(_rows(corpus / "fbank" / "cuts_train.jsonl.gz"), tmp_path / "PWNED")
-    _write(corpus / "fbank" / "cuts_train.jsonl.gz", rows)
+    rows, want = plant_hostile_cuts(read_manifest_rows(corpus / "fbank" / "cuts_train.jsonl.gz"), tmp_path / "PWNED")
+    write_manifest_rows(corpus / "fbank" / "cuts_train.jsonl.gz", rows)
     out = train(load_config("tiny", [f"--data.corpus_dir={corpus}", f"--train.out_dir={tmp_path / 'run'}",
                                      "--train.max_steps=2", "--train.ckpt_every=2"]))
     skipped = out["cost"]["skipped_utterances"]
@@ -126,15 +115,15 @@ def test_not_a_manifest_and_no_usable_cut_are_one_line(tiny_corpus, tiny_run, tm
 def test_cut_problem_durations(tiny_corpus, duration, ok):
     from lhotse import MonoCut
 
-    first = _rows(tiny_corpus / "fbank" / "cuts_dev.jsonl.gz")[0]
+    first = read_manifest_rows(tiny_corpus / "fbank" / "cuts_dev.jsonl.gz")[0]
     assert (cut_problem(MonoCut.from_dict({**first, "duration": duration})) is None) == ok
 
 
 def test_an_absolute_path_is_read_as_given(tiny_corpus, tmp_path):
     """Absolute paths name what the manifest's author chose (a prepared LibriSpeech corpus keeps its
     audio in the source directory): allowed; only a relative path climbing with ``..`` is refused."""
-    rows = _rows(tiny_corpus / "manifests" / "cuts_dev.jsonl.gz")[:2]
+    rows = read_manifest_rows(tiny_corpus / "manifests" / "cuts_dev.jsonl.gz")[:2]
     rows[1] = _with(rows[1], ("recording", "sources", 0, "source"), "audio/../../x.flac")
-    _write(tmp_path / "cuts.jsonl.gz", rows)
+    write_manifest_rows(tmp_path / "cuts.jsonl.gz", rows)
     cuts, problems = read_cuts(tmp_path / "cuts.jsonl.gz")
     assert [c.id for c in cuts] == [rows[0]["id"]] and [p[0] for p in problems] == ["unsafe_path"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import hashlib
 import json
 import os
@@ -287,6 +288,31 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def read_manifest_rows(path: str | os.PathLike) -> list[dict]:
+    """The JSON rows of a gzipped lhotse manifest (``*.jsonl.gz``), as plain dicts."""
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def write_manifest_rows(path: str | os.PathLike, rows: list) -> None:
+    """Write ``rows`` (dicts, or raw strings written as they are: a hostile line) as a gzipped manifest."""
+    with gzip.open(path, "wt") as f:
+        for r in rows:
+            f.write((r if isinstance(r, str) else json.dumps(r)) + "\n")
+
+
+def value_outside(rule: str):
+    """A value just outside a rule of ``omnisparse.config.RANGES`` (``a|b`` choices, ``[lo, hi]`` /
+    ``(lo, hi)`` intervals, ``>= x`` / ``> x`` bounds)."""
+    if "|" in rule:
+        return 3
+    if rule[0] in "[(":
+        lo, hi = (float(v) for v in rule[1:-1].split(","))
+        return hi + 1 if rule[-1] == "]" else hi
+    op, bound = rule.split()
+    return float(bound) - 1 if op == ">=" else float(bound)
 
 
 def _edited(row: dict, path: tuple, value) -> dict:
