@@ -4,6 +4,7 @@
     omnisparse data librispeech SRC_DIR [--out DIR] [--parts p1 p2 ...]
     omnisparse data prepare --corpus DIR [--vocab-size V] [--train-splits train ...]
     omnisparse train --config PRESET|FILE [--supernet | --dual-mode] [--section.key=value ...]
+    omnisparse average RUN_DIR [--last N] [--out DIR]  |  omnisparse average CKPT CKPT ... --out DIR
     omnisparse eval RUN_DIR|CHECKPOINT [--splits dev test-clean] [--method greedy|beam] [--mode stream|full]
     omnisparse prune --config PRESET|FILE [--section.key=value ...]
     omnisparse pretrain --config PRESET|FILE [--pretrain.audio_dir=DIR] [--section.key=value ...]
@@ -87,6 +88,20 @@ def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
 
     cfg = load_config(args.config, overrides)
     pretrain(cfg, resume=not args.no_resume)
+    return 0
+
+
+def _cmd_average(args: argparse.Namespace) -> int:
+    from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints
+
+    if len(args.sources) == 1 and not (Path(args.sources[0]) / "state.json").exists():
+        ckpts = last_checkpoints(args.sources[0], args.last)
+    elif args.out is None:
+        raise UserError("averaging named checkpoints needs --out DIR")
+    else:
+        ckpts = [Path(c) for c in args.sources]
+    out = average_checkpoints(ckpts, args.out or default_average_dir(ckpts))
+    print(f"averaged {len(ckpts)} checkpoints ({', '.join(c.name for c in ckpts)}) -> {out}")
     return 0
 
 
@@ -263,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--config", required=True, help="preset name (omnisparse/conf/) or a YAML file")
     pt.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     pt.set_defaults(func=_cmd_pretrain, takes_overrides=True)
+
+    av = sub.add_parser("average", help="mean of the weights of a run's last N checkpoints (or of named ones)")
+    av.add_argument("sources", nargs="+", help="a run directory, or checkpoint directories")
+    av.add_argument("--last", type=int, default=3, help="with a run directory: its newest N valid checkpoints")
+    av.add_argument("--out", default=None, help="output checkpoint directory (default RUN/avg-<first>-<last>)")
+    av.set_defaults(func=_cmd_average)
 
     e = sub.add_parser("eval", help="WER per split, hypotheses written beside the model")
     e.add_argument("model", help="run directory or checkpoint directory")

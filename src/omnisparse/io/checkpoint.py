@@ -106,27 +106,41 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
                     keep_last: int = 0) -> Path:
     """Write ``RUN/ckpt-<step>`` atomically; prune to the newest ``keep_last`` (0 = keep all)."""
     run_dir = Path(run_dir)
-    final = run_dir / f"{CKPT_PREFIX}{step:08d}"
-    tmp = run_dir / f".{CKPT_PREFIX}{step:08d}.tmp"
+    state = dict(state)
+    tensors: dict[str, dict[str, torch.Tensor]] = {"model.safetensors": model.state_dict()}
+    if optimizer is not None:
+        tensors["optimizer.safetensors"], state["optimizer"] = optimizer_tensors(optimizer)
+    state["step"] = step
+    final = write_checkpoint_dir(run_dir / f"{CKPT_PREFIX}{step:08d}", tensors, state, extra_files)
+    if keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def write_checkpoint_dir(final: str | Path, tensors: dict[str, dict[str, torch.Tensor]], state: dict[str, Any],
+                         extra_files: dict[str, bytes] | None = None) -> Path:
+    """Write the checkpoint directory ``final`` atomically: each ``tensors`` entry as a safetensors file
+    of that name, the ``extra_files``, and ``state`` sealed with the format version and every file's
+    sha256. Built in ``.<name>.tmp`` beside it and renamed into place (an OSError is a one-line
+    :class:`CheckpointWriteError` naming the checkpoint that stays intact)."""
+    final = Path(final)
+    parent = final.parent
+    tmp = parent / f".{final.name}.tmp"
     try:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, str(tmp / "model.safetensors"))
-        files = ["model.safetensors"]
-        state = dict(state)
-        if optimizer is not None:
-            tensors, scalars = optimizer_tensors(optimizer)
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
-            files.append("optimizer.safetensors")
-            state["optimizer"] = scalars
+        files = []
+        for name, group in tensors.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in group.items()}, str(tmp / name))
+            files.append(name)
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
             files.append(name)
+        state = dict(state)
         state["format_version"] = FORMAT_VERSION
         state["omnisparse_version"] = OMNISPARSE_VERSION
-        state["step"] = step
         state["sha256"] = {f: sha256(tmp / f) for f in files}
         write_state(tmp, state, fsync=False)  # fsync'ed below with the other files
         for f in [*files, "state.json"]:
@@ -134,18 +148,15 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module, stat
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(run_dir)
+        _fsync_dir(parent)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and not isinstance(e, CheckpointWriteError):
-            prev = list_checkpoints(run_dir)
+            prev = list_checkpoints(parent)
             intact = f"the previous checkpoint {prev[-1]} is intact" if prev else "no earlier checkpoint exists"
-            raise CheckpointWriteError(e.errno, f"cannot write checkpoint {final.name} in {run_dir}: "
+            raise CheckpointWriteError(e.errno, f"cannot write checkpoint {final.name} in {parent}: "
                                                 f"{e.strerror or e}; {intact}") from e
         raise
-    if keep_last > 0:
-        for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
