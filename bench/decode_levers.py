@@ -1,0 +1,101 @@
+"""The decode-time levers of a trained model, measured side by side: its newest checkpoint against the
+mean of its newest N (``omnisparse average``), each decoded greedily and with modified beam search.
+
+    .venv/bin/python bench/decode_levers.py [--run exp/small/dense_v3] [--last 3] [--beam 4]
+        [--splits dev test-clean test-other] [--max-utts 0] [--out bench/results/decode_levers_small.json]
+
+The averaged checkpoint is written to ``RUN/avg-<first>-<last>`` (reused when it is there). WER per
+split and configuration comes from jiwer (``omnisparse.decoding.evaluate``); ``decode_s`` is the wall
+time of each configuration's decoding, measured in this one process, so the ratio beam / greedy is the
+figure to read (the machine is shared). ``--max-utts N`` decodes the first N cuts of each split (0 =
+all). Writes the JSON and a bar chart beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from omnisparse.config import DecodeConfig
+from omnisparse.data.splits import load_split_cuts
+from omnisparse.decoding.evaluate import evaluate_cuts
+from omnisparse.export.loading import load_model
+from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints
+from omnisparse.io.checkpoint import verify_checkpoint
+from omnisparse.utils.plotting import saved_figure
+from omnisparse.utils.provenance import write_result
+
+
+def averaged(run: Path, last: int) -> tuple[Path, Path]:
+    """(newest checkpoint, the average of the newest ``last``), writing the average once."""
+    ckpts = last_checkpoints(run, last)
+    out = default_average_dir(ckpts)
+    if out.is_dir():
+        sources = [a["checkpoint"] for a in verify_checkpoint(out).get("averaged_from", [])]
+        if sources == [c.name for c in ckpts]:
+            return ckpts[-1], out
+    return ckpts[-1], average_checkpoints(ckpts, out)
+
+
+def measure(model_dir: Path, splits: list[str], decode: DecodeConfig, max_utts: int) -> dict:
+    lm = load_model(model_dir)
+    mode = lm.trained_modes[0]
+    rows = {}
+    for split in splits:
+        cuts = load_split_cuts(lm.config, [split])
+        if max_utts:
+            cuts = cuts.subset(first=min(max_utts, len(cuts)))
+        r = evaluate_cuts(lm.model, cuts, lm.tokenizer, lm.normalizer, mode=mode, decode=decode,
+                          on_the_fly=lm.config.data.on_the_fly_features, progress=True)
+        rows[split] = {"wer": r["wer"], "utterances": r["utterances"], "words": r["words"],
+                       "decode_s": round(r["decode_s"], 1)}
+        print(f"  {model_dir.name:>24} {decode.method:>6} {split:>12}: WER {r['wer']:.4f} ({r['decode_s']:.0f} s)")
+    return rows
+
+
+def plot(results: dict, splits: list[str], path: Path) -> None:
+    with saved_figure(path, figsize=(7, 3.6)) as (fig, ax):
+        names = list(results)
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            xs = [j + i * width for j in range(len(splits))]
+            ax.bar(xs, [results[name]["wer"][s]["wer"] for s in splits], width, label=name)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(splits))], splits)
+        ax.set_ylabel("WER")
+        ax.set_title("decode-time levers")
+        ax.legend(fontsize=8)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default="exp/small/dense_v3")
+    ap.add_argument("--last", type=int, default=3, help="checkpoints averaged")
+    ap.add_argument("--beam", type=int, default=4)
+    ap.add_argument("--splits", nargs="+", default=["dev", "test-clean", "test-other"])
+    ap.add_argument("--max-utts", type=int, default=0, help="first N cuts per split (0 = all)")
+    ap.add_argument("--out", default="bench/results/decode_levers_small.json")
+    args = ap.parse_args(argv)
+    newest, avg = averaged(Path(args.run), args.last)
+    results = {}
+    for label, model_dir in ((f"newest ({newest.name})", newest), (f"mean of last {args.last}", avg)):
+        for method in ("greedy", "beam"):
+            decode = DecodeConfig(method=method, beam=args.beam)
+            results[f"{label}, {method}"] = {"model": str(model_dir), "method": method, "beam": args.beam,
+                                             "wer": measure(model_dir, args.splits, decode, args.max_utts)}
+    base = next(iter(results.values()))["wer"]
+    for r in results.values():
+        r["wer_vs_newest_greedy"] = {s: round(r["wer"][s]["wer"] / base[s]["wer"], 4) for s in args.splits}
+        r["decode_s_vs_newest_greedy"] = round(sum(v["decode_s"] for v in r["wer"].values())
+                                               / max(sum(v["decode_s"] for v in base.values()), 1e-9), 3)
+    out = Path(args.out)
+    plot(results, args.splits, out.with_suffix(".png"))
+    write_result(out, {"run": args.run, "averaged": str(avg), "averaged_checkpoints": args.last,
+                       "max_utts": args.max_utts, "results": results, "plot": str(out.with_suffix(".png"))},
+                 command=" ".join(["bench/decode_levers.py", *(argv if argv is not None else sys.argv[1:])]))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
