@@ -18,7 +18,7 @@ from omnisparse.sparsity.masks import (
     n_units,
     unit_scores,
 )
-from omnisparse.testing.dummies import VOCAB as V, random_batch as batch, tiny_model
+from omnisparse.testing.dummies import random_batch as batch, tiny_model
 
 GRID = [round(0.1 * i, 1) for i in range(10)]
 

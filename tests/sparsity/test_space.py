@@ -19,7 +19,7 @@ from omnisparse.export.writer import write_artefact
 from omnisparse.models.layers import PrunableLinear
 from omnisparse.sparsity.masks import GRANULARITIES, MaskBank, MaskSpec, kept_count
 from omnisparse.sparsity.space import SearchSpace, parse_subnet
-from omnisparse.testing.dummies import VOCAB as V, tiny_model
+from omnisparse.testing.dummies import tiny_model
 
 GRID = tuple(round(0.1 * i, 1) for i in range(10))
 

@@ -19,7 +19,6 @@ The ``omnisparse transcribe`` command over files (opening the model directory, `
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 from pathlib import Path

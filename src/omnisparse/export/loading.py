@@ -24,6 +24,7 @@ itself, deploy, search and report; training (which reads its checkpoints with
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from typing import Any, Optional
 
 import torch
 
-from omnisparse.config import Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict
+from omnisparse.config import (Config, ConfigError, ModelConfig, config_from_dict, model_config_from_dict,
+                               update_dataclass)
 from omnisparse.data.features import FeatureNormalizer
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.export.format import EXCLUDED_PREFIXES  # the training-only heads, never exported
@@ -65,12 +67,8 @@ def check_streaming_settings(trained: ModelConfig, requested: dict) -> None:
     """Raise if ``requested`` (``{model key: value}``, e.g. ``eval``'s ``--model.*`` overrides) names no
     model setting or holds a wrong type (ConfigError), or changes a setting the model was trained with
     (CheckpointError): the weights fix every one of them, the streaming ones included."""
-    import copy
-
-    from omnisparse.config import _update
-
     probe = copy.deepcopy(trained)
-    _update(probe, dict(requested), "model.")  # unknown keys, wrong types: ConfigError
+    update_dataclass(probe, dict(requested), "model.")  # unknown keys, wrong types: ConfigError
     requested = {k: getattr(probe, k) for k in requested}
     fixed = {k: (getattr(trained, k), v) for k, v in requested.items() if k not in STREAMING_KEYS and getattr(trained, k) != v}
     if fixed:
