@@ -206,7 +206,8 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
 
 def _cmd_check_onnx(args: argparse.Namespace) -> int:
     from omnisparse.deploy.onnx_runner import check_onnx
-    from omnisparse.deploy.sherpa import check_sherpa, is_sherpa_dir
+    from omnisparse.deploy.sherpa import is_sherpa_dir
+    from omnisparse.deploy.sherpa_run import check_sherpa
 
     if is_sherpa_dir(args.onnx_dir):
         return _report_sherpa(check_sherpa(args.onnx_dir, split=args.split, max_utts=args.max_utts, model=args.model,

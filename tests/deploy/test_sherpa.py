@@ -19,9 +19,9 @@ from lhotse import load_manifest
 from omnisparse.cli import main
 from omnisparse.data.features import fbank
 from omnisparse.data.layout import CorpusLayout
-from omnisparse.deploy.sherpa import (SHERPA_FILES, SherpaOnnxEncoder, SherpaStreamingRecognizer, check_sherpa,
-                                      check_sherpa_export, export_sherpa, read_tokens, sherpa_recognizer,
-                                      sherpa_reference, tail_padding)
+from omnisparse.deploy.sherpa import SHERPA_FILES, check_sherpa_export, export_sherpa, read_tokens
+from omnisparse.deploy.sherpa_run import (SherpaOnnxEncoder, SherpaStreamingRecognizer, check_sherpa, sherpa_recognizer,
+                                          sherpa_reference, tail_padding)
 from omnisparse.export.loading import load_model
 from omnisparse.models.transducer import Transducer
 
