@@ -39,6 +39,21 @@ def test_taken_for_the_block_and_released(tmp_path):
         pass
 
 
+def test_directories_it_created_are_removed_when_left_empty(tmp_path):
+    run = tmp_path / "exp" / "search"
+    with pytest.raises(ValueError):
+        with exclusive_dir(run, "omnisparse search"):
+            raise ValueError("cannot load the supernet")  # failed before writing anything
+    assert not (tmp_path / "exp").exists()  # both levels it made are gone again
+    with exclusive_dir(run, "omnisparse search"):
+        (run / "pareto.json").write_text("{}")
+    assert (run / "pareto.json").is_file()  # what a command wrote stays
+    (tmp_path / "kept").mkdir()
+    with exclusive_dir(tmp_path / "kept", "omnisparse train"):
+        pass
+    assert (tmp_path / "kept").is_dir()  # a directory that was there before stays
+
+
 def test_second_holder_refused_with_one_line_naming_the_first(tmp_path):
     with exclusive_dir(tmp_path, "omnisparse search"):
         before = (tmp_path / LOCK_FILE).read_text()

@@ -198,8 +198,10 @@ def _exit_on_sigterm(owner: int) -> Callable[[], None]:
 def exclusive_dir(directory: str | Path, command: str) -> Iterator[Path]:
     """Hold ``directory`` (created if missing) for the ``with`` block, as ``command`` (e.g.
     ``"omnisparse train"``): :class:`DirectoryInUseError` when another live process holds it. See the
-    module docstring."""
+    module docstring. Directories it created and that are still empty at the end (the command failed
+    before writing anything, e.g. on a model it could not load) are removed again."""
     directory = Path(directory)
+    created = [p for p in (directory, *directory.parents) if not p.exists()]  # deepest first
     directory.mkdir(parents=True, exist_ok=True)
     lock = directory / LOCK_FILE
     owner = os.getpid()
@@ -211,3 +213,8 @@ def exclusive_dir(directory: str | Path, command: str) -> Iterator[Path]:
         restore()
         if os.getpid() == owner:
             _release(directory, lock, mine)
+            for made in created:
+                try:
+                    made.rmdir()  # only when empty
+                except OSError:
+                    break
