@@ -27,6 +27,10 @@ def test_transcribe_offline_and_stream(tiny_run, example_audio, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[-1].partition("\t")[2] == offline
     assert all("s]" in line for line in lines[:-1])  # partial results carry a timestamp
+    assert main(["transcribe", str(tiny_run), example_audio, "--method", "beam"]) == 0
+    beam = capsys.readouterr().out.splitlines()[-1].partition("\t")[2]
+    assert main(["transcribe", str(tiny_run), example_audio, "--stream", "--method", "beam"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].partition("\t")[2] == beam  # beam search streams too
 
 
 def test_transcribe_resamples_and_downmixes(tiny_run, example_audio, tmp_path, capsys):

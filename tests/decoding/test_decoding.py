@@ -65,7 +65,8 @@ def test_streaming_fbank_equals_offline(tiny_corpus, piece):
     assert torch.allclose(got, ref, atol=1e-3), float((got - ref).abs().max())
 
 
-def test_streaming_recognizer_equals_offline(tiny_corpus, loaded):
+@pytest.mark.parametrize("method", ["greedy", "beam"])
+def test_streaming_recognizer_equals_offline(tiny_corpus, loaded, method):
     import copy
 
     m = copy.deepcopy(loaded.model)
@@ -77,8 +78,9 @@ def test_streaming_recognizer_equals_offline(tiny_corpus, loaded):
         feats = loaded.normalizer(fbank(x))[None]
         with torch.no_grad():
             enc, lens = m.encode(feats, torch.tensor([feats.shape[1]]), mode="stream")
-        offline = loaded.tokenizer.decode(greedy_search(m, enc, lens)[0])
-        rec = StreamingRecognizer(m, loaded.tokenizer, loaded.normalizer)
+        search = greedy_search(m, enc, lens) if method == "greedy" else modified_beam_search(m, enc, lens, beam=3)
+        offline = loaded.tokenizer.decode(search[0])
+        rec = StreamingRecognizer(m, loaded.tokenizer, loaded.normalizer, method=method, beam=3)
         step = 2560  # 160 ms pieces
         for i in range(0, len(x), step):
             rec.accept_audio(x[i:i + step])

@@ -1,7 +1,10 @@
 """Modified beam search for RNN-T (as in icefall): at most one symbol per frame, hypotheses with
 the same token sequence merged (log-sum-exp of their scores), ``beam`` hypotheses kept per frame.
 
-All hypotheses of one utterance are scored in one batched joiner/predictor call per frame.
+All hypotheses of one utterance are scored in one batched joiner/predictor call per frame. The search
+is frame-synchronous, so it streams: :class:`BeamState` holds the hypotheses between chunks,
+:func:`beam_step_frames` advances it by a chunk's encoder frames, and decoding an utterance in pieces
+gives the tokens of decoding it whole (tested).
 """
 
 from __future__ import annotations
@@ -34,15 +37,37 @@ def _row(state: Any, i: int) -> Any:
     return type(state)(_row(s, i) for s in state)
 
 
+@dataclass
+class BeamState:
+    """The hypotheses of one utterance between frames (best first) and the beam width."""
+
+    hyps: list[_Hyp]
+    beam: int
+
+    @property
+    def best(self) -> list[int]:
+        """The best hypothesis's tokens so far."""
+        return list(max(self.hyps, key=lambda h: h.score).tokens)
+
+
 @torch.no_grad()
-def modified_beam_search_one(model, enc: Tensor, beam: int = 4) -> list[int]:
-    """``enc (T, d_model)`` of one utterance -> best token sequence."""
+def init_beam(model, beam: int = 4, device: torch.device | str = "cpu") -> BeamState:
+    """The search before the first frame: one empty hypothesis, the predictor fed blank."""
+    blank = model.config.blank_id
+    st = model.predictor.init_state(1)
+    out, st = model.predictor.step(torch.full((1,), blank, dtype=torch.int64, device=device), st)
+    return BeamState([_Hyp((), 0.0, st, model.joiner.project_pred(out)[0])], beam)
+
+
+@torch.no_grad()
+def beam_step_frames(model, enc: Tensor, state: BeamState) -> BeamState:
+    """Advance ``state`` (in place, also returned) over ``enc (T, d_model)``, one utterance's next
+    encoder frames."""
     blank = model.config.blank_id
     dev = enc.device
+    beam = state.beam
     enc_p = model.joiner.project_enc(enc)  # (T, J)
-    st = model.predictor.init_state(1)
-    out, st = model.predictor.step(torch.full((1,), blank, dtype=torch.int64, device=dev), st)
-    hyps = [_Hyp((), 0.0, st, model.joiner.project_pred(out)[0])]
+    hyps = state.hyps
     for t in range(enc_p.shape[0]):
         proj = torch.stack([h.pred_proj for h in hyps])  # (H, J)
         logp = model.joiner.step(enc_p[t].expand_as(proj), proj).log_softmax(-1)  # (H, V)
@@ -73,8 +98,14 @@ def modified_beam_search_one(model, enc: Tensor, beam: int = 4) -> list[int]:
             for i, (seq, v) in enumerate(emitters):
                 new_hyps.append(_Hyp(seq, v[0], _row(states, i), projs[i]))
         hyps = sorted(new_hyps, key=lambda h: -h.score)[:beam]
-    best = max(hyps, key=lambda h: h.score)
-    return list(best.tokens)
+    state.hyps = hyps
+    return state
+
+
+@torch.no_grad()
+def modified_beam_search_one(model, enc: Tensor, beam: int = 4) -> list[int]:
+    """``enc (T, d_model)`` of one utterance -> best token sequence."""
+    return beam_step_frames(model, enc, init_beam(model, beam, enc.device)).best
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from lhotse import FbankConfig
 from lhotse.features.kaldi.layers import Wav2LogFilterBank
 
 from omnisparse.data.features import NUM_MEL_BINS
+from omnisparse.decoding.beam_search import beam_step_frames, init_beam
 from omnisparse.decoding.greedy import greedy_step_frames, init_greedy
 
 SHIFT = 160  # samples per 10 ms frame at 16 kHz
@@ -97,16 +98,24 @@ class StreamingFbank:
 
 
 class StreamingRecognizer:
-    """Feed audio pieces, read partial transcripts; state is explicit in its attributes."""
+    """Feed audio pieces, read partial transcripts; state is explicit in its attributes.
 
-    def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4):
+    ``method="greedy"`` (at most ``max_symbols`` tokens per encoder frame) or ``"beam"``: modified beam
+    search of width ``beam`` carried across chunks (the partial is the best hypothesis so far; it may
+    change words already shown, as the hypotheses re-rank)."""
+
+    def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4, method: str = "greedy", beam: int = 4):
+        if method not in ("greedy", "beam"):
+            raise ValueError(f"unknown decoding method {method!r}: greedy or beam")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.normalizer = normalizer
         self.max_symbols = max_symbols
+        self.method = method
         self.fbank = StreamingFbank()
         self.enc_state = model.init_stream_state(1)
-        self.greedy = init_greedy(model, 1)
+        self.greedy = init_greedy(model, 1) if method == "greedy" else None
+        self.beam = init_beam(model, beam) if method == "beam" else None
         self.frames_in = 0
 
     @torch.no_grad()
@@ -114,7 +123,9 @@ class StreamingRecognizer:
         feats = self.normalizer(feats)[None]
         self.frames_in += feats.shape[1]
         enc, self.enc_state = self.model.infer(feats, self.enc_state, final=final)
-        if enc.shape[1]:
+        if enc.shape[1] and self.beam is not None:
+            beam_step_frames(self.model, enc[0], self.beam)
+        elif enc.shape[1]:
             greedy_step_frames(self.model, enc, self.greedy, max_symbols=self.max_symbols)
 
     def accept_audio(self, samples: np.ndarray) -> str:
@@ -127,7 +138,7 @@ class StreamingRecognizer:
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self.greedy.hyps[0])
+        return self.tokenizer.decode(self.beam.best if self.beam is not None else self.greedy.hyps[0])
 
 
 def audio_rtf(new_recognizer, audio: Iterable[tuple[str, np.ndarray]], piece: int, threads: int = 1,

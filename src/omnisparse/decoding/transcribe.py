@@ -99,11 +99,13 @@ def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method:
     return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec)[0])
 
 
-def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "") -> str:
+def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "", method: str = "greedy") -> str:
     """Feed one chunk of audio at a time (the model's chunk length) and print each new partial to
-    ``out`` (default: the current ``sys.stdout``, looked up at call time)."""
+    ``out`` (default: the current ``sys.stdout``, looked up at call time). ``method``: greedy or beam
+    (width ``decode.beam``)."""
     out = sys.stdout if out is None else out
-    rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame)
+    rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame,
+                              method=method, beam=lm.config.decode.beam)
     step = lm.model.encoder.frames_per_chunk * 160
     last = None
     for start in range(0, samples.shape[0], step):

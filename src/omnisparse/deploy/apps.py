@@ -97,12 +97,12 @@ def transcribe_files(model_path: str, audio: list[str], stream: bool = False, me
             continue
         try:
             if stream:
-                text = transcribe_stream(lm, samples, name=path)
+                text = transcribe_stream(lm, samples, name=path, method=method)
             elif samples.shape[0] > OFFLINE_MAX_S * SAMPLE_RATE:  # offline attention would need T^2 memory
                 if "stream" not in lm.trained_modes:
                     raise AudioError(f"{path}: {samples.shape[0] / SAMPLE_RATE:.0f} s of audio; this model decodes "
                                      f"only offline (mode {lm.trained_modes[0]!r}), at most {OFFLINE_MAX_S:g} s per file")
-                text = transcribe_stream(lm, samples, out=io.StringIO(), name=path)  # partials not printed
+                text = transcribe_stream(lm, samples, out=io.StringIO(), name=path, method=method)  # no partials
             else:
                 text = transcribe_samples(lm, samples, method=method)
         except ValueError as e:  # fbank's input checks (e.g. amplitudes so large the power overflows)
