@@ -11,6 +11,9 @@ that ``tests/faults`` use:
 * ``sigkill_{dense,supernet,prune,search,corpus}``: the real command in a child process, SIGKILLed
   once a checkpoint / search state / some audio files exist plus a random delay (kill points drawn
   from ``--seed``; one dense kill lands while a checkpoint is being written), then resumed;
+* ``sigkill_ddp``: one worker (rank 0 or 1) of a 2-process ``torchrun`` DDP run SIGKILLed after a
+  checkpoint; torchrun must stop the job, and a second launch resume it to the uninterrupted DDP
+  run's weights, bitwise;
 * ``corrupt_checkpoint``: a random file of the newest checkpoint damaged (truncated, bits flipped,
   header zeroed, garbage), then resumed;
 * ``bad_data``: one LibriSpeech utterance per fault of ``UTTERANCE_FAULTS`` beside good ones;
@@ -152,6 +155,11 @@ class Bench(HostileFaults):
         quiet(build_corpus, r / "micro", self.micro, seed=3, num_jobs=1, progress=False)
         quiet(export_subnet, r / "dense", "uniform:0", "fp32-dense", r / "export")
         train(self.cfg("tiny", r / "other", "--train.max_steps=2", "--model.d_model=48"))  # another model config
+        from omnisparse.utils.faults import run_killed
+
+        ref_ddp = run_killed(self.torchrun(r / "ddp"), kill_when=lambda: False, timeout_s=600)
+        if ref_ddp.returncode != 0:
+            raise RuntimeError(f"the reference DDP run failed: {ref_ddp.output[-500:]}")
         self.ref = r
         self.setup_hostile()
 
@@ -190,6 +198,38 @@ class Bench(HostileFaults):
             ok = self.same_weights(kind, run, max_step) and not list(run.glob(".ckpt-*.tmp"))
             return ("recovered_identical" if ok else "lost_data_or_crashed"), point
         self.record(f"sigkill_{kind}", point, case)
+
+    def torchrun(self, out: Path) -> list[str]:
+        """A 2-process gloo DDP ``train --config tiny`` of 8 steps into ``out`` (a port of its own per launch)."""
+        self.port = getattr(self, "port", 29600) + 1
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={self.port}",
+                "-m", "omnisparse.cli", "train", "--config", "tiny", *self.args(out, "--train.max_steps=8")]
+
+    def kill_ddp(self):
+        """SIGKILL one worker of a DDP run after a checkpoint: torchrun must stop the job (no hang,
+        no half checkpoint, no live lock) and a second launch resume it to the uninterrupted result."""
+        from omnisparse.io.lock import read_lock
+        from omnisparse.utils.faults import checkpoint_exists, run_killed, weights_equal
+
+        run = self.dir("kill-ddp")
+        rank, step, delay = self.rng.randint(0, 1), self.rng.choice((2, 4, 6)), self.rng.uniform(0.0, 0.5)
+        point = f"rank {rank}, ckpt {step} + {delay:.2f} s"
+
+        def case():
+            res = run_killed(self.torchrun(run), kill_when=checkpoint_exists(run, step), delay_s=delay, timeout_s=300,
+                             rank=rank)
+            if not res.killed:
+                return "missed", f"{point}: ended first (rc {res.returncode})"
+            if res.returncode == 0:
+                return "lost_data_or_crashed", f"{point}: the job exited 0 without a worker"
+            held = read_lock(run)
+            if rank == 1 and held is not None:
+                return "lost_data_or_crashed", f"{point}: rank 0 left its lock behind: {held}"
+            done = run_killed(self.torchrun(run), kill_when=lambda: False, timeout_s=300)
+            ok = done.returncode == 0 and not list(run.glob(".ckpt-*.tmp")) and \
+                weights_equal(self.ref / "ddp" / "ckpt-00000008" / "model.safetensors", run / "ckpt-00000008" / "model.safetensors")
+            return ("recovered_identical" if ok else "lost_data_or_crashed"), f"{point}; stopped after {res.seconds:.0f} s"
+        self.record("sigkill_ddp", point, case)
 
     def kill_search(self):
         from omnisparse.search.run import run_search
@@ -555,7 +595,7 @@ def main() -> None:
         cases = [lambda: b.kill_train("dense", "tiny", b.dense_args, 8, while_writing=True)]
         for kind, preset, max_step in (("dense", "tiny", 8), ("supernet", "supernet_tiny", 6), ("prune", "prune_tiny", 8)):
             cases += [lambda k=kind, p=preset, m=max_step: b.kill_train(k, p, getattr(b, {"dense": "dense_args", "supernet": "super_args", "prune": "prune_args"}[k]), m)] * args.kills
-        cases += [b.kill_search] * args.kills + [b.kill_corpus] * args.kills + [b.corrupt_checkpoint] * 6
+        cases += [b.kill_ddp] * args.kills + [b.kill_search] * args.kills + [b.kill_corpus] * args.kills + [b.corrupt_checkpoint] * 6
         cases += [lambda f=f: b.bad_data(f) for f in UTTERANCE_FAULTS]
         cases += [lambda f=f: b.numerical(f) for f in ("nan_input", "inf_grad", "nan_grad", "nan_from_step")]
         cases += [lambda f=f: b.oom(f) for f in ("split_in_halves", "always_from_step")]

@@ -140,3 +140,33 @@ def _manifest(path: Path, root: Path) -> list[str]:
 
     with gzip.open(path, "rt") as f:
         return f.read().replace(str(root.resolve()), "ROOT").splitlines()
+
+
+def _torchrun(port: int, *args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+            "-m", "omnisparse.cli", *args]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [1])
+def test_ddp_rank_killed_stops_the_job_and_it_resumes(tiny_corpus, tmp_path, rank):
+    """One worker of a 2-process DDP run is SIGKILLed after a checkpoint: torchrun stops the other
+    (no hang), the run directory holds no half checkpoint and no live lock, and a second launch
+    resumes to the last step with both ranks' replicas identical. Rank 0 and the bitwise comparison
+    with an uninterrupted DDP run: ``bench/faults.py`` (``sigkill_ddp``)."""
+    from omnisparse.io.lock import read_lock
+
+    run = tmp_path / "ddp"
+    args = ["train", "--config", "tiny", *_overrides(tiny_corpus, run, "--train.max_steps=6", "--train.ckpt_every=2")]
+    res = run_killed(_torchrun(29531, *args), kill_when=checkpoint_exists(run, 2), delay_s=RNG.uniform(0.0, 0.2),
+                     timeout_s=240, rank=rank)
+    assert res.killed and res.returncode != 0, res.output
+    assert not list(run.glob(".ckpt-*.tmp"))
+    assert read_lock(run) is None  # rank 0 was stopped by torchrun (SIGTERM) and released its lock
+    done = run_killed(_torchrun(29532, *args), kill_when=lambda: False, timeout_s=240)  # runs to its end
+    assert done.returncode == 0, done.output
+    cost = json.loads((run / "cost.json").read_text())
+    assert cost["optimizer_steps"] == 6 and cost["world_size"] == 2 and cost["ddp_replicas_identical"] is True
+    assert ck.latest_checkpoint(run)[0].name == "ckpt-00000006"

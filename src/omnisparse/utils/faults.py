@@ -2,7 +2,7 @@
 
 * :func:`run_killed` starts an ``omnisparse`` command in its own process group and SIGKILLs the
   whole group when a condition becomes true (a checkpoint appears, a delay passes), as ``kill -9``
-  or a lost machine would;
+  or a lost machine would, or only one worker of a ``torchrun`` job (:func:`ddp_workers`);
 * :func:`disk_full` makes a function raise ``OSError(ENOSPC)`` after it has been called ``n`` times;
 * comparisons: :func:`weights_equal` (bitwise, every tensor of two ``.safetensors`` files) and
   :func:`tree_digest` (sha256 of every file under a directory);
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-__all__ = ["KillResult", "omnisparse_cmd", "run_killed", "checkpoint_exists", "disk_full", "weights_equal",
+__all__ = ["KillResult", "omnisparse_cmd", "run_killed", "ddp_workers", "checkpoint_exists", "disk_full", "weights_equal",
            "tree_digest", "child_env", "damage_file", "plant_utterance", "UTTERANCE_FAULTS", "DAMAGES", "flip_digit",
            "sparse_wav", "held_dir", "dead_pid", "hostile_cuts", "plant_hostile_cuts", "EXPORT_META_EDITS",
            "ONNX_META_EDITS", "set_onnx_metadata"]
@@ -61,10 +61,14 @@ def child_env(threads: int = 1) -> dict[str, str]:
 
 def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = None, delay_s: float = 0.0,
                timeout_s: float = 600.0, poll_s: float = 0.005, env: Optional[dict] = None,
-               cwd: Optional[str | os.PathLike] = None) -> KillResult:
+               cwd: Optional[str | os.PathLike] = None, rank: Optional[int] = None) -> KillResult:
     """Run ``cmd``; SIGKILL its process group ``delay_s`` seconds after ``kill_when()`` first returns
     True (``kill_when=None``: ``delay_s`` after the start). The command may finish first
-    (``killed=False``). A command still running after ``timeout_s`` is killed and raises TimeoutError."""
+    (``killed=False``). A command still running after ``timeout_s`` is killed and raises TimeoutError.
+
+    ``rank``: ``cmd`` is a ``torchrun`` launch; SIGKILL only that worker (``LOCAL_RANK``), as a lost
+    process of a DDP job, and wait for the launcher to end by itself: ``timeout_s`` then catches a
+    job that hangs instead of stopping."""
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"omnisparse-fault-{os.getpid()}-{time.monotonic_ns()}.log"
     t0 = time.monotonic()
     with open(log, "w+b") as out:
@@ -77,10 +81,15 @@ def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = Non
                 now = time.monotonic()
                 if fire_at is None and kill_when is not None and kill_when():
                     fire_at = now + delay_s
-                if fire_at is not None and now >= fire_at:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    killed = True
-                    break
+                if not killed and fire_at is not None and now >= fire_at:
+                    if rank is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        killed = True
+                        break
+                    worker = ddp_workers(proc.pid).get(rank)
+                    if worker is not None:  # (not started yet: try again at the next poll)
+                        os.kill(worker, signal.SIGKILL)
+                        killed = True
                 if now - t0 > timeout_s:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
@@ -94,9 +103,26 @@ def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = Non
         out.seek(0)
         text = out.read().decode(errors="replace")
     log.unlink(missing_ok=True)
-    # a SIGKILL that raced with a normal exit counts as not killed
-    killed = killed and rc == -signal.SIGKILL
+    if rank is None:  # a SIGKILL that raced with a normal exit counts as not killed
+        killed = killed and rc == -signal.SIGKILL
     return KillResult(killed, rc, time.monotonic() - t0, text[-4000:])
+
+
+def ddp_workers(launcher_pid: int) -> dict[int, int]:
+    """``{LOCAL_RANK: pid}`` of the worker processes under a ``torchrun`` launcher (Linux ``/proc``)."""
+    found, todo = {}, [launcher_pid]
+    while todo:
+        pid = todo.pop(0)  # breadth first: the workers before their own children (data loaders)
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:  # exited meanwhile
+            continue
+        for kv in env:
+            if kv.startswith(b"LOCAL_RANK=") and pid != launcher_pid:
+                found.setdefault(int(kv[len(b"LOCAL_RANK="):]), pid)
+    return found
 
 
 def checkpoint_exists(run_dir: str | os.PathLike, step: int) -> Callable[[], bool]:
