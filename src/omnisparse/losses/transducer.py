@@ -54,8 +54,10 @@ def lattice_kl(teacher: torch.Tensor, student: torch.Tensor, enc_lens: torch.Ten
                token_lens: torch.Tensor) -> torch.Tensor:
     """Mean over utterances of ``(T'_b + U_b) * mean_valid KL(teacher || student)`` (see module doc).
 
-    ``teacher``, ``student``: log-probs ``(B, T', U+1, V)``; nodes ``t >= T'_b`` or ``u > U_b`` are ignored."""
+    ``teacher``, ``student``: log-probs ``(B, T', U+1, V)``; nodes ``t >= T'_b`` or ``u > U_b`` are ignored.
+    The teacher is a target: no gradient flows into it, even when it is part of a graph."""
     B, T, U1, _ = student.shape
+    teacher = teacher.detach()
     kl = (teacher.exp() * (teacher - student)).sum(-1)  # (B, T', U+1)
     t_ok = torch.arange(T, device=kl.device)[None, :] < enc_lens[:, None]
     u_ok = torch.arange(U1, device=kl.device)[None, :] <= token_lens[:, None]
