@@ -22,6 +22,15 @@ def test_every_preset_loads_and_ships_inside_the_package():
     assert (CONF_DIR.parent / "py.typed").exists()
 
 
+def test_fine_tuning_presets_augment_from_their_first_step():
+    """A run started from a trained model (sparsity.init_from) counts its epochs from 0 and is shorter
+    than one epoch: with `small`'s clean first epochs it would never see augmented audio."""
+    for name in ("prune_small", "supernet_small", "dual_small"):
+        cfg = load_config(name)
+        assert cfg.sparsity.init_from and cfg.augment.enabled and cfg.data.spec_augment, name
+        assert cfg.augment.start_epoch == 0 and cfg.data.spec_augment_start_epoch == 0, name
+
+
 def test_emformer_like_dimensions():
     m = load_config("emformer_base_like").model
     assert (m.n_layers, m.d_model, m.n_heads, m.ffn_dim) == (20, 512, 8, 2048)
