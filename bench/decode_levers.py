@@ -8,12 +8,13 @@ The averaged checkpoint is written to ``RUN/avg-<first>-<last>`` (reused when it
 split and configuration comes from jiwer (``omnisparse.decoding.evaluate``); ``decode_s`` is the wall
 time of each configuration's decoding, measured in this one process, so the ratio beam / greedy is the
 figure to read (the machine is shared). ``--max-utts N`` decodes the first N cuts of each split (0 =
-all). Writes the JSON and a bar chart beside it.
+all). Writes the JSON and a bar chart beside it (``--replot`` redraws the chart of an existing result).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -55,16 +56,20 @@ def measure(model_dir: Path, splits: list[str], decode: DecodeConfig, max_utts: 
 
 
 def plot(results: dict, splits: list[str], path: Path) -> None:
-    with saved_figure(path, figsize=(7, 3.6)) as (fig, ax):
+    """Bars of each configuration's WER relative to the newest checkpoint decoded greedily (%)."""
+    with saved_figure(path, figsize=(7.5, 3.8)) as (fig, ax):
         names = list(results)
         width = 0.8 / len(names)
         for i, name in enumerate(names):
             xs = [j + i * width for j in range(len(splits))]
-            ax.bar(xs, [results[name]["wer"][s]["wer"] for s in splits], width, label=name)
+            rel = [100 * (results[name]["wer_vs_newest_greedy"][s] - 1) for s in splits]
+            ax.bar(xs, rel, width, label=f"{name} (decode x{results[name]['decode_s_vs_newest_greedy']:.1f})")
+        ax.axhline(0, color="k", lw=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(splits))], splits)
-        ax.set_ylabel("WER")
-        ax.set_title("decode-time levers")
-        ax.legend(fontsize=8)
+        ax.set_ylabel("WER vs newest checkpoint, greedy (%)")
+        ax.set_title("decode-time levers (below 0 = better)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", nargs="+", default=["dev", "test-clean", "test-other"])
     ap.add_argument("--max-utts", type=int, default=0, help="first N cuts per split (0 = all)")
     ap.add_argument("--out", default="bench/results/decode_levers_small.json")
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG of an existing --out result")
     args = ap.parse_args(argv)
+    if args.replot:
+        res = json.loads(Path(args.out).read_text())
+        plot(res["results"], list(next(iter(res["results"].values()))["wer"]), Path(args.out).with_suffix(".png"))
+        return 0
     newest, avg = averaged(Path(args.run), args.last)
     results = {}
     for label, model_dir in ((f"newest ({newest.name})", newest), (f"mean of last {args.last}", avg)):
