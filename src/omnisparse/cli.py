@@ -15,7 +15,7 @@
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
     omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--dtype fp32|int8]
                            [--target omnisparse|sherpa-onnx] [--overwrite]
-    omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR]
+    omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR] [--method greedy|beam]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
 """
@@ -211,7 +211,11 @@ def _cmd_check_onnx(args: argparse.Namespace) -> int:
 
     if is_sherpa_dir(args.onnx_dir):
         return _report_sherpa(check_sherpa(args.onnx_dir, split=args.split, max_utts=args.max_utts, model=args.model,
-                                           corpus=args.corpus, threads=args.threads))
+                                           corpus=args.corpus, threads=args.threads, method=args.method,
+                                           beam=args.beam))
+    if args.method != "greedy":
+        raise UserError(f"--method {args.method} applies to sherpa-onnx exports; {args.onnx_dir} is one of our "
+                        "ONNX runner's (greedy)")
     r = check_onnx(args.onnx_dir, split=args.split, max_utts=args.max_utts, model=args.model, corpus=args.corpus,
                    threads=args.threads)
     for row in r["rows"]:
@@ -229,7 +233,8 @@ def _report_sherpa(r: dict) -> int:
             print(f"DIFF {row['id']}{'' if row['tokens_equal'] else ' (tokens)'}\n  torch:  {row['torch']}\n"
                   f"  sherpa: {row['sherpa']}")
     n = r["utterances"]
-    print(f"{r['split']}: sherpa-onnx transcripts equal {r['equal']}/{n}, tokens and frames equal {r['tokens_equal']}/{n} "
+    what = "tokens and frames" if r["method"] == "greedy" else f"beam-{r['beam']} tokens"
+    print(f"{r['split']}: sherpa-onnx transcripts equal {r['equal']}/{n}, {what} equal {r['tokens_equal']}/{n} "
           f"(our model in sherpa's schedule), encoder max abs diff {r['max_abs_diff']:.3g}; streaming compute "
           f"{r['torch_s']:.2f} s (PyTorch) vs {r['sherpa_s']:.2f} s (sherpa-onnx) for {r['audio_s']:.1f} s of audio")
     return 0 if r["equal"] == r["tokens_equal"] == n else 1
@@ -364,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--model", default=None, help="PyTorch model to compare with (default: the export's source)")
     co.add_argument("--corpus", default=None, help="corpus directory (default: the model's data.corpus_dir)")
     co.add_argument("--threads", type=int, default=1)
+    co.add_argument("--method", default="greedy", choices=["greedy", "beam"],
+                    help="sherpa-onnx exports: its modified_beam_search against our streaming beam search")
+    co.add_argument("--beam", type=int, default=4, help="beam width (max_active_paths) with --method beam")
     co.set_defaults(func=_cmd_check_onnx)
     return p
 

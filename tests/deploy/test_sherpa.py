@@ -118,6 +118,17 @@ def test_chatty_tokens_frames_and_transcripts(chatty_sherpa, chatty_stateless):
 
 
 @needs_sherpa
+def test_chatty_beam_search_tokens(chatty_sherpa):
+    """sherpa-onnx's modified_beam_search (temperature 1) emits our beam search's tokens over the
+    frames of its schedule; on this random-weight model near-ties (ONNX vs PyTorch frames differ by
+    ~1e-5) may flip one utterance in a few."""
+    r = check_sherpa(chatty_sherpa.path, split="test-clean", max_utts=6, method="beam", beam=4)
+    assert r["method"] == "beam" and r["beam"] == 4 and r["utterances"] == 6 and r["max_abs_diff"] < 1e-4
+    assert r["tokens_equal"] >= 5, [row for row in r["rows"] if not row["tokens_equal"]]
+    assert sum(len(row["sherpa"].split()) for row in r["rows"]) > 20  # the random model talks: tokens to compare
+
+
+@needs_sherpa
 def test_batched_streams(chatty_sherpa, test_audio):
     """Several streams decoded together (sherpa stacks the states on dim 0) give each stream's own
     tokens, and the graph at batch 2 equals Encoder.infer."""

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from omnisparse.data.features import fbank
+from omnisparse.decoding.beam_search import modified_beam_search_one
 from omnisparse.decoding.streaming import StreamingRecognizer
 from omnisparse.deploy.onnx_runner import source_and_cuts
 from omnisparse.deploy.sherpa import SHIFT, STAMP_S, check_sherpa_export, read_tokens, sherpa_state_spec
@@ -159,7 +160,8 @@ class SherpaStreamingRecognizer:
 
 @torch.no_grad()
 def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optional[str] = None,
-                 corpus: Optional[str] = None, threads: int = 1, max_symbols: Optional[int] = None) -> dict[str, Any]:
+                 corpus: Optional[str] = None, threads: int = 1, max_symbols: Optional[int] = None,
+                 method: str = "greedy", beam: int = 4) -> dict[str, Any]:
     """sherpa-onnx against our streaming recognizer on the first ``max_utts`` cuts (0 = all) of
     ``split`` of ``corpus`` (default: the source model's ``data.corpus_dir``), audio streamed one chunk
     at a time into both. Per utterance: ``equal`` — sherpa's text (audio + :func:`tail_padding`) is
@@ -173,7 +175,9 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
     src = model or meta.get("source")
     lm, cuts = source_and_cuts(sherpa_dir, src, corpus, split, max_utts)
     max_symbols = lm.config.decode.max_symbols_per_frame if max_symbols is None else max_symbols
-    rec = sherpa_recognizer(sherpa_dir, threads)
+    kw = {"decoding_method": "modified_beam_search", "max_active_paths": beam, "temperature_scale": 1.0} \
+        if method == "beam" else {}
+    rec = sherpa_recognizer(sherpa_dir, threads, **kw)
     enc_runner = SherpaOnnxEncoder(sherpa_dir, threads)
     piece = int(meta["decode_chunk_len"]) * SHIFT
     ids = {p: i for i, p in read_tokens(Path(sherpa_dir) / "tokens.txt").items()}
@@ -190,7 +194,7 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
                 sh.accept_audio(x[i:i + piece])
             text = sh.finalize()
             t1 = time.perf_counter()
-            ours = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, max_symbols)
+            ours = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, max_symbols, method=method, beam=beam)
             for i in range(0, len(x), piece):
                 ours.accept_audio(x[i:i + piece])
             ref_text = ours.finalize()
@@ -199,14 +203,20 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
             torch_s += t2 - t1
             padded = np.concatenate([x, np.zeros(tail_padding(len(x), meta), dtype=np.float32)])
             ref_tokens, ref_frames, ref_enc = sherpa_reference(lm, padded, meta)
+            got = sh.tokens(ids)
+            if method == "beam":  # our beam search over the frames sherpa decodes; tokens only
+                ref, got = modified_beam_search_one(lm.model, ref_enc, beam), got[0]
+            else:
+                ref = (ref_tokens, ref_frames)
             enc = enc_runner([fbank(padded).numpy()])[0]
             diff = float(np.abs(enc - ref_enc.numpy()).max()) if enc.shape == tuple(ref_enc.shape) and enc.size \
                 else (0.0 if enc.shape == tuple(ref_enc.shape) else float("inf"))
             rows.append({"id": cut.id, "torch": ref_text, "sherpa": text, "equal": text == " ".join(ref_text.split()),
-                         "tokens_equal": sh.tokens(ids) == (ref_tokens, ref_frames), "max_abs_diff": diff})
+                         "tokens_equal": got == ref, "max_abs_diff": diff})
     finally:
         torch.set_num_threads(saved)
     return {"utterances": len(rows), "equal": sum(r["equal"] for r in rows),
             "tokens_equal": sum(r["tokens_equal"] for r in rows),
             "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0), "audio_s": audio_s,
-            "sherpa_s": sherpa_s, "torch_s": torch_s, "model": str(src), "split": split, "rows": rows}
+            "sherpa_s": sherpa_s, "torch_s": torch_s, "model": str(src), "split": split, "method": method,
+            "beam": beam if method == "beam" else None, "rows": rows}
