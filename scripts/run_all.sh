@@ -12,8 +12,13 @@ cd "$(dirname "$0")/.."
 PRESET=${PRESET:-small}
 bash scripts/setup.sh
 OS=.venv/bin/omnisparse
-DATA=data/$PRESET
-EXP=exp/$PRESET/main
+DATA=${DATA:-data/$PRESET}   # both overridable, e.g. for a timing from scratch (bench/main_job.py)
+EXP=${EXP:-exp/$PRESET/main}
+mkdir -p "$EXP"
+stage() {  # print the stage and log its start (seconds since the epoch) to $EXP/stages.csv
+  echo "== $1"
+  echo "$(date +%s.%N),$1" >> "$EXP/stages.csv"
+}
 case "$PRESET" in
   small)  # scaled down from the bench presets so that the whole job fits in ~75 minutes
     DENSE=small
@@ -26,23 +31,23 @@ case "$PRESET" in
   *)
     DENSE=$PRESET; DENSE_ARGS=(); SUPERNET_ARGS=(); PRUNE_ARGS=(); SEARCH_ARGS=(); REPORT_ARGS=(--rtf-utts 2) ;;
 esac
-echo "== 1/9 corpus: $DATA"
+stage "1/9 corpus: $DATA"
 $OS data build --preset "$PRESET" --out "$DATA"
-echo "== 2/9 features + tokenizer"
+stage "2/9 features + tokenizer"
 VOCAB=$(.venv/bin/python -c "from omnisparse.config import load_config; print(load_config('$DENSE').data.vocab_size)")
 $OS data prepare --corpus "$DATA" --vocab-size "$VOCAB"
-echo "== 3/9 dense streaming RNN-T: $EXP/dense"
+stage "3/9 dense streaming RNN-T: $EXP/dense"
 $OS train --config "$DENSE" --data.corpus_dir="$DATA" --train.out_dir="$EXP/dense" "${DENSE_ARGS[@]}"
-echo "== 4/9 supernet from the dense model: $EXP/supernet"
+stage "4/9 supernet from the dense model: $EXP/supernet"
 $OS train --supernet --config "supernet_$PRESET" --data.corpus_dir="$DATA" --train.out_dir="$EXP/supernet" \
     --sparsity.init_from="$EXP/dense" "${SUPERNET_ARGS[@]}"
-echo "== 5/9 one individually pruned baseline (uniform 0.7): $EXP/prune-0.7"
+stage "5/9 one individually pruned baseline (uniform 0.7): $EXP/prune-0.7"
 $OS prune --config "prune_$PRESET" --data.corpus_dir="$DATA" --train.out_dir="$EXP/prune-0.7" \
     --sparsity.init_from="$EXP/dense" --sparsity.target=0.7 "${PRUNE_ARGS[@]}"
-echo "== 6/9 evolutionary search of the supernet: $EXP/supernet/search"
+stage "6/9 evolutionary search of the supernet: $EXP/supernet/search"
 $OS search --config "search_$PRESET" --data.corpus_dir="$DATA" --search.supernet="$EXP/supernet" \
     --search.out_dir="$EXP/supernet/search" "${SEARCH_ARGS[@]}"
-echo "== 7/9 export the best sub-network no larger than the pruned baseline: $EXP/export"
+stage "7/9 export the best sub-network no larger than the pruned baseline: $EXP/export"
 LIMIT=$(.venv/bin/python - "$EXP" <<'PY'
 import sys
 from omnisparse.export.loading import load_model
@@ -53,9 +58,9 @@ print(space.size_bytes(space.uniform(lm.config.sparsity.target), "int8-sparse") 
 PY
 )
 $OS export "$EXP/supernet" --size-mb "$LIMIT" --out "$EXP/export" --overwrite
-echo "== 8/9 report: WER vs size of every method"
+stage "8/9 report: WER vs size of every method"
 $OS report "$EXP" "${REPORT_ARGS[@]}"
-echo "== 9/9 transcribe an example with the exported model and with the shipped one, streaming"
+stage "9/9 transcribe an example with the exported model and with the shipped one, streaming"
 EXAMPLE=$(ls "$DATA"/audio/test-clean/*.flac | head -n 1)
 echo "reference: $(zcat "$DATA/manifests/supervisions_test-clean.jsonl.gz" | head -n 1 | .venv/bin/python -c 'import json,sys; print(json.loads(sys.stdin.readline())["text"])')"
 $OS transcribe "$EXP/export" "$EXAMPLE" --stream
@@ -63,4 +68,5 @@ SHIPPED=models/small-int8
 if [ -d "$SHIPPED" ]; then
   $OS transcribe "$SHIPPED" "$EXAMPLE" --stream
 fi
+stage "done"
 echo "done: report in $EXP/report (report.md, wer_vs_size.png), shippable model in $EXP/export"

@@ -1,0 +1,96 @@
+"""The README's main job timed end to end, stage by stage, from empty data and experiment directories.
+
+    .venv/bin/python bench/main_job.py [--preset small] [--work /tmp/omnisparse-main-job] [--resume]
+        [--out bench/results/main_job_small.json]
+
+Runs ``PRESET=P DATA=WORK/data EXP=WORK/exp bash scripts/run_all.sh`` (the first README command:
+setup, corpus, features + tokenizer, dense training, supernet, one pruned baseline, search, export,
+report, streaming transcription), its output teed to ``WORK/main_job.log``. ``WORK`` is emptied
+first unless ``--resume`` (then the job continues where it stopped and the stage times of the
+interrupted pass are kept in the log, not in the result). Reads the stage starts the script logs to
+``WORK/exp/stages.csv`` and writes the wall seconds of every stage and of the whole job (setup
+included), the machine's CPU count, and the report's points (method, size, WER per split) to the
+JSON, with a bar chart of the stage times beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omnisparse.utils.plotting import saved_figure
+from omnisparse.utils.provenance import write_result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def stage_seconds(stages_csv: Path, end: float) -> list[dict]:
+    """``[{stage, start, seconds}]`` of the last pass through the script (from its last ``1/9`` row)."""
+    rows = [(float(t), name) for t, name in csv.reader(stages_csv.read_text().splitlines())]
+    first = max((i for i, (_, name) in enumerate(rows) if name.startswith("1/9")), default=0)
+    rows = rows[first:]
+    out = []
+    for i, (t, name) in enumerate(rows):
+        if name == "done":
+            break
+        nxt = rows[i + 1][0] if i + 1 < len(rows) else end
+        out.append({"stage": name, "start": t, "seconds": round(nxt - t, 1)})
+    return out
+
+
+def plot(stages: list[dict], total_s: float, path: Path) -> None:
+    with saved_figure(path, figsize=(7.5, 3.8)) as (fig, ax):
+        names = [s["stage"].split(":")[0] for s in stages]
+        ax.barh(names[::-1], [s["seconds"] / 60 for s in stages][::-1], color="tab:blue")
+        ax.set_xlabel("wall minutes")
+        ax.set_title(f"main job, stage by stage ({total_s / 60:.0f} min in all, setup included)")
+        ax.grid(axis="x", alpha=0.3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--work", default="/tmp/omnisparse-main-job")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted timing in WORK")
+    ap.add_argument("--out", default=None, help="default bench/results/main_job_<preset>.json")
+    args = ap.parse_args(argv)
+    work = Path(args.work).resolve()
+    if work.exists() and not args.resume:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PRESET": args.preset, "DATA": str(work / "data"), "EXP": str(work / "exp")}
+    t0 = time.time()
+    with open(work / "main_job.log", "ab") as log:
+        proc = subprocess.Popen(["bash", "scripts/run_all.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        for line in proc.stdout:
+            log.write(line)
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+        rc = proc.wait()
+    end = time.time()
+    if rc != 0:
+        raise SystemExit(f"scripts/run_all.sh failed (exit {rc}); see {work / 'main_job.log'}")
+    stages = stage_seconds(work / "exp" / "stages.csv", end)
+    total = end - t0
+    points_file = work / "exp" / "report" / "points.json"
+    points = json.loads(points_file.read_text()) if points_file.exists() else None
+    out = Path(args.out or f"bench/results/main_job_{args.preset}.json")
+    plot(stages, total, out.with_suffix(".png"))
+    write_result(out, {"preset": args.preset, "resumed": args.resume, "cpus": os.cpu_count(),
+                       "total_s": round(total, 1), "setup_s": round(stages[0]["start"] - t0, 1) if stages else None,
+                       "stages": stages, "report_points": points, "work": str(work), "plot": str(out.with_suffix(".png"))},
+                 command=" ".join(["bench/main_job.py", *(argv if argv is not None else sys.argv[1:])]))
+    print(f"main job ({args.preset}): {total / 60:.1f} min -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
