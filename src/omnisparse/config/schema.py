@@ -171,7 +171,9 @@ class SearchConfig:
     bucket_ms: float = 0.02  # Pareto table bucket width when the front is on latency
     latency_table: str = ""  # reuse this latency table JSON instead of measuring (or the cache)
     latency_cache_dir: str = ""  # "" = $OMNISPARSE_CACHE/latency or ~/.cache/omnisparse/latency; none = off
-    latency_dtype: Literal["fp32", "int8"] = "fp32"  # kinds a cell's fastest time is taken among
+    latency_dtype: Literal["fp32", "int8"] = "fp32"  # kinds a cell's fastest time is taken among (onnxruntime: export dtype)
+    latency_runtime: Literal["pytorch", "onnxruntime"] = "pytorch"  # where the table is measured
+    latency_compact: Literal["none", "ffn", "rows"] = "ffn"  # onnxruntime: export-onnx --compact of every cell
     latency_threads: int = 1
     latency_repeats: int = 5  # timed calls per kind and cell (cold cache, median)
 

@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from omnisparse.deploy.fast import optimize_for_cpu
 from omnisparse.models.encoder import Encoder, rel_pos_index
 
 ONNX_VERSION = "1"
@@ -352,7 +353,6 @@ def prepare_export(source, out_dir: str | os.PathLike, compact: str, opset: int,
     (:data:`COMPACT`) -> ``(lm, model, compaction)``. ValueError for bad arguments, a source not trained
     for streaming, or an ``out_dir`` that :func:`omnisparse.export.subnet.check_out_dir` refuses (a file,
     a non-empty directory without ``overwrite``, a directory a live command holds)."""
-    from omnisparse.deploy.fast import optimize_for_cpu
     from omnisparse.export.loading import LoadedModel, load_model
     from omnisparse.export.subnet import check_out_dir
 
@@ -366,14 +366,20 @@ def prepare_export(source, out_dir: str | os.PathLike, compact: str, opset: int,
     lm = source if isinstance(source, LoadedModel) else load_model(source)
     if "stream" not in lm.trained_modes:
         raise ValueError(f"{lm.path} was not trained for streaming (modes {list(lm.trained_modes)})")
-    model = lm.model
+    model, compaction = compact_model(lm.model, compact)
+    return lm, model, compaction
+
+
+def compact_model(model: nn.Module, compact: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The exact reshaping of :data:`COMPACT` applied to (a copy of) ``model`` -> ``(model in eval mode,
+    compaction record {mode, ffn, row_compact})``."""
     compaction: dict[str, Any] = {"mode": compact, "ffn": {}, "row_compact": []}
     if compact != "none":
         kinds = ["row-compact"] if compact == "rows" else ["dense"]
         model, plan = optimize_for_cpu(model, kinds=kinds, measure=False)
         compaction.update(ffn=plan["ffn"], row_compact=sorted(n for n, e in plan["layers"].items()
                                                               if e["kind"] == "row-compact"))
-    return lm, model.eval(), compaction
+    return model.eval(), compaction
 
 
 def write_export_dir(out_dir: str | os.PathLike, write) -> Path:

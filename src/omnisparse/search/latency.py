@@ -310,14 +310,17 @@ def load_table(path: str | Path) -> dict[str, Any]:
 def load_or_measure(model: nn.Module, space: SearchSpace, out_path: Optional[str | Path] = None,
                     table_path: str = "", cache_dir: Optional[str | Path] = None, threads: int = 1,
                     repeats: int = 5, dtype: str = "fp32", kinds: Sequence[str] = KINDS,
-                    progress: bool = False, log_fn: Callable[[str], None] = log.info) -> tuple[LatencyTable, str]:
+                    progress: bool = False, log_fn: Callable[[str], None] = log.info,
+                    key: Optional[Mapping[str, Any]] = None,
+                    measure: Optional[Callable[[], dict[str, Any]]] = None) -> tuple[LatencyTable, str]:
     """A table for ``model`` / ``space``: ``table_path`` when given (a warning when its key differs);
     else ``out_path`` when it holds one with the same key (a resumed search); else the cache entry of the
     same key in ``cache_dir`` (default :func:`default_cache_dir`; ``"none"`` disables the cache); else
     measured now (and cached). Always written to ``out_path`` (when given). Returns ``(table, source)``,
-    ``source`` one of ``given``, ``output``, ``cache``, ``measured``."""
+    ``source`` one of ``given``, ``output``, ``cache``, ``measured``. ``key`` and ``measure``: another
+    runtime's table key and measurement (:mod:`omnisparse.search.latency_onnx`); default PyTorch's."""
     kinds = list(dict.fromkeys([*kinds, *allowed_kinds(dtype), "dense"]))
-    key = table_key(space, threads, kinds, dtype, repeats)
+    key = dict(key) if key is not None else table_key(space, threads, kinds, dtype, repeats)
     digest = key_digest(key)
     cache = None if str(cache_dir) == "none" else Path(cache_dir) if cache_dir else default_cache_dir()
     data, source = None, "measured"
@@ -341,8 +344,8 @@ def load_or_measure(model: nn.Module, space: SearchSpace, out_path: Optional[str
     if data is None:
         log_fn(f"measuring the latency table ({len(space.genes)} genes x {len(space.grid)} sparsities x "
                f"{len(kinds)} kinds, {threads} thread(s))")
-        data = measure_latency_table(model, space, threads=threads, repeats=repeats, kinds=kinds, dtype=dtype,
-                                     progress=progress)
+        data = measure() if measure is not None else measure_latency_table(
+            model, space, threads=threads, repeats=repeats, kinds=kinds, dtype=dtype, progress=progress)
         if cache is not None:
             atomic_write_text(cache / f"latency-{digest}.json", json.dumps(data, indent=1) + "\n")
     table = LatencyTable(data)

@@ -37,6 +37,7 @@ from omnisparse.io.json_file import content_digest
 from omnisparse.io.lock import exclusive_dir
 from omnisparse.search.evaluator import SubnetEvaluator
 from omnisparse.search.latency import TABLE_FILE, LatencyTable, load_or_measure
+from omnisparse.search.latency_onnx import load_or_measure_onnx
 from omnisparse.search.rerank import RerankCache, rerank, rerank_candidates
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.search.evolution import EvolutionFinder, EvolutionSettings
@@ -155,9 +156,15 @@ def _run_search(cfg: Config, resume: bool, progress: bool, tensorboard: bool, he
     table: LatencyTable | None = None
     finder_kw: dict[str, Any] = {}
     if cost_name != "bytes":
-        table, source = load_or_measure(lm.model, space, out / TABLE_FILE, table_path=sc.latency_table,
-                                        cache_dir=sc.latency_cache_dir or None, threads=sc.latency_threads,
-                                        repeats=sc.latency_repeats, dtype=sc.latency_dtype, progress=progress)
+        if sc.latency_runtime == "onnxruntime":
+            table, source = load_or_measure_onnx(lm, space, out / TABLE_FILE, table_path=sc.latency_table,
+                                                 cache_dir=sc.latency_cache_dir or None, threads=sc.latency_threads,
+                                                 repeats=sc.latency_repeats, dtype=sc.latency_dtype,
+                                                 compact=sc.latency_compact, progress=progress)
+        else:
+            table, source = load_or_measure(lm.model, space, out / TABLE_FILE, table_path=sc.latency_table,
+                                            cache_dir=sc.latency_cache_dir or None, threads=sc.latency_threads,
+                                            repeats=sc.latency_repeats, dtype=sc.latency_dtype, progress=progress)
         log.info("latency table (%s): fixed %.1f us + genes; dense step %.1f us", source, table.fixed_us,
                  table.latency_us(space.sample_max()))
 
