@@ -15,6 +15,7 @@ from omnisparse.sparsity.masks import (
     MatrixRanking,
     kept_count,
     kept_weights,
+    magnitude_pruned_copy,
     n_units,
     unit_scores,
 )
@@ -231,6 +232,24 @@ def test_masked_forward_equals_zeroed_weights():
         bank.clear()
         zeroed = model(feats, feat_lens, tokens, token_lens).enc
     torch.testing.assert_close(masked, zeroed)
+
+
+def test_magnitude_pruned_copy_equals_masks_of_the_bank_and_leaves_model_alone():
+    model = tiny_model(4)
+    spec = MaskSpec("unstructured")
+    bank = MaskBank(model, spec)
+    bank.refresh()
+    config = {bank.genes[0]: 0.5, bank.genes[-1]: 0.3}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pruned = magnitude_pruned_copy(model, config, spec)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    bank.apply(config)
+    masked = dict(model.named_modules())
+    for name, m in pruned.named_modules():
+        if isinstance(m, PrunableLinear):
+            ref = masked[name].weight * (masked[name].mask if masked[name].mask is not None else 1.0)
+            torch.testing.assert_close(m.weight, ref.detach())
 
 
 def test_ranking_on_weight_device_and_dtype():

@@ -50,7 +50,7 @@ from omnisparse.deploy.kinds import FP32_KINDS, INT8_DTYPE_KINDS, KINDS, build_k
 from omnisparse.deploy.timing import flush_buffer, time_call
 from omnisparse.io.atomic import atomic_write_text
 from omnisparse.io.json_file import content_digest
-from omnisparse.sparsity.masks import MatrixRanking
+from omnisparse.sparsity.masks import MatrixRanking, magnitude_pruned_copy
 from omnisparse.sparsity.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -244,10 +244,7 @@ def _validate(model, space, table, dtype, threads, repeats, flush) -> dict[str, 
     ``optimize_for_cpu`` with the table's dtype, timed)."""
     s = max(space.grid)
     config = space.uniform(s)
-    m = copy.deepcopy(model)
-    for gene in space.genes:
-        for _, lin in m.prunable_groups()[gene]:
-            lin.weight.mul_(MatrixRanking(lin.weight, space.spec).mask(s))
+    m = magnitude_pruned_copy(model, config, space.spec)
     fast, _ = optimize_for_cpu(m, dtype=dtype, threads=threads, repeats=repeats, inplace=True)
     step = _Step(fast)
     measured = time_call(step, step.chunk, repeats + 4, 1, flush)

@@ -35,7 +35,7 @@ from omnisparse.deploy.onnx_runner import OnnxModel
 from omnisparse.deploy.timing import time_call
 from omnisparse.export.loading import LoadedModel
 from omnisparse.search.latency import TABLE_KIND, TABLE_VERSION, LatencyTable, key_digest, load_or_measure, table_key
-from omnisparse.sparsity.masks import MatrixRanking
+from omnisparse.sparsity.masks import magnitude_pruned_copy
 from omnisparse.sparsity.space import SearchSpace
 
 ONNX_RUNTIME = "onnxruntime"
@@ -43,18 +43,6 @@ ONNX_RUNTIME = "onnxruntime"
 
 def onnx_table_key(space: SearchSpace, threads: int, dtype: str, repeats: int, compact: str) -> dict[str, Any]:
     return {**table_key(space, threads, [ONNX_RUNTIME], dtype, repeats), "runtime": ONNX_RUNTIME, "compact": compact}
-
-
-def _pruned(model: torch.nn.Module, space: SearchSpace, config: dict[str, float]) -> torch.nn.Module:
-    """A copy of ``model`` with each gene of ``config`` magnitude-pruned at its sparsity (zeros in the weights)."""
-    m = copy.deepcopy(model)
-    groups = m.prunable_groups()
-    with torch.no_grad():
-        for gene, s in config.items():
-            if s > 0:
-                for _, lin in groups[gene]:
-                    lin.weight.mul_(MatrixRanking(lin.weight, space.spec).mask(s))
-    return m
 
 
 def onnx_step_us(lm: LoadedModel, model: torch.nn.Module, work: Path, dtype: str, compact: str, threads: int,
@@ -89,7 +77,7 @@ def measure_onnx_latency_table(lm: LoadedModel, space: SearchSpace, threads: int
         work = Path(tmp) / "step"
 
         def step_us(config: dict[str, float]) -> float:
-            t = onnx_step_us(lm, _pruned(model, space, config), work, dtype, compact, threads, repeats, inner)
+            t = onnx_step_us(lm, magnitude_pruned_copy(model, config, space.spec), work, dtype, compact, threads, repeats, inner)
             if bar is not None:
                 bar.update(1)
             return t

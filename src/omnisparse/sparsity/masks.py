@@ -20,6 +20,7 @@ until the next refresh.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -170,6 +171,20 @@ class MatrixRanking:
             rows, cols = units.shape
             m = units[:, None, :, None].expand(rows, b, cols, b).reshape(rows * b, cols * b)[:out_f, :in_f]
         return m.to(self.dtype).contiguous()
+
+
+def magnitude_pruned_copy(model: nn.Module, config: Mapping[str, float], spec: MaskSpec) -> nn.Module:
+    """A deep copy of ``model`` with every gene of ``config`` (``{gene: sparsity}``, genes of
+    ``model.prunable_groups()``) magnitude-pruned at its sparsity under ``spec``, the zeros baked
+    into the weights (no masks attached); ``model`` is left as it was."""
+    m = copy.deepcopy(model)
+    groups = m.prunable_groups()
+    with torch.no_grad():
+        for gene, s in config.items():
+            if s > 0:
+                for _, lin in groups[gene]:
+                    lin.weight.mul_(MatrixRanking(lin.weight, spec).mask(s))
+    return m
 
 
 class MaskBank:
