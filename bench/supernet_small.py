@@ -2,10 +2,12 @@
 sub-networks, against the dense model of bench/dense_small.py, with the run's cost.
 
     .venv/bin/python bench/supernet_small.py [--preset supernet_small] [--out bench/results/supernet_small.json]
-                                             [--uniform 0.5 0.7 0.8 0.9] [--section.key=value ...]
+                                             [--uniform 0.5 0.7 0.8 0.9] [--nproc 1] [--section.key=value ...]
 
 Stages (each resumable): 1. needs the dense run of bench/dense_small.py (``sparsity.init_from``);
-2. ``train --supernet`` (resumes from the run's last checkpoint); 3. greedy streaming WER on the test
+2. ``train --supernet`` (resumes from the run's last checkpoint; ``--nproc N``: as N torchrun DDP ranks,
+one thread each, the way ``bench/omni_vs_individual.py --nproc N`` trains the baselines it is compared
+with); 3. greedy streaming WER on the test
 splits of the dense path and of every uniform config (masks from the final weights); 4. size in
 bytes of each for every storage format; 5. JSON + a PNG of WER against size.
 """
@@ -24,6 +26,8 @@ from omnisparse.export.format import FORMATS, ArtefactPricing
 from omnisparse.export.loading import load_model
 from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
+from omnisparse.report.points import run_cost
+from omnisparse.train.distributed import run_under_torchrun
 from omnisparse.train.registry import train
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
@@ -51,13 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="bench/results/supernet_small.json")
     ap.add_argument("--dense-result", default="bench/results/dense_small.json")
     ap.add_argument("--uniform", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9])
+    ap.add_argument("--nproc", type=int, default=1, help="DDP ranks of the training (torchrun; 1 = in-process)")
     args, overrides = ap.parse_known_args(argv)
     cfg = load_config(args.preset, overrides)
     if not cfg.sparsity.init_from or ck.latest_checkpoint(cfg.sparsity.init_from) is None:
         raise SystemExit(f"no dense checkpoint at {cfg.sparsity.init_from!r}: run bench/dense_small.py first")
 
-    result = train(cfg, supernet=True)
     run_dir = Path(cfg.train.out_dir)
+    if args.nproc > 1:
+        run_under_torchrun("train", ["--config", args.preset, *overrides, "--supernet"], args.nproc)
+        cost = run_cost(run_dir)
+    else:
+        cost = train(cfg, supernet=True)["cost"]
     lm = load_model(run_dir)
     sc = cfg.sparsity
     space, bank = space_and_bank(lm.model, sc, refresh=True, pricing=ArtefactPricing.of(lm.model))
@@ -95,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         "size_bytes": {r["name"]: r["size_bytes"] for r in rows},
         "dense_model_wer": dense_ref,
         "relative_wer_vs_dense_model": rel,
-        "cost": result["cost"],
+        "cost": cost,
+        "nproc": args.nproc,
         "run_dir": str(run_dir),
         "config": cfg.to_dict(),
         "plot": str(out.with_suffix(".png")),
