@@ -9,7 +9,8 @@ report, streaming transcription), its output teed to ``WORK/main_job.log``. ``WO
 first unless ``--resume`` (then the job continues where it stopped and the stage times of the
 interrupted pass are kept in the log, not in the result). Reads the stage starts the script logs to
 ``WORK/exp/stages.csv`` and writes the wall seconds of every stage and of the whole job (setup
-included), the machine's CPU count, and the report's points (method, size, WER per split) to the
+included), the peak resident memory of each stage (VmRSS summed over the job's whole process tree,
+sampled every 0.5 s from ``/proc``), the machine's CPU count, and the report's points (method, size, WER per split) to the
 JSON, with a bar chart of the stage times beside it.
 """
 
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from omnisparse.utils.plotting import saved_figure
+from omnisparse.utils.proc_memory import PeakRssSampler
 from omnisparse.utils.provenance import write_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,15 @@ def stage_seconds(stages_csv: Path, end: float) -> list[dict]:
         nxt = rows[i + 1][0] if i + 1 < len(rows) else end
         out.append({"stage": name, "start": t, "seconds": round(nxt - t, 1)})
     return out
+
+
+def current_stage(stages_csv: Path) -> str:
+    """The stage the script logged last (``setup`` before its first)."""
+    try:
+        lines = stages_csv.read_text().splitlines()
+    except OSError:
+        return "setup"
+    return lines[-1].partition(",")[2] if lines else "setup"
 
 
 def plot(stages: list[dict], total_s: float, path: Path) -> None:
@@ -70,15 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     with open(work / "main_job.log", "ab") as log:
         proc = subprocess.Popen(["bash", "scripts/run_all.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
-        for line in proc.stdout:
-            log.write(line)
-            sys.stdout.buffer.write(line)
-            sys.stdout.flush()
-        rc = proc.wait()
+        with PeakRssSampler(proc.pid, lambda: current_stage(work / "exp" / "stages.csv")) as rss:
+            for line in proc.stdout:
+                log.write(line)
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+            rc = proc.wait()
     end = time.time()
     if rc != 0:
         raise SystemExit(f"scripts/run_all.sh failed (exit {rc}); see {work / 'main_job.log'}")
     stages = stage_seconds(work / "exp" / "stages.csv", end)
+    for s in stages:
+        s["peak_rss_mb"] = round(rss.peaks[s["stage"]] / 2**20, 1) if s["stage"] in rss.peaks else None
     total = end - t0
     points_file = work / "exp" / "report" / "points.json"
     points = json.loads(points_file.read_text()) if points_file.exists() else None
@@ -86,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(stages, total, out.with_suffix(".png"))
     write_result(out, {"preset": args.preset, "resumed": args.resume, "cpus": os.cpu_count(),
                        "total_s": round(total, 1), "setup_s": round(stages[0]["start"] - t0, 1) if stages else None,
+                       "setup_peak_rss_mb": round(rss.peaks.get("setup", 0) / 2**20, 1),
                        "stages": stages, "report_points": points, "work": str(work), "plot": str(out.with_suffix(".png"))},
                  command=" ".join(["bench/main_job.py", *(argv if argv is not None else sys.argv[1:])]))
     print(f"main job ({args.preset}): {total / 60:.1f} min -> {out}")

@@ -8,3 +8,11 @@ def test_stage_seconds_of_the_last_pass(load_bench, tmp_path):
                                                           ("3/9 dense", 640.0)]
     csv.write_text("10.0,1/9 corpus: d\n20.0,2/9 features\n")  # still running: the last stage ends at `end`
     assert mod.stage_seconds(csv, end=50.0)[-1]["seconds"] == 30.0
+
+
+def test_current_stage_is_the_last_logged(load_bench, tmp_path):
+    mod = load_bench("main_job")
+    csv = tmp_path / "stages.csv"
+    assert mod.current_stage(csv) == "setup"
+    csv.write_text("10.0,1/9 corpus: d\n20.0,2/9 features, tokenizer\n")
+    assert mod.current_stage(csv) == "2/9 features, tokenizer"
