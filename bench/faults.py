@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/faults.py [--seed 0] [--kills 4] [--fuzz 60] [--flips 150]
                                                       [--manifest-copies 3] [--work DIR]
+                                                      [--soak-corpus data/small --soak-steps 2000 --soak-kills 10]
                                                       [--out bench/results/faults.json]
 
 Builds the tiny corpus and reference runs (dense, supernet, pruning baseline, search, a micro corpus
@@ -24,6 +25,8 @@ that ``tests/faults`` use:
   place of safetensors;
 * ``fuzz_{transcribe,text,features}``: random / damaged / odd audio files given to ``transcribe`` in
   one call, random text through the normaliser and tokenizer, random arrays through fbank;
+* ``soak_kills`` (with ``--soak-corpus``): a real-sized training SIGKILLed ``--soak-kills`` times at
+  random moments against the same training uninterrupted (``bench/fault_soak.py``);
 * ``concurrent_writer``, ``state_bitflip``, ``hostile_{config,manifest,export,audio}``,
   ``export_overwrite``: another writer, digit flips of state files, hostile configs, cut manifests,
   exports and audio, ``export-onnx`` into occupied directories (``bench/fault_classes_hostile.py``).
@@ -69,6 +72,7 @@ from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the fault classes' module
 from fault_classes_hostile import HostileFaults  # noqa: E402
+from fault_soak import SoakFaults  # noqa: E402
 
 from omnisparse.cli import main as cli_main  # noqa: E402
 from omnisparse.config import load_config  # noqa: E402
@@ -93,7 +97,7 @@ def quiet(fn, *a, **k):
         return fn(*a, **k)
 
 
-class Bench(HostileFaults):
+class Bench(HostileFaults, SoakFaults):
     cli_fn = staticmethod(cli)
     quiet_fn = staticmethod(quiet)
 
@@ -122,12 +126,15 @@ class Bench(HostileFaults):
                 outcome, detail = fn()  # the runs' output and progress bars; ours was opened before
         except Exception as e:  # noqa: BLE001 - an unexpected exception is the thing we count
             outcome, detail = "lost_data_or_crashed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"[-600:]
+        self.record_outcome(cls, case, outcome, detail, time.time() - t0)
+
+    def record_outcome(self, cls: str, case: str, outcome: str, detail, seconds: float) -> None:
         t = self.tally[cls]
         if outcome == "missed":
             t["kills_missed"] += 1
         else:
             t[outcome] += 1
-        t["cases"].append({"case": case, "outcome": outcome, "detail": str(detail)[:300], "seconds": round(time.time() - t0, 1)})
+        t["cases"].append({"case": case, "outcome": outcome, "detail": str(detail)[:300], "seconds": round(seconds, 1)})
 
     # ------------------------------------------------------------------------------------ references
     def setup(self) -> None:
@@ -581,6 +588,10 @@ def main() -> None:
     ap.add_argument("--manifest-copies", type=int, default=3, help="copies of each hostile manifest line per manifest")
     ap.add_argument("--corpus", default=None, help="an existing tiny corpus (default: built in the work dir)")
     ap.add_argument("--work", default=None, help="work directory (default: a temporary one, removed)")
+    ap.add_argument("--soak-corpus", default=None, help="a built corpus for the soak (e.g. data/small; default: no soak)")
+    ap.add_argument("--soak-preset", default="small", help="the soaked training's preset")
+    ap.add_argument("--soak-steps", type=int, default=2000, help="steps of the soaked training")
+    ap.add_argument("--soak-kills", type=int, default=10, help="SIGKILLs of the soaked training")
     ap.add_argument("--out", default="bench/results/faults.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -605,6 +616,8 @@ def main() -> None:
         cases += [lambda: b.fuzz_transcribe(args.fuzz, args.seed), lambda: b.fuzz_text_and_features(4 * args.fuzz, args.seed)]
         cases += [b.concurrent_writer, lambda: b.state_bitflip(args.flips, 2 * args.flips // 3), b.hostile_config,
                   lambda: b.hostile_manifest(args.manifest_copies), b.hostile_export, b.hostile_audio, b.export_overwrite]
+        if args.soak_corpus:
+            cases.append(lambda: b.soak(Path(args.soak_corpus).resolve(), args.soak_preset, args.soak_steps, args.soak_kills))
         bar = tqdm(total=len(cases) + 1, desc="faults", disable=False, dynamic_ncols=True)
         bar.set_postfix_str("setup: tiny corpus + reference runs")
         quiet(b.setup)
@@ -625,7 +638,7 @@ def main() -> None:
                             "recovered_as_designed": "handled, the work went on; the result differs by design (batch skipped or split, utterance skipped/fixed and counted, odd audio transcribed)",
                             "failed_cleanly": "one 'omnisparse: error:' line (runs: exit 1, last checkpoint resumes to the uninterrupted result)",
                             "lost_data_or_crashed": "anything else (target 0)"},
-               "totals": totals, "classes": classes}
+               "totals": totals, "classes": classes, "soak": b.soak_summary}
     write_result(args.out, payload, command="bench/faults.py " + " ".join(sys.argv[1:]))
     print(f"{'class':<20} {'injected':>8} {'identical':>9} {'designed':>8} {'clean':>6} {'lost':>5}")
     for name, c in classes.items():

@@ -17,7 +17,8 @@ import pytest
 
 from omnisparse.config import load_config
 from omnisparse.io import checkpoint as ck
-from omnisparse.utils.faults import checkpoint_exists, omnisparse_cmd, run_killed, tree_digest, weights_equal
+from omnisparse.utils.faults import (checkpoint_exists, new_checkpoint, omnisparse_cmd, run_killed, soak_killed, tree_digest,
+                                    weights_equal)
 
 RNG = random.Random(8)  # kill delays: random, but the same in every CI run
 
@@ -73,10 +74,10 @@ def test_supernet_killed_twice_resumes_bitwise(tiny_corpus, tiny_run, tmp_path):
     train(load_config("supernet_tiny", _overrides(tiny_corpus, tmp_path / "ref", *args)), supernet=True)
     run = tmp_path / "killed"
     cmd = omnisparse_cmd("train", "--supernet", "--config", "supernet_tiny", *_overrides(tiny_corpus, run, *args))
-    for step in (2, 4):  # killed, restarted from the command line, killed again
-        res = run_killed(cmd, kill_when=checkpoint_exists(run, step), delay_s=RNG.uniform(0.0, 0.3))
-        assert res.killed, res.output
-    train(load_config("supernet_tiny", _overrides(tiny_corpus, run, *args)), supernet=True)
+    # killed just after each launch's first new checkpoint, twice, then run to its end: the soak's loop
+    kills, final = soak_killed(cmd, [RNG.uniform(0.0, 0.3) for _ in range(2)], ready=lambda: new_checkpoint(run),
+                               timeout_s=300)
+    assert len(kills) == 2 and final.returncode == 0, final.output
     assert weights_equal(_final(tmp_path / "ref", 6), _final(run, 6))
 
 

@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 __all__ = ["KillResult", "omnisparse_cmd", "run_killed", "ddp_workers", "checkpoint_exists", "disk_full", "weights_equal",
            "tree_digest", "child_env", "damage_file", "plant_utterance", "UTTERANCE_FAULTS", "DAMAGES", "flip_digit",
-           "sparse_wav", "held_dir", "dead_pid", "hostile_cuts", "plant_hostile_cuts", "EXPORT_META_EDITS",
+           "sparse_wav", "held_dir", "soak_killed", "new_checkpoint", "dead_pid", "hostile_cuts", "plant_hostile_cuts", "EXPORT_META_EDITS",
            "ONNX_META_EDITS", "set_onnx_metadata"]
 
 
@@ -106,6 +106,30 @@ def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = Non
     if rank is None:  # a SIGKILL that raced with a normal exit counts as not killed
         killed = killed and rc == -signal.SIGKILL
     return KillResult(killed, rc, time.monotonic() - t0, text[-4000:])
+
+
+def soak_killed(cmd: Sequence[str], delays_s: Sequence[float],
+                ready: Optional[Callable[[], Callable[[], bool]]] = None, timeout_s: float = 3600.0,
+                env: Optional[dict] = None, cwd: Optional[str | os.PathLike] = None) -> tuple[list[KillResult], KillResult]:
+    """Run ``cmd`` again and again, SIGKILLed ``delays_s[i]`` seconds into launch ``i`` (after the
+    condition ``ready()`` builds for that launch first holds, e.g. :func:`new_checkpoint`, so that
+    every launch makes progress), then once more to its end. Returns the killed launches (a launch
+    that ended before its kill is returned as the final one, and the remaining delays are unused)
+    and the final launch. ``timeout_s`` bounds each launch."""
+    kills = []
+    for delay in delays_s:
+        res = run_killed(cmd, kill_when=ready() if ready else None, delay_s=delay, timeout_s=timeout_s, env=env, cwd=cwd)
+        if not res.killed:
+            return kills, res
+        kills.append(res)
+    return kills, run_killed(cmd, kill_when=lambda: False, timeout_s=timeout_s, env=env, cwd=cwd)
+
+
+def new_checkpoint(run_dir: str | os.PathLike) -> Callable[[], bool]:
+    """A ``kill_when`` condition: a checkpoint that was not in ``RUN`` when this was called exists."""
+    run = Path(run_dir)
+    before = {p.name for p in run.glob("ckpt-*")} if run.is_dir() else set()
+    return lambda: any(p.name not in before for p in run.glob("ckpt-*") if p.is_dir())
 
 
 def ddp_workers(launcher_pid: int) -> dict[int, int]:
