@@ -38,6 +38,7 @@ DEFAULT_RUNS = [  # the schedules at the budget of one pruned model, all with au
     "split+kd=bench/results/supernet_small_split_kd.json",
     "one-per-step=bench/results/supernet_small_one_per_step.json",
     "one-per-step+kd=bench/results/supernet_small_one_per_step_kd.json",
+    "one-per-step-sparse=bench/results/supernet_small_one_per_step_sparse.json",  # path_probs [0.1, 0.4, 0.5]
 ]
 SPLITS = ("test-clean", "test-other")
 
