@@ -34,7 +34,7 @@ from unittest import mock
 
 import numpy as np
 
-from omnisparse.utils.faults import read_manifest_rows, value_outside, write_manifest_rows
+from omnisparse.utils.hostile_inputs import read_manifest_rows, value_outside, write_manifest_rows
 
 WRONG = {"int": "wide", "float": "[1, 2]", "bool": "maybe", "str": "[a, b]", "list": "{a: 1}"}  # by field type
 PRESETS = {  # a preset file's content -> words of the one error line
@@ -310,7 +310,8 @@ class HostileFaults:
                                                      f"{r}: skipped and counted ({got.get(r)}); {detail}"))
 
     def hostile_manifest(self, copies: int) -> None:
-        from omnisparse.utils.faults import plant_hostile_cuts, tree_digest
+        from omnisparse.utils.faults import tree_digest
+        from omnisparse.utils.hostile_inputs import plant_hostile_cuts
 
         # eval on stored features
         corpus = self._corpus_copy("manifest-eval")
@@ -396,7 +397,8 @@ class HostileFaults:
 
     # -------------------------------------------------------------------------------- hostile export
     def hostile_export(self) -> None:
-        from omnisparse.utils.faults import EXPORT_META_EDITS, ONNX_META_EDITS, set_onnx_metadata, tree_digest
+        from omnisparse.utils.faults import tree_digest
+        from omnisparse.utils.hostile_inputs import EXPORT_META_EDITS, ONNX_META_EDITS, set_onnx_metadata
 
         for name, (edit, words) in EXPORT_META_EDITS.items():
             d = self.dir("hexport")

@@ -64,3 +64,14 @@ def test_relative_links_resolve(md: Path):
 def test_no_internal_planning_files(md: Path):
     text = md.read_text()
     assert "PAPERS.md" not in text and "DESIGN.md" not in text
+
+
+def test_package_layout_names_every_module():
+    """docs/README.md's package layout lists every module of src/omnisparse under its package."""
+    text = (ROOT / "docs" / "README.md").read_text()
+    layout = text[text.index("## Package layout"):]
+    layout = layout[:layout.index("```", layout.index("```") + 3)]
+    pkg = ROOT / "src" / "omnisparse"
+    missing = [str(p.relative_to(pkg)) for p in sorted(pkg.glob("*/*.py"))
+               if p.name != "__init__.py" and not re.search(rf"\b{re.escape(p.name)}\b", layout)]
+    assert not missing, f"modules missing from the package layout in docs/README.md: {missing}"

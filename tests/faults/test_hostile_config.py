@@ -13,7 +13,7 @@ import pytest
 
 from omnisparse.cli import main
 from omnisparse.config import RANGES, Config, ConfigError, load_config
-from omnisparse.utils.faults import value_outside
+from omnisparse.utils.hostile_inputs import value_outside
 
 
 def _one_line(capsys, rc: int) -> str:

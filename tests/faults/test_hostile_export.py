@@ -20,7 +20,8 @@ import pytest
 import soundfile as sf
 
 from omnisparse.cli import main
-from omnisparse.utils.faults import EXPORT_META_EDITS, ONNX_META_EDITS, held_dir, set_onnx_metadata, tree_digest
+from omnisparse.utils.faults import held_dir, tree_digest
+from omnisparse.utils.hostile_inputs import EXPORT_META_EDITS, ONNX_META_EDITS, set_onnx_metadata
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pytest
 
 from omnisparse.cli import main
 from omnisparse.data.manifest import MAX_CUT_S, cut_problem, read_cuts
-from omnisparse.utils.faults import plant_hostile_cuts, read_manifest_rows, tree_digest, write_manifest_rows
+from omnisparse.utils.faults import tree_digest
+from omnisparse.utils.hostile_inputs import plant_hostile_cuts, read_manifest_rows, write_manifest_rows
 
 
 def _copy_corpus(tiny_corpus: Path, dest: Path) -> Path:
