@@ -17,9 +17,9 @@ def test_soak_kills_a_training_repeatedly_and_compares_bitwise(load_bench, tiny_
             self.outcomes.append((cls, outcome, detail))
 
     host = Host()
-    host.soak(tiny_corpus, "tiny", steps=8, kills=2, delay_s=(0.0, 0.2), ckpt_every=2)
+    host.soak(tiny_corpus, "tiny", steps=6, kills=1, delay_s=(0.0, 0.2), ckpt_every=2)
     summary = host.soak_summary
     assert summary is not None, host.outcomes
-    assert summary["identical"] and summary["kills"] == 2 and summary["launches"] == 3, (summary, host.outcomes)
-    assert [o[:2] for o in host.outcomes] == [("soak_kills", "recovered_identical")] * 2
+    assert summary["identical"] and summary["kills"] == 1 and summary["launches"] == 2, (summary, host.outcomes)
+    assert [o[:2] for o in host.outcomes] == [("soak_kills", "recovered_identical")]
     assert summary["reference_peak_rss_mb"] > 50
