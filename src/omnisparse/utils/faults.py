@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+from omnisparse.utils.proc_memory import process_tree
+
 __all__ = ["KillResult", "omnisparse_cmd", "run_killed", "ddp_workers", "checkpoint_exists", "disk_full", "weights_equal",
            "tree_digest", "child_env", "damage_file", "plant_utterance", "UTTERANCE_FAULTS", "DAMAGES", "flip_digit",
            "sparse_wav", "held_dir", "soak_killed", "new_checkpoint", "dead_pid"]
@@ -132,17 +134,14 @@ def new_checkpoint(run_dir: str | os.PathLike) -> Callable[[], bool]:
 
 def ddp_workers(launcher_pid: int) -> dict[int, int]:
     """``{LOCAL_RANK: pid}`` of the worker processes under a ``torchrun`` launcher (Linux ``/proc``)."""
-    found, todo = {}, [launcher_pid]
-    while todo:
-        pid = todo.pop(0)  # breadth first: the workers before their own children (data loaders)
+    found = {}
+    for pid in process_tree(launcher_pid)[1:]:  # breadth first: the workers before their own children (data loaders)
         try:
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:  # exited meanwhile
             continue
         for kv in env:
-            if kv.startswith(b"LOCAL_RANK=") and pid != launcher_pid:
+            if kv.startswith(b"LOCAL_RANK="):
                 found.setdefault(int(kv[len(b"LOCAL_RANK="):]), pid)
     return found
 

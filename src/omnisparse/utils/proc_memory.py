@@ -18,19 +18,19 @@ from typing import Callable, Optional
 PROC = Path("/proc")
 
 
-def _children_map() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for d in PROC.iterdir():
-        if not d.name.isdigit():
-            continue
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, breadth first (every process before its children), from
+    ``/proc/<pid>/task/*/children``; a process that ends meanwhile is listed without its children."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        out.append(p)
         try:
-            stat = (d / "stat").read_text()
-        except OSError:  # the process ended while we looked
+            for task in (PROC / str(p) / "task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # ended while we looked
             continue
-        # the command name (field 2) may hold spaces and parentheses: the parent pid follows the last ')'
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        kids.setdefault(ppid, []).append(int(d.name))
-    return kids
+    return out
 
 
 def _rss_bytes(pid: int) -> int:
@@ -47,16 +47,7 @@ def tree_rss_bytes(pid: int) -> Optional[int]:
     """Sum of VmRSS (bytes) of ``pid`` and all its descendants now; None where ``/proc`` is absent."""
     if not PROC.is_dir():
         return None
-    kids = _children_map()
-    total, todo, seen = 0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        total += _rss_bytes(p)
-        todo.extend(kids.get(p, []))
-    return total
+    return sum(_rss_bytes(p) for p in process_tree(pid))
 
 
 class PeakRssSampler:
