@@ -110,6 +110,7 @@ class HostileFaults:
                     ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid} " in err[0] and untouched
                     return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
                 self.record("concurrent_writer", f"{name} into a held directory", case)
+        self._held_corpus()
         for kind in ("dead pid", "reused pid"):
             self.record("concurrent_writer", f"stale lock ({kind}): taken over, resumed", lambda k=kind: self._stale(k))
         for kind, content, words in [("another host", '{"pid": 1, "host": "elsewhere", "command": "omnisparse train"}',
@@ -124,6 +125,35 @@ class HostileFaults:
                     and sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
                 return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
             self.record("concurrent_writer", f"lock of {kind}", refused)
+
+    def _held_corpus(self) -> None:
+        """Writers of a corpus (``data prepare``, a training that must prepare it, ``data librispeech``)
+        into one that ``data build`` holds: refused, the corpus untouched, no run directory left."""
+        from omnisparse.data.layout import CorpusLayout
+        from omnisparse.utils.faults import held_dir
+
+        corpus = self.dir("held-corpus")
+        shutil.copytree(CorpusLayout(self.corpus).manifests, CorpusLayout(corpus).manifests)
+        before = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*"))
+        src = self.dir("held-librispeech-src")
+        (src / "LibriSpeech" / "dev-clean" / "1089").mkdir(parents=True)
+        run = self.dir("held-corpus-run")
+        commands = {
+            "data prepare": ["data", "prepare", "--corpus", str(corpus), "--vocab-size", "64", "--jobs", "1"],
+            "train on the corpus unprepared": ["train", "--config", "tiny", *self.args(run)[1:],
+                                               f"--data.corpus_dir={corpus}"],
+            "data librispeech": ["data", "librispeech", str(src), "--out", str(corpus)],
+        }
+        with held_dir(corpus, "omnisparse data build") as holder:
+            for name, cmd in commands.items():
+                def case(cmd=cmd):
+                    rc, _, err = self._cli(*cmd)
+                    lock = corpus / ".omnisparse.lock"
+                    now = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*") if p != lock)
+                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid} " in err[0] and \
+                        now == before and not run.exists()
+                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                self.record("concurrent_writer", f"{name} into a corpus being built", case)
 
     def _stale(self, kind: str):
         import socket

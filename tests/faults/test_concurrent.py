@@ -177,3 +177,36 @@ def test_a_lock_of_another_host_or_unreadable_is_never_taken_over(tmp_path, caps
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("omnisparse: error")]
         assert len(err) == 1 and words in err[0] and str(run / LOCK_FILE) in err[0]
         assert (run / LOCK_FILE).read_text() == content
+
+
+@pytest.mark.parametrize("command", [
+    ["data", "prepare", "--corpus", "{run}", "--vocab-size", "64", "--jobs", "1"],
+    ["train", "--config", "tiny", "--data.corpus_dir={run}", "--train.out_dir={out}"],
+    ["data", "librispeech", "{src}", "--out", "{run}"],
+])
+def test_corpus_writers_refuse_a_corpus_being_built(holder, tiny_corpus, tmp_path, capsys, command):
+    """Preparing features / tokenizer, or LibriSpeech manifests, into a corpus another process holds:
+    one line naming it, the corpus untouched, the training's run directory not left behind."""
+    from omnisparse.data.layout import CorpusLayout
+
+    proc, run = holder
+    shutil.copytree(CorpusLayout(tiny_corpus).manifests, CorpusLayout(run).manifests)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    src = tmp_path / "src"
+    (src / "LibriSpeech" / "dev-clean" / "1089").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert main([part.format(run=run, src=src, out=out) for part in command]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("omnisparse: error")]
+    assert len(err) == 1 and f"in use by pid {proc.pid} on host " in err[0]
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before and not out.exists()
+
+
+def test_a_prepared_corpus_is_read_without_its_lock(holder, tiny_corpus):
+    """Training on a corpus whose features, stats and tokenizer exist writes nothing into it, so the
+    preparation step goes on while another process holds it."""
+    from omnisparse.data.prepare import prepare_training_data
+
+    proc, run = holder
+    shutil.copytree(tiny_corpus, run, dirs_exist_ok=True)
+    info = prepare_training_data(run, ["train"], vocab_size=64)
+    assert info["validation"] == {} and read_lock(run)["pid"] == proc.pid

@@ -24,10 +24,12 @@ from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.manifest import read_cuts
 from omnisparse.data.validate import SAMPLE_RATE, ValidationReport, validate_cuts
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.lock import exclusive_dir
 
 log = logging.getLogger(__name__)
 
 NUM_MEL_BINS = 80
+PREPARE_COMMAND = "omnisparse data prepare"  # how a lock taken to prepare a corpus names its holder
 MIN_SAMPLES = 140  # shortest input lhotse's Fbank (25 ms window, snip_edges=False) turns into a frame
 
 
@@ -101,18 +103,31 @@ def _count_undecodable(cuts: CutSet, stored: CutSet, report: ValidationReport, s
 
 def prepare_features(corpus_dir: str | Path, splits: list[str] | None = None, num_jobs: int | None = None,
                      max_duration: float = float("inf"), overwrite: bool = False) -> dict[str, ValidationReport]:
-    """Validate cuts and store fbank for each split (skips splits already done unless ``overwrite``)."""
+    """Validate cuts and store fbank for each split (skips splits already done unless ``overwrite``).
+    When there is something to compute, ``corpus_dir`` is held meanwhile
+    (:func:`omnisparse.io.lock.exclusive_dir`): a second writer (``data build``, another ``data prepare``
+    or a training preparing the same corpus) is refused with one line; readers of a prepared corpus
+    take no lock."""
     layout = CorpusLayout(corpus_dir)
     splits = splits or layout.splits()
     if not splits:
         raise FileNotFoundError(f"no cuts manifests under {layout.manifests}; build or prepare a corpus first")
+    todo = [split for split in splits if overwrite or not layout.feature_cuts(split).exists()]
+    for split in sorted(set(splits) - set(todo)):
+        log.info("features for %s already stored: %s", split, layout.feature_cuts(split))
+    if not todo:
+        return {}
+    with exclusive_dir(layout.root, PREPARE_COMMAND):
+        return _store_features(layout, todo, num_jobs or max(1, os.cpu_count() or 1), max_duration, overwrite)
+
+
+def _store_features(layout: CorpusLayout, splits: list[str], num_jobs: int, max_duration: float,
+                    overwrite: bool) -> dict[str, ValidationReport]:
     layout.fbank.mkdir(parents=True, exist_ok=True)
-    num_jobs = num_jobs or max(1, os.cpu_count() or 1)
     reports: dict[str, ValidationReport] = {}
     for split in splits:
         out = layout.feature_cuts(split)
-        if out.exists() and not overwrite:
-            log.info("features for %s already stored: %s", split, out)
+        if out.exists() and not overwrite:  # stored by a writer that held the lock before this one
             continue
         src = layout.cuts(split)
         if not src.exists():

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.text import normalize_text
 from omnisparse.io.atomic import atomic_write_text
+from omnisparse.io.lock import exclusive_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,18 @@ def find_parts(root: Path) -> tuple[Path, list[str]]:
 
 def prepare_librispeech(src_dir: str | Path, out_dir: str | Path, parts: list[str] | None = None,
                         overwrite: bool = False) -> dict[str, dict]:
-    """Write manifests for each part; returns per-part counts ``{utterances, hours, speakers, skipped, fixed}``."""
+    """Write manifests for each part; returns per-part counts ``{utterances, hours, speakers, skipped, fixed}``.
+    ``out_dir`` is held meanwhile (:func:`omnisparse.io.lock.exclusive_dir`): a second writer is refused."""
     base, found = find_parts(Path(src_dir))
     parts = parts or found
     missing = sorted(set(parts) - set(found))
     if missing:
         raise FileNotFoundError(f"LibriSpeech parts not found in {base}: {missing}")
-    layout = CorpusLayout(out_dir)
+    with exclusive_dir(out_dir, "omnisparse data librispeech"):
+        return _prepare_parts(base, parts, CorpusLayout(out_dir), overwrite)
+
+
+def _prepare_parts(base: Path, parts: list[str], layout: CorpusLayout, overwrite: bool) -> dict[str, dict]:
     layout.manifests.mkdir(parents=True, exist_ok=True)
     summary: dict[str, dict] = {}
     for part in parts:

@@ -6,11 +6,12 @@ import json
 import logging
 from pathlib import Path
 
-from omnisparse.data.features import compute_global_stats, prepare_features
+from omnisparse.data.features import PREPARE_COMMAND, compute_global_stats, prepare_features
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.manifest import read_cuts
 from omnisparse.data.text import normalize_text
 from omnisparse.data.tokenizer import Tokenizer, train_tokenizer
+from omnisparse.io.lock import exclusive_dir
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,15 @@ def ensure_tokenizer(corpus_dir: str | Path, train_splits: list[str], vocab_size
 
 def prepare_training_data(corpus_dir: str | Path, train_splits: list[str], vocab_size: int,
                           num_jobs: int | None = None, max_duration: float = float("inf")) -> dict:
-    """Idempotent: features for every split, global stats over ``train_splits``, tokenizer."""
+    """Idempotent: features for every split, global stats over ``train_splits``, tokenizer. What is
+    missing is written under the corpus directory's lock (see :func:`prepare_features`)."""
     layout = CorpusLayout(corpus_dir)
     reports = prepare_features(corpus_dir, num_jobs=num_jobs, max_duration=max_duration)
-    if not layout.global_stats.exists():
-        compute_global_stats(corpus_dir, train_splits)
+    if not (layout.global_stats.exists() and layout.bpe_model(vocab_size).exists()):
+        with exclusive_dir(layout.root, PREPARE_COMMAND):  # one writer, as for the features
+            if not layout.global_stats.exists():
+                compute_global_stats(corpus_dir, train_splits)
+            ensure_tokenizer(corpus_dir, train_splits, vocab_size)
     tok = ensure_tokenizer(corpus_dir, train_splits, vocab_size)
     info = {"splits": layout.splits(), "tokenizer": str(tok.model_path), "vocab_size": tok.vocab_size,
             "validation": {k: v.to_dict() for k, v in reports.items()}}
