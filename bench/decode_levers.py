@@ -31,12 +31,13 @@ from omnisparse.utils.provenance import write_result
 def averaged(run: Path, last: int) -> tuple[Path, Path]:
     """(newest checkpoint, the average of the newest ``last``), writing the average once."""
     ckpts = last_checkpoints(run, last)
-    out = default_average_dir(ckpts)
+    paths = [p for p, _ in ckpts]
+    out = default_average_dir(paths)
     if out.is_dir():
         sources = [a["checkpoint"] for a in verify_checkpoint(out).get("averaged_from", [])]
-        if sources == [c.name for c in ckpts]:
-            return ckpts[-1], out
-    return ckpts[-1], average_checkpoints(ckpts, out)
+        if sources == [p.name for p in paths]:
+            return paths[-1], out
+    return paths[-1], average_checkpoints(ckpts, out)
 
 
 def measure(model_dir: Path, splits: list[str], decode: DecodeConfig, max_utts: int) -> dict:

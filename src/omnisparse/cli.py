@@ -92,16 +92,17 @@ def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def _cmd_average(args: argparse.Namespace) -> int:
-    from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints
+    from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints, named_checkpoints
 
     if len(args.sources) == 1 and not (Path(args.sources[0]) / "state.json").exists():
         ckpts = last_checkpoints(args.sources[0], args.last)
     elif args.out is None:
         raise UserError("averaging named checkpoints needs --out DIR")
     else:
-        ckpts = [Path(c) for c in args.sources]
-    out = average_checkpoints(ckpts, args.out or default_average_dir(ckpts))
-    print(f"averaged {len(ckpts)} checkpoints ({', '.join(c.name for c in ckpts)}) -> {out}")
+        ckpts = named_checkpoints(args.sources)
+    names = [p for p, _ in ckpts]
+    out = average_checkpoints(ckpts, args.out or default_average_dir(names))
+    print(f"averaged {len(ckpts)} checkpoints ({', '.join(p.name for p in names)}) -> {out}")
     return 0
 
 

@@ -1,10 +1,11 @@
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from omnisparse.io import checkpoint as ck
-from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints
+from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints, named_checkpoints
 
 
 def _model(seed: int):
@@ -25,8 +26,8 @@ def _run(tmp_path, seeds=(0, 1, 2), extra=b"tok", config=None):
 def test_mean_of_the_last_n(tmp_path):
     models = _run(tmp_path)
     ckpts = last_checkpoints(tmp_path, 2)
-    assert [p.name for p in ckpts] == ["ckpt-00000200", "ckpt-00000300"]
-    out = average_checkpoints(ckpts, default_average_dir(ckpts))
+    assert [p.name for p, _ in ckpts] == ["ckpt-00000200", "ckpt-00000300"]
+    out = average_checkpoints(ckpts, default_average_dir([p for p, _ in ckpts]))
     assert out.name == "avg-00000200-00000300"
     assert [p.name for p in ck.list_checkpoints(tmp_path)][-1] == "ckpt-00000300"  # never resumed from
     state = ck.verify_checkpoint(out)
@@ -39,10 +40,23 @@ def test_mean_of_the_last_n(tmp_path):
         assert torch.allclose(v.double(), want.to(v.dtype).double()), k
 
 
+def test_each_file_is_hashed_once(tmp_path, monkeypatch):
+    """Choosing the sources verifies them; averaging them does not hash their files again."""
+    from omnisparse.io import atomic
+
+    _run(tmp_path)
+    hashed = []
+    real = atomic.sha256
+    monkeypatch.setattr(atomic, "sha256", lambda path: hashed.append((Path(path).parent.name, Path(path).name)) or real(path))
+    average_checkpoints(last_checkpoints(tmp_path, 2), tmp_path / "avg")
+    sources = sorted(h for h in hashed if h[0].startswith("ckpt-"))
+    assert sources == [(c, f) for c in ("ckpt-00000200", "ckpt-00000300") for f in ("model.safetensors", "tokenizer.model")]
+
+
 def test_corrupt_checkpoint_is_skipped_and_too_few_refused(tmp_path):
     _run(tmp_path)
     (tmp_path / "ckpt-00000300" / "model.safetensors").write_bytes(b"junk")
-    assert [p.name for p in last_checkpoints(tmp_path, 2)] == ["ckpt-00000100", "ckpt-00000200"]
+    assert [p.name for p, _ in last_checkpoints(tmp_path, 2)] == ["ckpt-00000100", "ckpt-00000200"]
     with pytest.raises(ck.CheckpointError, match="2 valid checkpoint.*3 asked"):
         last_checkpoints(tmp_path, 3)
 
@@ -59,7 +73,7 @@ def test_checkpoints_of_other_runs_are_refused(tmp_path, what):
              config={"d": 4} if what == "config" else None)
     srcs = [*ck.list_checkpoints(tmp_path / "a"), *ck.list_checkpoints(other)]
     with pytest.raises(ck.CheckpointError, match="cannot average"):
-        average_checkpoints(srcs, tmp_path / "avg")
+        average_checkpoints(named_checkpoints(srcs), tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
 
 
@@ -69,7 +83,7 @@ def test_unequal_integer_tensors_are_refused(tmp_path):
     m[1].num_batches_tracked += 5
     ck.save_checkpoint(tmp_path, 200, m, {"model_config": {"d": 3}}, extra_files={"tokenizer.model": b"tok"})
     with pytest.raises(ck.CheckpointError, match="integer tensor 1.num_batches_tracked"):
-        average_checkpoints(ck.list_checkpoints(tmp_path), tmp_path / "avg")
+        average_checkpoints(named_checkpoints(ck.list_checkpoints(tmp_path)), tmp_path / "avg")
 
 
 def test_cli_average_then_eval(tiny_run, tmp_path, capsys):

@@ -38,9 +38,10 @@ def _shared_files(state: dict) -> dict[str, str]:
     return {k: v for k, v in state.get("sha256", {}).items() if k not in _TENSOR_FILES}
 
 
-def last_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
-    """The newest ``n`` checkpoints of a run directory that verify, oldest first (CheckpointError when
-    fewer than ``n`` do: averaging fewer than asked is not what the caller measured)."""
+def last_checkpoints(run_dir: str | Path, n: int) -> list[tuple[Path, dict]]:
+    """The newest ``n`` checkpoints of a run directory that verify, oldest first, as ``(directory,
+    state.json)`` pairs (CheckpointError when fewer than ``n`` do: averaging fewer than asked is not
+    what the caller measured)."""
     if n < 1:
         raise CheckpointError(f"cannot average {n} checkpoints: give --last >= 1")
     run_dir = Path(run_dir)
@@ -49,14 +50,19 @@ def last_checkpoints(run_dir: str | Path, n: int) -> list[Path]:
     valid = []
     for ckpt in reversed(list_checkpoints(run_dir)):
         try:
-            verify_checkpoint(ckpt)
+            valid.append((ckpt, verify_checkpoint(ckpt)))
         except CheckpointError:
             continue
-        valid.append(ckpt)
         if len(valid) == n:
             return valid[::-1]
     raise CheckpointError(f"{run_dir}: {len(valid)} valid checkpoint(s), {n} asked for averaging "
                           "(raise train.keep_last to keep more)")
+
+
+def named_checkpoints(paths: list[str | Path]) -> list[tuple[Path, dict]]:
+    """``(directory, state.json)`` of each checkpoint (or newest valid one of each run directory) named,
+    verified: a source that fails its checksums is a one-line CheckpointError."""
+    return [resolve_checkpoint(p) for p in paths]
 
 
 def default_average_dir(ckpts: list[Path]) -> Path:
@@ -66,17 +72,15 @@ def default_average_dir(ckpts: list[Path]) -> Path:
     return ckpts[-1].parent / f"{AVG_PREFIX}{first}-{last}"
 
 
-def average_checkpoints(ckpts: list[str | Path], out: str | Path) -> Path:
-    """Write the mean of ``ckpts``' weights to the checkpoint directory ``out`` (atomically) and return it.
-    A source that fails its checksums, or does not match the first (config, tokenizer, statistics,
-    tensor names, shapes, dtypes, unequal integer tensors), is a one-line CheckpointError."""
+def average_checkpoints(ckpts: list[tuple[Path, dict]], out: str | Path) -> Path:
+    """Write the mean of the weights of ``ckpts`` (verified ``(directory, state.json)`` pairs, from
+    :func:`last_checkpoints` or :func:`named_checkpoints`: each checksum is computed once) to the
+    checkpoint directory ``out`` (atomically) and return it. A source that does not match the first
+    (config, tokenizer, statistics, tensor names, shapes, dtypes, unequal integer tensors) is a
+    one-line CheckpointError."""
     if not ckpts:
         raise CheckpointError("no checkpoints to average")
-    paths, states = [], []
-    for c in ckpts:
-        p, st = resolve_checkpoint(c)
-        paths.append(p)
-        states.append(st)
+    paths, states = [p for p, _ in ckpts], [st for _, st in ckpts]
     ref_path, ref_state = paths[0], states[0]
     for p, st in zip(paths[1:], states[1:]):
         if st.get("model_config") != ref_state.get("model_config"):
