@@ -15,6 +15,7 @@ from omnisparse.sparsity.masks import (
     MatrixRanking,
     kept_count,
     kept_weights,
+    magnitude_pruned,
     magnitude_pruned_copy,
     n_units,
     unit_scores,
@@ -250,6 +251,22 @@ def test_magnitude_pruned_copy_equals_masks_of_the_bank_and_leaves_model_alone()
         if isinstance(m, PrunableLinear):
             ref = masked[name].weight * (masked[name].mask if masked[name].mask is not None else 1.0)
             torch.testing.assert_close(m.weight, ref.detach())
+
+
+def test_magnitude_pruned_prunes_in_place_as_the_copy_and_restores():
+    model = tiny_model(4)
+    spec = MaskSpec("row")
+    genes = list(model.prunable_groups())
+    config = {genes[0]: 0.5, genes[-1]: 0.75}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    copied = magnitude_pruned_copy(model, config, spec).state_dict()
+    with magnitude_pruned(model, config, spec) as pruned:
+        assert pruned is model
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(v, copied[k], rtol=0, atol=0)
+        assert any(not torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
 
 
 def test_ranking_on_weight_device_and_dtype():

@@ -35,7 +35,7 @@ from omnisparse.deploy.onnx_runner import OnnxModel
 from omnisparse.deploy.timing import time_call
 from omnisparse.export.loading import LoadedModel
 from omnisparse.search.latency import TABLE_KIND, TABLE_VERSION, LatencyTable, key_digest, load_or_measure, table_key
-from omnisparse.sparsity.masks import magnitude_pruned_copy
+from omnisparse.sparsity.masks import magnitude_pruned
 from omnisparse.sparsity.space import SearchSpace
 
 ONNX_RUNTIME = "onnxruntime"
@@ -77,7 +77,8 @@ def measure_onnx_latency_table(lm: LoadedModel, space: SearchSpace, threads: int
         work = Path(tmp) / "step"
 
         def step_us(config: dict[str, float]) -> float:
-            t = onnx_step_us(lm, magnitude_pruned_copy(model, config, space.spec), work, dtype, compact, threads, repeats, inner)
+            with magnitude_pruned(model, config, space.spec) as pruned:  # the export copies it (compaction)
+                t = onnx_step_us(lm, pruned, work, dtype, compact, threads, repeats, inner)
             if bar is not None:
                 bar.update(1)
             return t

@@ -23,8 +23,9 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Iterator, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -178,13 +179,38 @@ def magnitude_pruned_copy(model: nn.Module, config: Mapping[str, float], spec: M
     ``model.prunable_groups()``) magnitude-pruned at its sparsity under ``spec``, the zeros baked
     into the weights (no masks attached); ``model`` is left as it was."""
     m = copy.deepcopy(model)
-    groups = m.prunable_groups()
+    _prune_weights(m, config, spec, keep=False)
+    return m
+
+
+@contextmanager
+def magnitude_pruned(model: nn.Module, config: Mapping[str, float], spec: MaskSpec) -> Iterator[nn.Module]:
+    """``model`` itself, pruned as :func:`magnitude_pruned_copy` prunes its copy, for the ``with``
+    block; the weights it zeroed are restored at the end. For a caller that measures many
+    configurations of one model: no copy of the whole model per configuration."""
+    saved = _prune_weights(model, config, spec, keep=True)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for lin, weight in reversed(saved):
+                lin.weight.copy_(weight)
+
+
+def _prune_weights(model: nn.Module, config: Mapping[str, float], spec: MaskSpec,
+                   keep: bool) -> list[tuple[nn.Module, Tensor]]:
+    """Zero the weights of ``config``'s genes in place -> ``[(linear, its weight before)]`` (empty
+    unless ``keep``)."""
+    groups = model.prunable_groups()
+    saved = []
     with torch.no_grad():
         for gene, s in config.items():
             if s > 0:
                 for _, lin in groups[gene]:
+                    if keep:
+                        saved.append((lin, lin.weight.detach().clone()))
                     lin.weight.mul_(MatrixRanking(lin.weight, spec).mask(s))
-    return m
+    return saved
 
 
 class MaskBank:
