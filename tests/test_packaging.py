@@ -48,3 +48,21 @@ def test_installed_copy_loads_presets_outside_the_checkout(wheel, tmp_path):
                        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().isdigit()
+
+
+def test_pip_installed_cli_trains_tiny_from_another_directory(wheel, tiny_corpus, tmp_path):
+    """``pip install`` of the wheel (not editable), then its ``omnisparse`` command run elsewhere: the
+    preset comes from the installed package, and two steps train and checkpoint."""
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                        str(target), str(wheel)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    r = subprocess.run([str(target / "bin" / "omnisparse"), "train", "--config", "tiny",
+                        f"--data.corpus_dir={tiny_corpus}", "--train.out_dir=run", "--train.max_steps=2",
+                        "--train.valid_every=0", "--train.ckpt_every=2", "--train.threads=1"],
+                       cwd=work, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (work / "run" / "ckpt-00000002" / "model.safetensors").is_file()
