@@ -14,6 +14,7 @@ times of both runs.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -45,12 +46,16 @@ class SoakFaults:
         log = open(self.work / "soak-ref.log", "wb")
         reference = subprocess.Popen(cmd(ref), stdout=log, stderr=subprocess.STDOUT, env=child_env(),
                                      start_new_session=True)
+        ref_end: list[float] = []  # when the reference itself ended (it usually ends first)
+        waiter = threading.Thread(target=lambda: (reference.wait(), ref_end.append(time.monotonic())), daemon=True)
+        waiter.start()
         try:
             with PeakRssSampler(reference.pid, lambda: "train") as rss:
                 killed, final = soak_killed(cmd(run), delays, ready=lambda: new_checkpoint(run),
                                             timeout_s=max(600.0, 10.0 * steps))
                 ref_rc = reference.wait()
-                ref_s = time.monotonic() - t0
+                waiter.join()
+                ref_s = ref_end[0] - t0
         finally:
             if reference.poll() is None:
                 reference.kill()

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/faults.py [--seed 0] [--kills 4] [--fuzz 60] [--flips 150]
                                                       [--manifest-copies 3] [--work DIR]
-                                                      [--soak-corpus data/small --soak-steps 2000 --soak-kills 10]
+                                                      [--soak-corpus data/small --soak-steps 4000 --soak-kills 10]
                                                       [--out bench/results/faults.json]
 
 Builds the tiny corpus and reference runs (dense, supernet, pruning baseline, search, a micro corpus
@@ -590,7 +590,8 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--soak-corpus", default=None, help="a built corpus for the soak (e.g. data/small; default: no soak)")
     ap.add_argument("--soak-preset", default="small", help="the soaked training's preset")
-    ap.add_argument("--soak-steps", type=int, default=2000, help="steps of the soaked training")
+    ap.add_argument("--soak-steps", type=int, default=4000,
+                    help="steps of the soaked training (small on 2 cores: ~30 min uninterrupted, room for 10 kills)")
     ap.add_argument("--soak-kills", type=int, default=10, help="SIGKILLs of the soaked training")
     ap.add_argument("--out", default="bench/results/faults.json")
     args = ap.parse_args()

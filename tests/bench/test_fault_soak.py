@@ -23,3 +23,5 @@ def test_soak_kills_a_training_repeatedly_and_compares_bitwise(load_bench, tiny_
     assert summary["identical"] and summary["kills"] == 1 and summary["launches"] == 2, (summary, host.outcomes)
     assert [o[:2] for o in host.outcomes] == [("soak_kills", "recovered_identical")]
     assert summary["reference_peak_rss_mb"] > 50
+    # the reference ends first (one launch, not two), and its own wall is recorded, not the soak's
+    assert 0 < summary["reference_wall_s"] < summary["soaked_wall_s"], summary
