@@ -12,9 +12,13 @@ that ``tests/faults`` use:
 * ``sigkill_{dense,supernet,prune,search,corpus}``: the real command in a child process, SIGKILLed
   once a checkpoint / search state / some audio files exist plus a random delay (kill points drawn
   from ``--seed``; one dense kill lands while a checkpoint is being written), then resumed;
-* ``sigkill_ddp``: one worker (rank 0 or 1) of a 2-process ``torchrun`` DDP run SIGKILLed after a
-  checkpoint; torchrun must stop the job, and a second launch resume it to the uninterrupted DDP
-  run's weights, bitwise;
+* ``sigkill_ddp``: one worker (rank 0 or 1) of a 2-process ``torchrun`` DDP training (dense,
+  supernet, dual mode) SIGKILLed after a checkpoint; torchrun must stop the job, and a second launch
+  resume it to the uninterrupted DDP run's weights, bitwise;
+* ``sigkill_ddp_elastic``: the same under ``torchrun --max-restarts=1``: torchrun restarts the
+  workers, they resume from the last checkpoint, and the one launch ends with the same weights;
+* ``ddp_mismatch``: rank 1 of a hand-launched 2-rank training sees another config, corpus or
+  omnisparse code than rank 0: both refused at start in one line naming it, no run directory left;
 * ``corrupt_checkpoint``: a random file of the newest checkpoint damaged (truncated, bits flipped,
   header zeroed, garbage), then resumed;
 * ``bad_data``: one LibriSpeech utterance per fault of ``UTTERANCE_FAULTS`` beside good ones;
@@ -50,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -80,6 +85,14 @@ from omnisparse.utils.provenance import write_result  # noqa: E402
 
 OUTCOMES = ("recovered_identical", "recovered_as_designed", "failed_cleanly", "lost_data_or_crashed")
 MICRO = ("micro", 10, 3, 3, 3)  # CorpusPreset fields: 19 utterances
+DDP_STEPS = 6  # steps of every 2-rank DDP training (checkpoints every 2)
+DDP_KINDS = {  # kind -> (command, extra overrides; {dense}: the reference dense run)
+    "dense": (["train", "--config", "tiny"], []),
+    "supernet": (["train", "--supernet", "--config", "supernet_tiny"],
+                 ["--sparsity.init_from={dense}", "--sparsity.ramp_steps=4"]),
+    "dual": (["train", "--dual-mode", "--config", "dual_tiny"],
+             ["--data.dev_subset=4", "--dual.ramp_steps=2", "--dual.extra_sparsities=1"]),
+}
 
 
 def cli(*args: str) -> tuple[int, str, list[str]]:
@@ -164,9 +177,10 @@ class Bench(HostileFaults, SoakFaults):
         train(self.cfg("tiny", r / "other", "--train.max_steps=2", "--model.d_model=48"))  # another model config
         from omnisparse.utils.faults import run_killed
 
-        ref_ddp = run_killed(self.torchrun(r / "ddp"), kill_when=lambda: False, timeout_s=600)
-        if ref_ddp.returncode != 0:
-            raise RuntimeError(f"the reference DDP run failed: {ref_ddp.output[-500:]}")
+        for kind in DDP_KINDS:
+            ref_ddp = run_killed(self.torchrun(r / f"ddp-{kind}", kind), kill_when=lambda: False, timeout_s=600)
+            if ref_ddp.returncode != 0:
+                raise RuntimeError(f"the reference DDP {kind} run failed: {ref_ddp.output[-500:]}")
         self.ref = r
         self.setup_hostile()
 
@@ -206,37 +220,86 @@ class Bench(HostileFaults, SoakFaults):
             return ("recovered_identical" if ok else "lost_data_or_crashed"), point
         self.record(f"sigkill_{kind}", point, case)
 
-    def torchrun(self, out: Path) -> list[str]:
-        """A 2-process gloo DDP ``train --config tiny`` of 8 steps into ``out`` (a port of its own per launch)."""
+    def torchrun(self, out: Path, kind: str = "dense", restarts: int = 0) -> list[str]:
+        """A 2-process gloo DDP training of :data:`DDP_KINDS` ``kind`` into ``out`` (a port of its own per
+        launch); ``restarts``: torchrun's ``--max-restarts`` (an elastic launch restarts the workers
+        after one dies, and they resume from the last checkpoint)."""
         self.port = getattr(self, "port", 29600) + 1
         return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={self.port}",
-                "-m", "omnisparse.cli", "train", "--config", "tiny", *self.args(out, "--train.max_steps=8")]
+                f"--max-restarts={restarts}", "-m", "omnisparse.cli", *self.ddp_args(out, kind)]
 
-    def kill_ddp(self):
-        """SIGKILL one worker of a DDP run after a checkpoint: torchrun must stop the job (no hang,
-        no half checkpoint, no live lock) and a second launch resume it to the uninterrupted result."""
+    def ddp_args(self, out: Path, kind: str) -> list[str]:
+        command, extra = DDP_KINDS[kind]
+        extra = [a.format(dense=self.work / "ref" / "dense") for a in extra]
+        return [*command, *self.args(out, f"--train.max_steps={DDP_STEPS}", *extra)]
+
+    def kill_ddp(self, kind: str = "dense", elastic: bool = False):
+        """SIGKILL one worker of a DDP ``kind`` run after a checkpoint. Plain torchrun must stop the job
+        (no hang, no half checkpoint, no live lock) and a second launch resume it to the uninterrupted
+        result; an elastic launch (``--max-restarts=1``) restarts the workers itself and ends with it."""
         from omnisparse.io.lock import read_lock
         from omnisparse.utils.faults import checkpoint_exists, run_killed, weights_equal
 
-        run = self.dir("kill-ddp")
-        rank, step, delay = self.rng.randint(0, 1), self.rng.choice((2, 4, 6)), self.rng.uniform(0.0, 0.5)
-        point = f"rank {rank}, ckpt {step} + {delay:.2f} s"
+        run = self.dir(f"kill-ddp-{kind}")
+        rank, step, delay = self.rng.randint(0, 1), self.rng.choice((2, 4)), self.rng.uniform(0.0, 0.5)
+        point = f"{kind}{' (elastic)' if elastic else ''}: rank {rank}, ckpt {step} + {delay:.2f} s"
+        final = f"ckpt-{DDP_STEPS:08d}/model.safetensors"
 
         def case():
-            res = run_killed(self.torchrun(run), kill_when=checkpoint_exists(run, step), delay_s=delay, timeout_s=300,
-                             rank=rank)
+            res = run_killed(self.torchrun(run, kind, restarts=int(elastic)), kill_when=checkpoint_exists(run, step),
+                             delay_s=delay, timeout_s=300, rank=rank)
             if not res.killed:
                 return "missed", f"{point}: ended first (rc {res.returncode})"
-            if res.returncode == 0:
-                return "lost_data_or_crashed", f"{point}: the job exited 0 without a worker"
-            held = read_lock(run)
-            if rank == 1 and held is not None:
-                return "lost_data_or_crashed", f"{point}: rank 0 left its lock behind: {held}"
-            done = run_killed(self.torchrun(run), kill_when=lambda: False, timeout_s=300)
+            if elastic:
+                done = res
+            else:
+                if res.returncode == 0:
+                    return "lost_data_or_crashed", f"{point}: the job exited 0 without a worker"
+                held = read_lock(run)
+                if rank == 1 and held is not None:
+                    return "lost_data_or_crashed", f"{point}: rank 0 left its lock behind: {held}"
+                done = run_killed(self.torchrun(run, kind), kill_when=lambda: False, timeout_s=300)
             ok = done.returncode == 0 and not list(run.glob(".ckpt-*.tmp")) and \
-                weights_equal(self.ref / "ddp" / "ckpt-00000008" / "model.safetensors", run / "ckpt-00000008" / "model.safetensors")
-            return ("recovered_identical" if ok else "lost_data_or_crashed"), f"{point}; stopped after {res.seconds:.0f} s"
-        self.record("sigkill_ddp", point, case)
+                weights_equal(self.ref / f"ddp-{kind}" / final, run / final)
+            what = "restarted by torchrun" if elastic else f"stopped after {res.seconds:.0f} s, relaunched"
+            return ("recovered_identical" if ok else "lost_data_or_crashed"), f"{point}; {what} (rc {done.returncode})"
+        self.record("sigkill_ddp_elastic" if elastic else "sigkill_ddp", point, case)
+
+    def ddp_mismatch(self, what: str):
+        """Rank 1 of a 2-rank training (launched by hand, as on two nodes) sees another config, corpus or
+        code than rank 0: every rank refused at start with one line naming it, no run directory left."""
+        from omnisparse.data.layout import CorpusLayout
+        from omnisparse.utils.faults import run_ranks
+
+        run = self.dir(f"ddp-mismatch-{what}")
+        other, env = self.args(run, "--train.max_steps=2"), {}
+        if what == "config":
+            other.append("--train.lr=0.002")
+        elif what == "corpus":
+            corpus = self.dir("ddp-mismatch-corpus")
+            shutil.copytree(CorpusLayout(self.corpus).manifests, CorpusLayout(corpus).manifests)
+            dev = CorpusLayout(corpus).cuts("dev")
+            with gzip.open(dev, "rt") as f:
+                lines = f.read().splitlines()
+            with gzip.open(dev, "wt") as f:
+                f.write("\n".join(lines[1:]) + "\n")  # one dev utterance fewer
+            other.append(f"--data.corpus_dir={corpus}")
+        else:
+            code = self.dir("ddp-mismatch-code")
+            shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "omnisparse", code / "omnisparse",
+                            ignore=shutil.ignore_patterns("__pycache__"))
+            with open(code / "omnisparse" / "cli.py", "a") as f:
+                f.write("# another version\n")
+            env = {"PYTHONPATH": str(code)}
+        self.port = getattr(self, "port", 29600) + 1
+
+        def case():
+            got = run_ranks([["train", "--config", "tiny", *self.args(run, "--train.max_steps=2")],
+                             ["train", "--config", "tiny", *other]], port=self.port, env_per_rank=[{}, env])
+            ok = all(rc == 1 and len(err) == 1 and f"rank 1: {what} differ" in err[0] for rc, err in got) \
+                and not run.exists()
+            return ("failed_cleanly" if ok else "lost_data_or_crashed"), str(got[0][1][:1])[-160:]
+        self.record("ddp_mismatch", f"rank 1 sees another {what}", case)
 
     def kill_search(self):
         from omnisparse.search.run import run_search
@@ -607,7 +670,10 @@ def main() -> None:
         cases = [lambda: b.kill_train("dense", "tiny", b.dense_args, 8, while_writing=True)]
         for kind, preset, max_step in (("dense", "tiny", 8), ("supernet", "supernet_tiny", 6), ("prune", "prune_tiny", 8)):
             cases += [lambda k=kind, p=preset, m=max_step: b.kill_train(k, p, getattr(b, {"dense": "dense_args", "supernet": "super_args", "prune": "prune_args"}[k]), m)] * args.kills
-        cases += [b.kill_ddp] * args.kills + [b.kill_search] * args.kills + [b.kill_corpus] * args.kills + [b.corrupt_checkpoint] * 6
+        cases += [lambda k=k: b.kill_ddp(k) for k in DDP_KINDS for _ in range(args.kills // 2 if k != "dense" else args.kills)]
+        cases += [lambda k=k: b.kill_ddp(k, elastic=True) for k in DDP_KINDS]
+        cases += [lambda w=w: b.ddp_mismatch(w) for w in ("config", "corpus", "code")]
+        cases += [b.kill_search] * args.kills + [b.kill_corpus] * args.kills + [b.corrupt_checkpoint] * 6
         cases += [lambda f=f: b.bad_data(f) for f in UTTERANCE_FAULTS]
         cases += [lambda f=f: b.numerical(f) for f in ("nan_input", "inf_grad", "nan_grad", "nan_from_step")]
         cases += [lambda f=f: b.oom(f) for f in ("split_in_halves", "always_from_step")]

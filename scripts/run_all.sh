@@ -51,9 +51,9 @@ stage "7/9 export the best sub-network no larger than the pruned baseline: $EXP/
 LIMIT=$(.venv/bin/python - "$EXP" <<'PY'
 import sys
 from omnisparse.export.loading import load_model
-from omnisparse.sparsity.space import SearchSpace
+from omnisparse.export.subnet import space_for
 lm = load_model(f"{sys.argv[1]}/prune-0.7")
-space = SearchSpace.from_sparsity_config(lm.model, lm.config.sparsity)
+space = space_for(lm)
 print(space.size_bytes(space.uniform(lm.config.sparsity.target), "int8-sparse") / 1e6)
 PY
 )

@@ -28,3 +28,8 @@ class OutOfMemoryStop(FatalRunError, RuntimeError):
 class DirectoryInUseError(FatalRunError):
     """Another process holds the directory a command would write into (its ``.omnisparse.lock``,
     :mod:`omnisparse.io.lock`): refused before anything is written, the message naming that process."""
+
+
+class RankMismatchError(FatalRunError):
+    """A rank of a multi-process run sees another config, corpus or omnisparse code than rank 0:
+    refused at start on every rank, before anything is trained or written."""

@@ -16,3 +16,20 @@ def test_current_stage_is_the_last_logged(load_bench, tmp_path):
     assert mod.current_stage(csv) == "setup"
     csv.write_text("10.0,1/9 corpus: d\n20.0,2/9 features, tokenizer\n")
     assert mod.current_stage(csv) == "2/9 features, tokenizer"
+
+
+def test_the_main_jobs_size_limit_snippet_runs(tiny_supernet_run, tmp_path):
+    """The inline Python of scripts/run_all.sh that sizes the pruned baseline (stage 7) runs against
+    this package (it is no test of its own otherwise, and the main job takes an hour to reach it)."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "run_all.sh").read_text()
+    (snippet,) = re.findall(r"<<'PY'\n(.*?)\nPY\n", script, flags=re.S)
+    shutil.copytree(tiny_supernet_run, tmp_path / "prune-0.7")  # any run with a sparsity section
+    r = subprocess.run([sys.executable, "-", str(tmp_path)], input=snippet, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert float(r.stdout.strip()) > 0

@@ -1,15 +1,24 @@
 """The process group of a training run: one process, or one rank of several started by ``torchrun``
-(``WORLD_SIZE`` / ``LOCAL_RANK``; gloo on CPU, nccl on GPU)."""
+(``WORLD_SIZE`` / ``LOCAL_RANK``; gloo on CPU, nccl on GPU), and the check that every rank runs the
+same thing (:func:`check_ranks_agree`)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
+
+from omnisparse.config import Config
+from omnisparse.data.layout import CorpusLayout
+from omnisparse.errors import RankMismatchError
+from omnisparse.io.json_file import content_digest
 
 
 @dataclass
@@ -42,6 +51,56 @@ def setup_distributed(device_pref: str) -> Dist:
             return Dist(world, rank, torch.device("cuda", local))
         return Dist(world, rank, torch.device("cpu"))
     return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
+
+
+def code_digest() -> str:
+    """sha256 over the omnisparse package's Python sources (relative path and bytes of each): the code a
+    rank runs, whatever its version string says."""
+    root = Path(__file__).resolve().parents[1]  # the omnisparse package
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def files_digest(paths: list[Path]) -> str:
+    """sha256 over the names and bytes of ``paths`` (a missing file counts as its absence)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"<missing>") + b"\0")
+    return h.hexdigest()
+
+
+def rank_facts(cfg: Config) -> dict[str, str]:
+    """What every rank of a training must share, as digests: the config (but for where the corpus is
+    mounted, which may differ between nodes), the corpus manifests it trains and validates on, and the
+    omnisparse code (:func:`check_ranks_agree`)."""
+    layout = CorpusLayout(cfg.data.corpus_dir)
+    manifests = [layout.cuts(s) for s in (*cfg.data.train_splits, cfg.data.dev_split)]
+    settings = cfg.to_dict()
+    settings["data"] = {k: v for k, v in settings["data"].items() if k != "corpus_dir"}
+    return {"config": content_digest(settings), "corpus": files_digest(manifests), "code": code_digest()}
+
+
+def check_ranks_agree(d: Dist, facts: Mapping[str, str]) -> None:
+    """Compare ``facts`` (``{what: hex sha256}``, the same keys on every rank, e.g. config, corpus,
+    code) of every rank with rank 0's; :class:`RankMismatchError` on every rank, one line naming each
+    rank and fact that differ. Nothing to do for a single process. The digests travel as a uint8
+    tensor through ``all_gather`` (no pickled objects between ranks)."""
+    if d.world_size == 1:
+        return
+    names = sorted(facts)
+    mine = torch.tensor([list(bytes.fromhex(facts[k])) for k in names], dtype=torch.uint8)
+    if d.device.type == "cuda":
+        mine = mine.to(d.device)
+    every = [torch.empty_like(mine) for _ in range(d.world_size)]
+    dist.all_gather(every, mine)
+    ref = every[0].cpu()
+    differ = [f"rank {r}: {', '.join(k for i, k in enumerate(names) if not torch.equal(t.cpu()[i], ref[i]))}"
+              for r, t in enumerate(every) if not torch.equal(t.cpu(), ref)]
+    if differ:
+        raise RankMismatchError(f"the ranks of this run disagree with rank 0 ({'; '.join(differ)} differ): every "
+                                "rank must run the same omnisparse code with the same config and corpus")
 
 
 def run_under_torchrun(command: str, args: list[str], nproc: int) -> None:

@@ -54,7 +54,7 @@ from omnisparse.io.atomic import atomic_write_text
 from omnisparse.io.lock import exclusive_dir
 from omnisparse.losses.transducer import LossOutput, TransducerLoss
 from omnisparse.models.transducer import Transducer
-from omnisparse.train.distributed import launch_rank, setup_distributed
+from omnisparse.train.distributed import check_ranks_agree, launch_rank, rank_facts, setup_distributed
 from omnisparse.train.metrics import MetricLogger, write_run_record
 from omnisparse.train.recovery import FaultRecovery
 
@@ -87,6 +87,7 @@ class Trainer(FaultRecovery):
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.dist = setup_distributed(cfg.train.device)
+        check_ranks_agree(self.dist, rank_facts(cfg))
         self.run_dir = Path(cfg.train.out_dir)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)

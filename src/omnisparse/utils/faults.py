@@ -125,6 +125,35 @@ def soak_killed(cmd: Sequence[str], delays_s: Sequence[float],
     return kills, run_killed(cmd, kill_when=lambda: False, timeout_s=timeout_s, env=env, cwd=cwd)
 
 
+def run_ranks(args_per_rank: Sequence[Sequence[str]], port: int, env_per_rank: Optional[Sequence[dict]] = None,
+              timeout_s: float = 300.0) -> list[tuple[int, list[str]]]:
+    """Start ``omnisparse ARGS`` once per rank as one gloo process group on this host, the ranks set by
+    hand as a multi-node launcher would (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` / ``PORT``), each
+    with its own arguments and environment (extra variables), so that they can disagree. Returns each
+    rank's ``(exit status, "omnisparse: error" lines of its stderr)``; TimeoutError past ``timeout_s``."""
+    world = len(args_per_rank)
+    procs = []
+    for rank, args in enumerate(args_per_rank):
+        env = {**child_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               **(env_per_rank[rank] if env_per_rank else {})}
+        procs.append(subprocess.Popen(omnisparse_cmd(*args), env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True))
+    out = []
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=timeout_s)
+            out.append((p.returncode, [ln for ln in err.splitlines() if ln.startswith("omnisparse: error")]))
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"the ranks did not end within {timeout_s:.0f} s") from None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
 def new_checkpoint(run_dir: str | os.PathLike) -> Callable[[], bool]:
     """A ``kill_when`` condition: a checkpoint that was not in ``RUN`` when this was called exists."""
     run = Path(run_dir)
