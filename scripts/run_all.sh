@@ -61,8 +61,13 @@ $OS export "$EXP/supernet" --size-mb "$LIMIT" --out "$EXP/export" --overwrite
 stage "8/9 report: WER vs size of every method"
 $OS report "$EXP" "${REPORT_ARGS[@]}"
 stage "9/9 transcribe an example with the exported model and with the shipped one, streaming"
-EXAMPLE=$(ls "$DATA"/audio/test-clean/*.flac | head -n 1)
-echo "reference: $(zcat "$DATA/manifests/supervisions_test-clean.jsonl.gz" | head -n 1 | .venv/bin/python -c 'import json,sys; print(json.loads(sys.stdin.readline())["text"])')"
+EXAMPLES=("$DATA"/audio/test-clean/*.flac)  # no `ls | head`: under pipefail its SIGPIPE fails the job
+EXAMPLE=${EXAMPLES[0]}
+.venv/bin/python - "$DATA" <<'PY'
+import gzip, json, sys
+with gzip.open(f"{sys.argv[1]}/manifests/supervisions_test-clean.jsonl.gz", "rt") as f:
+    print("reference:", json.loads(f.readline())["text"])
+PY
 $OS transcribe "$EXP/export" "$EXAMPLE" --stream
 SHIPPED=models/small-int8
 if [ -d "$SHIPPED" ]; then

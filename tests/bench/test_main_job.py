@@ -28,7 +28,7 @@ def test_the_main_jobs_size_limit_snippet_runs(tiny_supernet_run, tmp_path):
     from pathlib import Path
 
     script = (Path(__file__).resolve().parents[2] / "scripts" / "run_all.sh").read_text()
-    (snippet,) = re.findall(r"<<'PY'\n(.*?)\nPY\n", script, flags=re.S)
+    (snippet,) = [py for py in re.findall(r"<<'PY'\n(.*?)\nPY\n", script, flags=re.S) if "size_bytes" in py]
     shutil.copytree(tiny_supernet_run, tmp_path / "prune-0.7")  # any run with a sparsity section
     r = subprocess.run([sys.executable, "-", str(tmp_path)], input=snippet, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
