@@ -17,7 +17,6 @@ JSON, with a bar chart of the stage times beside it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -35,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def stage_seconds(stages_csv: Path, end: float) -> list[dict]:
     """``[{stage, start, seconds}]`` of the last pass through the script (from its last ``1/9`` row)."""
-    rows = [(float(t), name) for t, name in csv.reader(stages_csv.read_text().splitlines())]
+    # "seconds,stage": the stage may hold commas itself (not CSV-quoted by the script)
+    rows = [(float(t), name) for t, _, name in (ln.partition(",") for ln in stages_csv.read_text().splitlines() if ln)]
     first = max((i for i, (_, name) in enumerate(rows) if name.startswith("1/9")), default=0)
     rows = rows[first:]
     out = []

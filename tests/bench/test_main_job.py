@@ -6,8 +6,8 @@ def test_stage_seconds_of_the_last_pass(load_bench, tmp_path):
     got = mod.stage_seconds(csv, end=950.0)
     assert [(s["stage"], s["seconds"]) for s in got] == [("1/9 corpus: d", 5.5), ("2/9 features", 54.5),
                                                           ("3/9 dense", 640.0)]
-    csv.write_text("10.0,1/9 corpus: d\n20.0,2/9 features\n")  # still running: the last stage ends at `end`
-    assert mod.stage_seconds(csv, end=50.0)[-1]["seconds"] == 30.0
+    csv.write_text("10.0,1/9 corpus: d\n20.0,2/9 features, tokenizer\n")  # a comma in a name; still running: the last stage ends at `end`
+    assert mod.stage_seconds(csv, end=50.0)[-1] == {"stage": "2/9 features, tokenizer", "start": 20.0, "seconds": 30.0}
 
 
 def test_current_stage_is_the_last_logged(load_bench, tmp_path):
