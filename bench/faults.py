@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import io
 import json
 import logging
@@ -224,9 +223,13 @@ class Bench(HostileFaults, SoakFaults):
         """A 2-process gloo DDP training of :data:`DDP_KINDS` ``kind`` into ``out`` (a port of its own per
         launch); ``restarts``: torchrun's ``--max-restarts`` (an elastic launch restarts the workers
         after one dies, and they resume from the last checkpoint)."""
-        self.port = getattr(self, "port", 29600) + 1
-        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={self.port}",
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={self.next_port()}",
                 f"--max-restarts={restarts}", "-m", "omnisparse.cli", *self.ddp_args(out, kind)]
+
+    def next_port(self) -> int:
+        """A rendezvous port no earlier launch of this bench used."""
+        self.port = getattr(self, "port", 29600) + 1
+        return self.port
 
     def ddp_args(self, out: Path, kind: str) -> list[str]:
         command, extra = DDP_KINDS[kind]
@@ -270,6 +273,7 @@ class Bench(HostileFaults, SoakFaults):
         code than rank 0: every rank refused at start with one line naming it, no run directory left."""
         from omnisparse.data.layout import CorpusLayout
         from omnisparse.utils.faults import run_ranks
+        from omnisparse.utils.hostile_inputs import read_manifest_rows, write_manifest_rows
 
         run = self.dir(f"ddp-mismatch-{what}")
         other, env = self.args(run, "--train.max_steps=2"), {}
@@ -279,10 +283,7 @@ class Bench(HostileFaults, SoakFaults):
             corpus = self.dir("ddp-mismatch-corpus")
             shutil.copytree(CorpusLayout(self.corpus).manifests, CorpusLayout(corpus).manifests)
             dev = CorpusLayout(corpus).cuts("dev")
-            with gzip.open(dev, "rt") as f:
-                lines = f.read().splitlines()
-            with gzip.open(dev, "wt") as f:
-                f.write("\n".join(lines[1:]) + "\n")  # one dev utterance fewer
+            write_manifest_rows(dev, read_manifest_rows(dev)[1:])  # one dev utterance fewer
             other.append(f"--data.corpus_dir={corpus}")
         else:
             code = self.dir("ddp-mismatch-code")
@@ -291,11 +292,11 @@ class Bench(HostileFaults, SoakFaults):
             with open(code / "omnisparse" / "cli.py", "a") as f:
                 f.write("# another version\n")
             env = {"PYTHONPATH": str(code)}
-        self.port = getattr(self, "port", 29600) + 1
+        port = self.next_port()
 
         def case():
             got = run_ranks([["train", "--config", "tiny", *self.args(run, "--train.max_steps=2")],
-                             ["train", "--config", "tiny", *other]], port=self.port, env_per_rank=[{}, env])
+                             ["train", "--config", "tiny", *other]], port=port, env_per_rank=[{}, env])
             ok = all(rc == 1 and len(err) == 1 and f"rank 1: {what} differ" in err[0] for rc, err in got) \
                 and not run.exists()
             return ("failed_cleanly" if ok else "lost_data_or_crashed"), str(got[0][1][:1])[-160:]

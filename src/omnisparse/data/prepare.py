@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from omnisparse.data.features import PREPARE_COMMAND, compute_global_stats, prepare_features
@@ -42,12 +43,11 @@ def prepare_training_data(corpus_dir: str | Path, train_splits: list[str], vocab
     missing is written under the corpus directory's lock (see :func:`prepare_features`)."""
     layout = CorpusLayout(corpus_dir)
     reports = prepare_features(corpus_dir, num_jobs=num_jobs, max_duration=max_duration)
-    if not (layout.global_stats.exists() and layout.bpe_model(vocab_size).exists()):
-        with exclusive_dir(layout.root, PREPARE_COMMAND):  # one writer, as for the features
-            if not layout.global_stats.exists():
-                compute_global_stats(corpus_dir, train_splits)
-            ensure_tokenizer(corpus_dir, train_splits, vocab_size)
-    tok = ensure_tokenizer(corpus_dir, train_splits, vocab_size)
+    missing = not (layout.global_stats.exists() and layout.bpe_model(vocab_size).exists())
+    with exclusive_dir(layout.root, PREPARE_COMMAND) if missing else nullcontext():  # one writer, as for the features
+        if not layout.global_stats.exists():
+            compute_global_stats(corpus_dir, train_splits)
+        tok = ensure_tokenizer(corpus_dir, train_splits, vocab_size)
     info = {"splits": layout.splits(), "tokenizer": str(tok.model_path), "vocab_size": tok.vocab_size,
             "validation": {k: v.to_dict() for k, v in reports.items()}}
     return json.loads(json.dumps(info))

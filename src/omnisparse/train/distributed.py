@@ -10,7 +10,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -18,6 +18,7 @@ import torch.distributed as dist
 from omnisparse.config import Config
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.errors import RankMismatchError
+from omnisparse.io.atomic import sha256
 from omnisparse.io.json_file import content_digest
 
 
@@ -54,20 +55,20 @@ def setup_distributed(device_pref: str) -> Dist:
 
 
 def code_digest() -> str:
-    """sha256 over the omnisparse package's Python sources (relative path and bytes of each): the code a
-    rank runs, whatever its version string says."""
+    """sha256 over the omnisparse package's Python sources (relative path and sha256 of each): the code
+    a rank runs, whatever its version string says."""
     root = Path(__file__).resolve().parents[1]  # the omnisparse package
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+        h.update(f"{p.relative_to(root)}\0{sha256(p)}\0".encode())
     return h.hexdigest()
 
 
 def files_digest(paths: list[Path]) -> str:
-    """sha256 over the names and bytes of ``paths`` (a missing file counts as its absence)."""
+    """sha256 over the names and sha256 of ``paths`` (a missing file counts as its absence)."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(p.name.encode() + b"\0" + (p.read_bytes() if p.is_file() else b"<missing>") + b"\0")
+        h.update(f"{p.name}\0{sha256(p) if p.is_file() else '<missing>'}\0".encode())
     return h.hexdigest()
 
 
@@ -82,22 +83,23 @@ def rank_facts(cfg: Config) -> dict[str, str]:
     return {"config": content_digest(settings), "corpus": files_digest(manifests), "code": code_digest()}
 
 
-def check_ranks_agree(d: Dist, facts: Mapping[str, str]) -> None:
-    """Compare ``facts`` (``{what: hex sha256}``, the same keys on every rank, e.g. config, corpus,
-    code) of every rank with rank 0's; :class:`RankMismatchError` on every rank, one line naming each
-    rank and fact that differ. Nothing to do for a single process. The digests travel as a uint8
-    tensor through ``all_gather`` (no pickled objects between ranks)."""
+def check_ranks_agree(d: Dist, facts: Callable[[], Mapping[str, str]]) -> None:
+    """Compare ``facts()`` (``{what: hex sha256}``, the same keys on every rank, e.g. :func:`rank_facts`)
+    of every rank with rank 0's; :class:`RankMismatchError` on every rank, one line naming each rank
+    and fact that differ. A single process has nothing to compare with and computes no facts. The
+    digests travel as a uint8 tensor through ``all_gather`` (no pickled objects between ranks)."""
     if d.world_size == 1:
         return
-    names = sorted(facts)
-    mine = torch.tensor([list(bytes.fromhex(facts[k])) for k in names], dtype=torch.uint8)
+    mine_facts = facts()
+    names = sorted(mine_facts)
+    mine = torch.tensor([list(bytes.fromhex(mine_facts[k])) for k in names], dtype=torch.uint8)
     if d.device.type == "cuda":
         mine = mine.to(d.device)
-    every = [torch.empty_like(mine) for _ in range(d.world_size)]
-    dist.all_gather(every, mine)
-    ref = every[0].cpu()
-    differ = [f"rank {r}: {', '.join(k for i, k in enumerate(names) if not torch.equal(t.cpu()[i], ref[i]))}"
-              for r, t in enumerate(every) if not torch.equal(t.cpu(), ref)]
+    gathered = [torch.empty_like(mine) for _ in range(d.world_size)]
+    dist.all_gather(gathered, mine)
+    every = [t.cpu() for t in gathered]
+    differ = [f"rank {r}: {', '.join(k for i, k in enumerate(names) if not torch.equal(t[i], every[0][i]))}"
+              for r, t in enumerate(every) if not torch.equal(t, every[0])]
     if differ:
         raise RankMismatchError(f"the ranks of this run disagree with rank 0 ({'; '.join(differ)} differ): every "
                                 "rank must run the same omnisparse code with the same config and corpus")

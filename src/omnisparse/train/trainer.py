@@ -87,7 +87,7 @@ class Trainer(FaultRecovery):
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         self.dist = setup_distributed(cfg.train.device)
-        check_ranks_agree(self.dist, rank_facts(cfg))
+        check_ranks_agree(self.dist, lambda: rank_facts(cfg))
         self.run_dir = Path(cfg.train.out_dir)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
