@@ -143,11 +143,11 @@ def _manifest(path: Path, root: Path) -> list[str]:
         return f.read().replace(str(root.resolve()), "ROOT").splitlines()
 
 
-def _torchrun(port: int, *args: str) -> list[str]:
+def _torchrun(port: int, *args: str, restarts: int = 0) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-            "-m", "omnisparse.cli", *args]
+            f"--max-restarts={restarts}", "-m", "omnisparse.cli", *args]
 
 
 @pytest.mark.slow
@@ -172,3 +172,18 @@ def test_ddp_rank_killed_stops_the_job_and_it_resumes(tiny_corpus, tmp_path, ran
     assert cost["optimizer_steps"] == 6 and cost["world_size"] == 2 and cost["ddp_replicas_identical"] is True
     assert ck.latest_checkpoint(run)[0].name == "ckpt-00000006"
 
+
+@pytest.mark.slow
+def test_elastic_torchrun_restarts_a_killed_rank_and_the_run_resumes(tiny_corpus, tmp_path):
+    """Under ``torchrun --max-restarts=1`` a SIGKILLed worker makes torchrun restart both: they resume
+    from the last checkpoint (rank 0 takes over its own stale lock) and the one launch ends the run.
+    Bitwise against an uninterrupted run, for dense, supernet and dual mode: ``bench/faults.py``
+    (``sigkill_ddp_elastic``)."""
+    run = tmp_path / "elastic"
+    args = ["train", "--config", "tiny", *_overrides(tiny_corpus, run, "--train.max_steps=4", "--train.ckpt_every=2")]
+    res = run_killed(_torchrun(29533, *args, restarts=1), kill_when=checkpoint_exists(run, 2), delay_s=0.0,
+                     timeout_s=240, rank=0)
+    assert res.killed and res.returncode == 0, res.output
+    cost = json.loads((run / "cost.json").read_text())
+    assert cost["optimizer_steps"] == 4 and cost["ddp_replicas_identical"] is True
+    assert ck.latest_checkpoint(run)[0].name == "ckpt-00000004"

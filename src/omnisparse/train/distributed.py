@@ -44,7 +44,7 @@ def setup_distributed(device_pref: str) -> Dist:
     use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
     if world > 1:
         if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            _init_process_group("nccl" if use_cuda else "gloo")
         rank = dist.get_rank()
         if use_cuda:
             local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -52,6 +52,21 @@ def setup_distributed(device_pref: str) -> Dist:
             return Dist(world, rank, torch.device("cuda", local))
         return Dist(world, rank, torch.device("cpu"))
     return Dist(1, 0, torch.device("cuda" if use_cuda else "cpu"))
+
+
+def _init_process_group(backend: str) -> None:
+    """``init_process_group`` from the environment ``torchrun`` (or a hand launch) sets. Under
+    ``torchrun`` the workers' store is the launcher's, which outlives a restart of the workers
+    (``--max-restarts``) with the keys of the attempt before: the addresses of dead ranks, which
+    restarted ranks could read before their peers overwrote them (gloo's "connection refused", or a
+    hang). Each attempt (``TORCHELASTIC_RESTART_COUNT``) therefore gets keys of its own."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend=backend)
+        return
+    store, rank, world = next(dist.rendezvous("env://"))
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"omnisparse/attempt-{attempt}", store),
+                            rank=rank, world_size=world)
 
 
 def code_digest() -> str:

@@ -59,6 +59,19 @@ def child_env(threads: int = 1) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` (started with ``start_new_session``), its process group and every descendant, and
+    reap it: ``torchrun`` starts each worker in a session of its own, which a SIGKILL of the launcher's
+    group alone would leave running (holding its port and its run directory)."""
+    tree = process_tree(proc.pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree[1:]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
 def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = None, delay_s: float = 0.0,
                timeout_s: float = 600.0, poll_s: float = 0.005, env: Optional[dict] = None,
                cwd: Optional[str | os.PathLike] = None, rank: Optional[int] = None) -> KillResult:
@@ -83,7 +96,7 @@ def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = Non
                     fire_at = now + delay_s
                 if not killed and fire_at is not None and now >= fire_at:
                     if rank is None:
-                        os.killpg(proc.pid, signal.SIGKILL)
+                        kill_tree(proc)
                         killed = True
                         break
                     worker = ddp_workers(proc.pid).get(rank)
@@ -91,15 +104,13 @@ def run_killed(cmd: Sequence[str], kill_when: Optional[Callable[[], bool]] = Non
                         os.kill(worker, signal.SIGKILL)
                         killed = True
                 if now - t0 > timeout_s:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    kill_tree(proc)
                     raise TimeoutError(f"{' '.join(cmd)} still running after {timeout_s} s")
                 time.sleep(poll_s)
             rc = proc.wait()
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_tree(proc)
         out.seek(0)
         text = out.read().decode(errors="replace")
     log.unlink(missing_ok=True)
