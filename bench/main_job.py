@@ -56,13 +56,28 @@ def current_stage(stages_csv: Path) -> str:
     return lines[-1].partition(",")[2] if lines else "setup"
 
 
-def plot(stages: list[dict], total_s: float, path: Path) -> None:
-    with saved_figure(path, figsize=(7.5, 3.8)) as (fig, ax):
-        names = [s["stage"].split(":")[0] for s in stages]
-        ax.barh(names[::-1], [s["seconds"] / 60 for s in stages][::-1], color="tab:blue")
-        ax.set_xlabel("wall minutes")
-        ax.set_title(f"main job, stage by stage ({total_s / 60:.0f} min in all, setup included)")
-        ax.grid(axis="x", alpha=0.3)
+def short_label(stage: str, width: int = 30) -> str:
+    """A stage's name for the chart: before its first colon, cut at a word to ``width`` characters."""
+    name = stage.split(":")[0]
+    if len(name) <= width:
+        return name
+    return name[:width].rsplit(" ", 1)[0] + " …"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Wall minutes and peak resident memory of setup and every stage, side by side."""
+    stages = [{"stage": "setup", "seconds": result["setup_s"] or 0.0, "peak_rss_mb": result["setup_peak_rss_mb"]},
+              *result["stages"]]
+    names = [short_label(s["stage"]) for s in stages][::-1]
+    with saved_figure(path, 1, 2, figsize=(10, 4.2), sharey=True) as (fig, (left, right)):
+        left.barh(names, [s["seconds"] / 60 for s in stages][::-1], color="tab:blue")
+        left.set_xlabel("wall minutes")
+        right.barh(names, [(s["peak_rss_mb"] or 0) / 1024 for s in stages][::-1], color="tab:orange")
+        right.set_xlabel("peak resident memory, GiB (process tree)")
+        for ax in (left, right):
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(f"main job ({result['preset']}), stage by stage: {result['total_s'] / 60:.0f} min in all, "
+                     "setup included")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/omnisparse-main-job")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted timing in WORK")
     ap.add_argument("--out", default=None, help="default bench/results/main_job_<preset>.json")
+    ap.add_argument("--replot", action="store_true", help="only redraw the chart of the existing --out result")
     args = ap.parse_args(argv)
+    out = Path(args.out or f"bench/results/main_job_{args.preset}.json")
+    if args.replot:
+        plot(json.loads(out.read_text()), out.with_suffix(".png"))
+        return 0
     work = Path(args.work).resolve()
     if work.exists() and not args.resume:
         shutil.rmtree(work)
@@ -96,13 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     total = end - t0
     points_file = work / "exp" / "report" / "points.json"
     points = json.loads(points_file.read_text()) if points_file.exists() else None
-    out = Path(args.out or f"bench/results/main_job_{args.preset}.json")
-    plot(stages, total, out.with_suffix(".png"))
-    write_result(out, {"preset": args.preset, "resumed": args.resume, "cpus": os.cpu_count(),
-                       "total_s": round(total, 1), "setup_s": round(stages[0]["start"] - t0, 1) if stages else None,
-                       "setup_peak_rss_mb": round(rss.peaks.get("setup", 0) / 2**20, 1),
-                       "stages": stages, "report_points": points, "work": str(work), "plot": str(out.with_suffix(".png"))},
-                 command=" ".join(["bench/main_job.py", *(argv if argv is not None else sys.argv[1:])]))
+    result = {"preset": args.preset, "resumed": args.resume, "cpus": os.cpu_count(),
+              "total_s": round(total, 1), "setup_s": round(stages[0]["start"] - t0, 1) if stages else None,
+              "setup_peak_rss_mb": round(rss.peaks.get("setup", 0) / 2**20, 1),
+              "stages": stages, "report_points": points, "work": str(work), "plot": str(out.with_suffix(".png"))}
+    plot(result, out.with_suffix(".png"))
+    write_result(out, result, command=" ".join(["bench/main_job.py", *(argv if argv is not None else sys.argv[1:])]))
     print(f"main job ({args.preset}): {total / 60:.1f} min -> {out}")
     return 0
 

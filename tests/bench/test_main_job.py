@@ -33,3 +33,14 @@ def test_the_main_jobs_size_limit_snippet_runs(tiny_supernet_run, tmp_path):
     r = subprocess.run([sys.executable, "-", str(tmp_path)], input=snippet, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert float(r.stdout.strip()) > 0
+
+
+def test_replot_redraws_the_chart_of_a_result(load_bench, tmp_path):
+    mod = load_bench("main_job")
+    assert mod.short_label("9/9 transcribe an example with the exported model: x") == "9/9 transcribe an example …"
+    out = tmp_path / "main_job_tiny.json"
+    out.write_text('{"preset": "tiny", "total_s": 300.0, "setup_s": 60.0, "setup_peak_rss_mb": 200.0, "stages": '
+                   '[{"stage": "1/9 corpus: d", "seconds": 200.0, "peak_rss_mb": 900.0}, '
+                   '{"stage": "2/9 features", "seconds": 40.0, "peak_rss_mb": null}]}')
+    assert mod.main(["--replot", f"--out={out}"]) == 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
