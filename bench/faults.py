@@ -311,7 +311,6 @@ class Bench(HostileFaults, SoakFaults):
         point = f"state.json + {delay:.2f} s"
 
         def case():
-            nonlocal point
             for tries in range(3):  # the tiny search lasts ~1 s past its first state: on a faster machine
                 # the drawn delay can outlast it; a shorter one then, from scratch
                 shutil.rmtree(out, ignore_errors=True)
@@ -319,13 +318,12 @@ class Bench(HostileFaults, SoakFaults):
                 res = run_killed(omnisparse_cmd("search", "--config", "search_tiny", *self.search_args(out)),
                                  kill_when=(out / "state.json").exists, delay_s=d)
                 if res.killed:
-                    point = f"state.json + {d:.2f} s"
                     break
             else:
                 return "missed", f"{point}: ended first, 3 times"
             got = run_search(load_config("search_tiny", self.search_args(out)), progress=False, tensorboard=False)
             same = got["table"] == self.ref_search["table"] and got["pareto"] == self.ref_search["pareto"]
-            return ("recovered_identical" if same else "lost_data_or_crashed"), point
+            return ("recovered_identical" if same else "lost_data_or_crashed"), f"state.json + {d:.2f} s"
         self.record("sigkill_search", point, case)
 
     def kill_corpus(self):
