@@ -34,6 +34,7 @@ from unittest import mock
 
 import numpy as np
 
+from fault_outcomes import verdict
 from omnisparse.utils.hostile_inputs import read_manifest_rows, value_outside, write_manifest_rows
 
 WRONG = {"int": "wide", "float": "[1, 2]", "bool": "maybe", "str": "[a, b]", "list": "{a: 1}"}  # by field type
@@ -107,8 +108,8 @@ class HostileFaults:
                 def case(cmd=cmd):
                     rc, _, err = self._cli(*cmd)
                     untouched = sorted(p.name for p in d.iterdir()) == [LOCK_FILE]
-                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid} " in err[0] and untouched
-                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid} " in err[0]
+                    return verdict("failed_cleanly", ok, untouched), (err or [f"rc {rc}"])[0][-150:]
                 self.record("concurrent_writer", f"{name} into a held directory", case)
         self._held_corpus()
         for kind in ("dead pid", "reused pid"):
@@ -121,9 +122,9 @@ class HostileFaults:
                 run.mkdir()
                 (run / LOCK_FILE).write_text(content)
                 rc, _, err = self._cli("train", "--config", "tiny", *self.args(run, *self.dense_args))
-                ok = rc == 1 and len(err) == 1 and words in err[0] and (run / LOCK_FILE).read_text() == content \
-                    and sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
-                return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                kept = (run / LOCK_FILE).read_text() == content and sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
+                ok = rc == 1 and len(err) == 1 and words in err[0]
+                return verdict("failed_cleanly", ok, kept), (err or [f"rc {rc}"])[0][-150:]
             self.record("concurrent_writer", f"lock of {kind}", refused)
 
     def _held_corpus(self) -> None:
@@ -150,9 +151,9 @@ class HostileFaults:
                     rc, _, err = self._cli(*cmd)
                     lock = corpus / ".omnisparse.lock"
                     now = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*") if p != lock)
-                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid} " in err[0] and \
-                        now == before and not run.exists()
-                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid} " in err[0]
+                    return verdict("failed_cleanly", ok, now == before and not run.exists()), \
+                        (err or [f"rc {rc}"])[0][-150:]
                 self.record("concurrent_writer", f"{name} into a corpus being built", case)
 
     def _stale(self, kind: str):
@@ -178,8 +179,8 @@ class HostileFaults:
             logger.removeHandler(cap)
             logger.setLevel(level)
         warned = any(f"taking over the lock of pid {pid} " in t for t in cap.text)
-        ok = warned and self.same_weights("dense", run, 8) and not (run / LOCK_FILE).exists()
-        return ("recovered_identical" if ok else "lost_data_or_crashed"), f"warned {warned}"
+        kept = self.same_weights("dense", run, 8)
+        return verdict("recovered_identical", warned and not (run / LOCK_FILE).exists(), kept), f"warned {warned}"
 
     # -------------------------------------------------------------------------------- state bit flips
     def state_bitflip(self, n_ckpt: int, n_search: int) -> None:
@@ -199,9 +200,9 @@ class HostileFaults:
                 state.write_text(flip_digit(text, seed))
                 found = ck.latest_checkpoint(run)
                 rc, _, err = self._cli("eval", str(state.parent), "--splits", "dev", f"--out={run / 'ev'}")
-                ok = found is not None and found[0].name == "ckpt-00000006" and rc == 2 and len(err) == 1 \
-                    and "fails its checksum" in err[0] and not (run / "ev").exists()
-                return ("recovered_as_designed" if ok else "lost_data_or_crashed"), "ckpt 8 -> ckpt 6; eval of ckpt 8: one line"
+                kept = found is not None and found[0].name == "ckpt-00000006" and not (run / "ev").exists()
+                ok = rc == 2 and len(err) == 1 and "fails its checksum" in err[0]
+                return verdict("recovered_as_designed", ok, kept), "ckpt 8 -> ckpt 6; eval of ckpt 8: one line"
             self.record("state_bitflip", f"checkpoint state.json digit (seed {seed})", case)
         state.write_text(text)
 
@@ -220,7 +221,7 @@ class HostileFaults:
                 (out / "state.json").write_text(flip_digit(stext, seed))
                 got = load_saved_state(out)
                 ok = got is not None and got["generation"] == prev_generation and (out / "state.json.corrupt").exists()
-                return ("recovered_as_designed" if ok else "lost_data_or_crashed"), f"generation {prev_generation} used"
+                return verdict("recovered_as_designed", kept=ok), f"generation {prev_generation} used"
             self.record("state_bitflip", f"search state.json digit (seed {seed})", scase)
 
         for what in ("random digit", "step", "format_version"):
@@ -245,11 +246,11 @@ class HostileFaults:
         else:
             damaged = flip_digit(text, self.rng.randrange(2**31))
         if damaged == text:
-            return "lost_data_or_crashed", f"could not flip {what}"
+            return "crashed", f"could not flip {what}"
         state.write_text(damaged)
         train(self.cfg("tiny", run, *self.dense_args))
         ok = self.same_weights("dense", run, 8) and (run / "ckpt-00000006.corrupt").exists()
-        return ("recovered_identical" if ok else "lost_data_or_crashed"), "ckpt 6 set aside, resumed from ckpt 4"
+        return verdict("recovered_identical", kept=ok), "ckpt 6 set aside, resumed from ckpt 4"
 
     def _flip_search(self, seed: int):
         from omnisparse.config import load_config
@@ -261,7 +262,7 @@ class HostileFaults:
         (out / "state.json").write_text(flip_digit((out / "state.json").read_text(), seed))
         got = run_search(load_config("search_tiny", self.search_args(out)), progress=False, tensorboard=False)
         same = got["table"] == self.ref_search["table"] and got["pareto"] == self.ref_search["pareto"]
-        return ("recovered_identical" if same else "lost_data_or_crashed"), "previous generation re-run"
+        return verdict("recovered_identical", kept=same), "previous generation re-run"
 
     # -------------------------------------------------------------------------------- hostile config
     def hostile_config(self) -> None:
@@ -312,16 +313,16 @@ class HostileFaults:
             def case(args=args, words=words):
                 out = self.dir("cfg")
                 rc, _, err = self._cli("train", *args, f"--train.out_dir={out}", f"--data.corpus_dir={out}-corpus")
-                ok = rc == 2 and len(err) == 1 and words in err[0] and not out.exists()
-                return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                ok = rc == 2 and len(err) == 1 and words in err[0]
+                return verdict("failed_cleanly", ok, not out.exists()), (err or [f"rc {rc}"])[0][-150:]
             self.record("hostile_config", name, case)
         for ov, words in [("--model.d_model=48", "cannot change at decoding time"), ("--model.nope=1", "unknown key"),
                           ("--model.chunk_size=abc", "expected an integer"), ("--decode.beam=0", "decode.beam")]:
             def ecase(ov=ov, words=words):
                 out = self.dir("ev")
                 rc, _, err = self._cli("eval", str(self.ref / "dense"), "--splits", "dev", f"--out={out}", ov)
-                ok = rc == 2 and len(err) == 1 and words in err[0] and not out.exists()
-                return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                ok = rc == 2 and len(err) == 1 and words in err[0]
+                return verdict("failed_cleanly", ok, not out.exists()), (err or [f"rc {rc}"])[0][-150:]
             self.record("hostile_config", f"eval {ov}", ecase)
 
     # -------------------------------------------------------------------------------- hostile manifest
@@ -331,12 +332,14 @@ class HostileFaults:
                                                                       "augment"))
         return d
 
-    def _count_planted(self, tag: str, want: dict, got: dict, clean: bool, detail: str) -> None:
+    def _count_planted(self, tag: str, want: dict, got: dict, behaved: bool, kept: bool, detail: str) -> None:
+        """One case per planted cut: ``behaved`` (the command's exit) and ``kept`` (its output, nothing
+        written outside) hold for all of them; each reason's count must match what was planted."""
         for reason, n in want.items():
-            ok = clean and got.get(reason) == n
+            ok = kept and (got.get(reason) == n or not behaved)  # a failed command is a crash, not a miscount
             for _ in range(n):
                 self.record("hostile_manifest", f"{tag}: {reason}",
-                            lambda ok=ok, r=reason: ("recovered_as_designed" if ok else "lost_data_or_crashed",
+                            lambda ok=ok, r=reason: (verdict("recovered_as_designed", behaved, ok),
                                                      f"{r}: skipped and counted ({got.get(r)}); {detail}"))
 
     def hostile_manifest(self, copies: int) -> None:
@@ -353,9 +356,9 @@ class HostileFaults:
         rc, _, err = self._cli("eval", str(self.ref / "dense"), "--splits", "dev", f"--data.corpus_dir={corpus}",
                                f"--out={work / 'eval'}")
         res = json.loads((work / "eval" / "wer.json").read_text())["results"]["dev"] if rc == 0 else {}
-        clean = rc == 0 and res.get("utterances") == len(good) and not marker.exists() \
-            and tree_digest(work, exclude=("eval",)) == before
-        self._count_planted("eval", want, res.get("skipped", {}), clean, f"rc {rc}, {res.get('utterances')} decoded")
+        kept = res.get("utterances") == len(good) and not marker.exists() and tree_digest(work, exclude=("eval",)) == before
+        self._count_planted("eval", want, res.get("skipped", {}), rc == 0, kept or rc != 0,
+                            f"rc {rc}, {res.get('utterances')} decoded")
 
         # eval on the fly: audio from a command, a URL, a ../ path, an infinite duration
         corpus = self._corpus_copy("manifest-otf")
@@ -379,7 +382,7 @@ class HostileFaults:
         res = json.loads((corpus.parent / "eval" / "wer.json").read_text())["results"]["dev"] if rc == 0 else {}
         want = {"unsafe_source": 2 * copies, "unsafe_path": copies, "bad_duration": copies}
         self._count_planted("eval on the fly", want, res.get("skipped", {}),
-                            rc == 0 and res.get("utterances") == 6 and not marker.exists(), f"rc {rc}; command not run")
+                            rc == 0, not marker.exists() and (res.get("utterances") == 6 or rc != 0), f"rc {rc}; command not run")
 
         # data prepare
         from omnisparse.data.features import prepare_features
@@ -394,7 +397,7 @@ class HostileFaults:
         report = quiet(prepare_features, corpus, ["dev"], num_jobs=1)["dev"]
         saved = json.loads((corpus / "fbank" / "validation_dev.json").read_text())
         self._count_planted("data prepare", want, dict(report.counts),
-                            report.kept == len(good) and saved["counts"] == dict(report.counts) and not marker.exists(),
+                            True, report.kept == len(good) and saved["counts"] == dict(report.counts) and not marker.exists(),
                             f"{report.kept} kept, validation_dev.json")
 
         # training
@@ -409,9 +412,9 @@ class HostileFaults:
             skipped, ok = out["cost"]["skipped_utterances"], out["step"] == 2
         except Exception as e:  # noqa: BLE001 - counted below
             skipped, ok = {}, False
-            self.record("hostile_manifest", "train", lambda e=e: ("lost_data_or_crashed", repr(e)))
+            self.record("hostile_manifest", "train", lambda e=e: ("crashed", repr(e)))
         listing = sorted(p.name for p in corpus.parent.iterdir()) == ["corpus", "run"]
-        self._count_planted("train", want, skipped, ok and listing and not marker.exists(), "cost.json skipped_utterances")
+        self._count_planted("train", want, skipped, ok, listing and not marker.exists(), "cost.json skipped_utterances")
 
         for content, words in [(b"\x00garbage" * 100, "not a readable JSON-lines cut manifest"),
                                (gzip.compress(b"[1]\n{}\n"), "no usable utterances"),
@@ -422,7 +425,7 @@ class HostileFaults:
                 rc, _, err = self._cli("eval", str(self.ref / "dense"), "--splits", "dev", f"--data.corpus_dir={corpus}",
                                        f"--out={corpus.parent / 'eval'}")
                 ok = rc == 2 and len(err) == 1 and words in err[0]
-                return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                return verdict("failed_cleanly", behaved=ok), (err or [f"rc {rc}"])[0][-150:]
             self.record("hostile_manifest", f"whole manifest: {words}", whole)
 
     # -------------------------------------------------------------------------------- hostile export
@@ -440,8 +443,8 @@ class HostileFaults:
                 def case(cmd=cmd, d=d, words=words):
                     before = tree_digest(d)
                     rc, _, err = self._cli(*cmd)
-                    ok = rc == 2 and len(err) == 1 and words in err[0] and tree_digest(d) == before
-                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                    ok = rc == 2 and len(err) == 1 and words in err[0]
+                    return verdict("failed_cleanly", ok, tree_digest(d) == before), (err or [f"rc {rc}"])[0][-150:]
                 self.record("hostile_export", f"{cmd[0]}: meta.json {name}", case)
         onnx_cases = {**{k: ("meta", v) for k, v in ONNX_META_EDITS.items()},
                       "garbage graph": ("file", ("encoder.onnx", "not a loadable ONNX graph")),
@@ -464,7 +467,7 @@ class HostileFaults:
                 def ocase(cmd=cmd, w=w):
                     rc, _, err = self._cli(*cmd)
                     ok = rc == 2 and len(err) == 1 and w in err[0]
-                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                    return verdict("failed_cleanly", behaved=ok), (err or [f"rc {rc}"])[0][-150:]
                 self.record("hostile_export", f"{cmd[0]}: onnx {name}", ocase)
 
     # -------------------------------------------------------------------------------- hostile audio
@@ -519,7 +522,7 @@ class HostileFaults:
                     rc = cli_main(["transcribe", str(self.ref / "dense"), *want, *(["--stream"] if stream else [])])
             except Exception as e:  # noqa: BLE001
                 for p in want:
-                    self.record("hostile_audio", Path(p).name, lambda e=e: ("lost_data_or_crashed", repr(e)))
+                    self.record("hostile_audio", Path(p).name, lambda e=e: ("crashed", repr(e)))
                 continue
             errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("omnisparse: error: ")]
             finals = [ln for ln in out.getvalue().splitlines() if "\t" in ln and not ln.split("\t")[1].startswith("[")]
@@ -528,13 +531,13 @@ class HostileFaults:
                 t = [ln for ln in finals if ln.startswith(f"{p}\t")]
                 if words:
                     res = ("failed_cleanly", e[0][-120:]) if len(e) == 1 and not t and words in e[0] else \
-                        ("lost_data_or_crashed", f"{e or t}"[-200:])
+                        ("crashed", f"{e or t}"[-200:])  # not audio, yet no one-line error
                 else:
                     res = ("recovered_as_designed", "transcribed") if len(t) == 1 and not e else \
-                        ("lost_data_or_crashed", f"{e or t}"[-200:])
+                        ("lost", f"{e or t}"[-200:])  # audio, yet no transcript
                 self.record("hostile_audio", f"{Path(p).name}{' --stream' if stream else ''}", lambda res=res: res)
             if rc != 1 or "Traceback" in err.getvalue():
-                self.record("hostile_audio", "exit status", lambda rc=rc: ("lost_data_or_crashed", f"rc {rc}"))
+                self.record("hostile_audio", "exit status", lambda rc=rc: ("crashed", f"rc {rc}"))
 
     # -------------------------------------------------------------------------------- export-onnx --overwrite
     def export_overwrite(self) -> None:
@@ -563,21 +566,20 @@ class HostileFaults:
                 def case(cmd=cmd, target=target, words=words):
                     before = snapshot(target)
                     rc, _, err = self._cli(*cmd, "--out", str(target))
-                    ok = rc == 2 and len(err) == 1 and words in err[0] and snapshot(target) == before
-                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                    ok = rc == 2 and len(err) == 1 and words in err[0]
+                    return verdict("failed_cleanly", ok, snapshot(target) == before), (err or [f"rc {rc}"])[0][-150:]
                 self.record("export_overwrite", f"{name} into {target.name} without --overwrite", case)
         with held_dir(notes, "omnisparse train") as holder:
             for name, cmd in cmds.items():
                 def held(cmd=cmd):
                     before = snapshot(notes)
                     rc, _, err = self._cli(*cmd, "--out", str(notes), "--overwrite")
-                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid}" in err[0] and snapshot(notes) == before
-                    return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-150:]
+                    ok = rc == 1 and len(err) == 1 and f"in use by pid {holder.pid}" in err[0]
+                    return verdict("failed_cleanly", ok, snapshot(notes) == before), (err or [f"rc {rc}"])[0][-150:]
                 self.record("export_overwrite", f"{name} --overwrite into a held directory", held)
 
         def replaced():
             rc, _, err = self._cli("export-onnx", str(self.ref / "sparse-export"), "--out", str(notes), "--overwrite")
-            ok = rc == 0 and not err and (notes / "encoder.onnx").is_file() and not (notes / "keep.txt").exists() \
-                and not list(base.glob(".*tmp*"))
-            return ("recovered_as_designed" if ok else "lost_data_or_crashed"), "replaced as a whole"
+            kept = (notes / "encoder.onnx").is_file() and not (notes / "keep.txt").exists() and not list(base.glob(".*tmp*"))
+            return verdict("recovered_as_designed", rc == 0 and not err, kept), "replaced as a whole"
         self.record("export_overwrite", "export-onnx --overwrite into a non-empty directory", replaced)

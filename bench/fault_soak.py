@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from fault_outcomes import verdict
 from omnisparse.utils.faults import child_env, new_checkpoint, omnisparse_cmd, soak_killed, weights_equal
 from omnisparse.utils.proc_memory import PeakRssSampler
 
@@ -30,7 +31,7 @@ class SoakFaults:
         try:
             self._soak(corpus, preset, steps, kills, delay_s, ckpt_every)
         except Exception as e:  # noqa: BLE001 - counted, and the other classes' results are kept
-            self.record_outcome("soak_kills", "soak", "lost_data_or_crashed", f"{type(e).__name__}: {e}", 0.0)
+            self.record_outcome("soak_kills", "soak", "crashed", f"{type(e).__name__}: {e}", 0.0)
 
     def _soak(self, corpus: Path, preset: str, steps: int, kills: int, delay_s: tuple[float, float],
               ckpt_every: int) -> None:
@@ -62,12 +63,14 @@ class SoakFaults:
                 reference.wait()
             log.close()
         name = f"ckpt-{steps:08d}/model.safetensors"
-        same = ref_rc == 0 and final.returncode == 0 and weights_equal(ref / name, run / name)
+        behaved = ref_rc == 0 and final.returncode == 0
+        same = behaved and weights_equal(ref / name, run / name)
+        outcome = verdict("recovered_identical", behaved, kept=same or not behaved)  # a failed launch: crashed
         why = "final weights bitwise equal to the uninterrupted run's" if same else \
             f"reference rc {ref_rc}, soaked rc {final.returncode}: {final.output[-200:]}"
         for i, k in enumerate(killed):
             self.record_outcome("soak_kills", f"launch {i + 1} killed {delays[i]:.0f} s after its first new checkpoint",
-                                "recovered_identical" if same else "lost_data_or_crashed", why, k.seconds)
+                                outcome, why, k.seconds)
         soaked_s = sum(k.seconds for k in killed) + final.seconds
         self.soak_summary = {"preset": preset, "steps": steps, "ckpt_every": ckpt_every, "kills": len(killed),
                              "kills_planned": kills, "identical": same, "reference_wall_s": round(ref_s, 1),

@@ -44,7 +44,10 @@ counted, see ``kills_missed``):
   (a skipped or split batch, a bad utterance skipped or fixed and counted, odd audio transcribed);
 * ``failed_cleanly``: stopped with one ``omnisparse: error:`` line (and, for runs, a checkpoint that
   resumes to the uninterrupted result);
-* ``lost_data_or_crashed``: anything else (target 0); the case's detail says what happened.
+* ``lost``: a result, checkpoint or file that is not what it must be (target 0);
+* ``crashed``: the process misbehaved with its data intact: a traceback, a signal death, a hang, a
+  wrong exit status or error line (target 0). The case's detail says what happened
+  (``bench/fault_outcomes.py`` holds the rule).
 
 A checkpoint's ``state.json`` carries the checksum of its own content, so every damage is injected
 there too (a bit flip inside a number included).
@@ -76,13 +79,13 @@ from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: the fault classes' module
 from fault_classes_hostile import HostileFaults  # noqa: E402
+from fault_outcomes import DESCRIPTIONS, OUTCOMES, verdict  # noqa: E402
 from fault_soak import SoakFaults  # noqa: E402
 
 from omnisparse.cli import main as cli_main  # noqa: E402
 from omnisparse.config import load_config  # noqa: E402
 from omnisparse.utils.provenance import write_result  # noqa: E402
 
-OUTCOMES = ("recovered_identical", "recovered_as_designed", "failed_cleanly", "lost_data_or_crashed")
 MICRO = ("micro", 10, 3, 3, 3)  # CorpusPreset fields: 19 utterances
 DDP_STEPS = 6  # steps of every 2-rank DDP training (checkpoints every 2)
 DDP_KINDS = {  # kind -> (command, extra overrides; {dense}: the reference dense run)
@@ -116,7 +119,8 @@ class Bench(HostileFaults, SoakFaults):
     def __init__(self, work: Path, seed: int, corpus: Path | None):
         self.work, self.rng = work, random.Random(seed)
         self.corpus = corpus or work / "corpus"
-        self.tally: dict[str, dict] = defaultdict(lambda: {**{o: 0 for o in OUTCOMES}, "kills_missed": 0, "cases": []})
+        self.tally: dict[str, dict] = defaultdict(lambda: {**{o: 0 for o in OUTCOMES}, "hangs": 0, "kills_missed": 0,
+                                                           "cases": []})
         self.n = 0
 
     # ------------------------------------------------------------------------------------ helpers
@@ -132,16 +136,19 @@ class Bench(HostileFaults, SoakFaults):
         return load_config(preset, self.args(out, *extra))
 
     def record(self, cls: str, case: str, fn) -> None:
-        t0 = time.time()
+        t0, hang = time.time(), False
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                 outcome, detail = fn()  # the runs' output and progress bars; ours was opened before
         except Exception as e:  # noqa: BLE001 - an unexpected exception is the thing we count
-            outcome, detail = "lost_data_or_crashed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"[-600:]
-        self.record_outcome(cls, case, outcome, detail, time.time() - t0)
+            outcome, detail = "crashed", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"[-600:]
+            hang = isinstance(e, TimeoutError)  # run_killed's: a command outlived its timeout
+        self.record_outcome(cls, case, outcome, detail, time.time() - t0, hang)
 
-    def record_outcome(self, cls: str, case: str, outcome: str, detail, seconds: float) -> None:
+    def record_outcome(self, cls: str, case: str, outcome: str, detail, seconds: float, hang: bool = False) -> None:
+        """Counts one case; a hang is also a crash."""
         t = self.tally[cls]
+        t["hangs"] += hang
         if outcome == "missed":
             t["kills_missed"] += 1
         else:
@@ -216,7 +223,7 @@ class Bench(HostileFaults, SoakFaults):
             cfg = self.cfg(preset, run, *extra)
             quiet(prune, cfg) if kind == "prune" else train(cfg, supernet=kind == "supernet")
             ok = self.same_weights(kind, run, max_step) and not list(run.glob(".ckpt-*.tmp"))
-            return ("recovered_identical" if ok else "lost_data_or_crashed"), point
+            return verdict("recovered_identical", kept=ok), point
         self.record(f"sigkill_{kind}", point, case)
 
     def torchrun(self, out: Path, kind: str = "dense", restarts: int = 0) -> list[str]:
@@ -257,15 +264,16 @@ class Bench(HostileFaults, SoakFaults):
                 done = res
             else:
                 if res.returncode == 0:
-                    return "lost_data_or_crashed", f"{point}: the job exited 0 without a worker"
+                    return "crashed", f"{point}: the job exited 0 without a worker"
                 held = read_lock(run)
                 if rank == 1 and held is not None:
-                    return "lost_data_or_crashed", f"{point}: rank 0 left its lock behind: {held}"
+                    return "crashed", f"{point}: rank 0 left its lock behind: {held}"
                 done = run_killed(self.torchrun(run, kind), kill_when=lambda: False, timeout_s=300)
-            ok = done.returncode == 0 and not list(run.glob(".ckpt-*.tmp")) and \
-                weights_equal(self.ref / f"ddp-{kind}" / final, run / final)
+            behaved = done.returncode == 0
+            kept = not list(run.glob(".ckpt-*.tmp")) and (not behaved or weights_equal(self.ref / f"ddp-{kind}" / final,
+                                                                                        run / final))
             what = "restarted by torchrun" if elastic else f"stopped after {res.seconds:.0f} s, relaunched"
-            return ("recovered_identical" if ok else "lost_data_or_crashed"), f"{point}; {what} (rc {done.returncode})"
+            return verdict("recovered_identical", behaved, kept), f"{point}; {what} (rc {done.returncode})"
         self.record("sigkill_ddp_elastic" if elastic else "sigkill_ddp", point, case)
 
     def ddp_mismatch(self, what: str):
@@ -297,9 +305,8 @@ class Bench(HostileFaults, SoakFaults):
         def case():
             got = run_ranks([["train", "--config", "tiny", *self.args(run, "--train.max_steps=2")],
                              ["train", "--config", "tiny", *other]], port=port, env_per_rank=[{}, env])
-            ok = all(rc == 1 and len(err) == 1 and f"rank 1: {what} differ" in err[0] for rc, err in got) \
-                and not run.exists()
-            return ("failed_cleanly" if ok else "lost_data_or_crashed"), str(got[0][1][:1])[-160:]
+            ok = all(rc == 1 and len(err) == 1 and f"rank 1: {what} differ" in err[0] for rc, err in got)
+            return verdict("failed_cleanly", ok, not run.exists()), str(got[0][1][:1])[-160:]
         self.record("ddp_mismatch", f"rank 1 sees another {what}", case)
 
     def kill_search(self):
@@ -323,7 +330,7 @@ class Bench(HostileFaults, SoakFaults):
                 return "missed", f"{point}: ended first, 3 times"
             got = run_search(load_config("search_tiny", self.search_args(out)), progress=False, tensorboard=False)
             same = got["table"] == self.ref_search["table"] and got["pareto"] == self.ref_search["pareto"]
-            return ("recovered_identical" if same else "lost_data_or_crashed"), f"state.json + {d:.2f} s"
+            return verdict("recovered_identical", kept=same), f"state.json + {d:.2f} s"
         self.record("sigkill_search", point, case)
 
     def kill_corpus(self):
@@ -346,7 +353,7 @@ class Bench(HostileFaults, SoakFaults):
             for split in ("train", "dev", "test-clean", "test-other"):
                 a, b = (self.ref / "micro" / "manifests" / f"cuts_{split}.jsonl.gz"), out / "manifests" / f"cuts_{split}.jsonl.gz"
                 same = same and _manifest(a, self.ref / "micro") == _manifest(b, out)
-            return ("recovered_identical" if same else "lost_data_or_crashed"), point
+            return verdict("recovered_identical", kept=same), point
         self.record("sigkill_corpus", point, case)
 
     # ------------------------------------------------------------------------------------ corrupt checkpoint
@@ -366,7 +373,7 @@ class Bench(HostileFaults, SoakFaults):
             shutil.rmtree(run / "ckpt-00000008")  # interrupted after step 6's checkpoint, which was then damaged
             damage_file(run / "ckpt-00000006" / name, kind, seed)
             train(self.cfg("tiny", run, *self.dense_args))
-            return ("recovered_identical" if self.same_weights("dense", run, 8) else "lost_data_or_crashed"), point
+            return verdict("recovered_identical", kept=self.same_weights("dense", run, 8)), point
         self.record("corrupt_checkpoint", point, case)
 
     # ------------------------------------------------------------------------------------ bad data
@@ -395,7 +402,7 @@ class Bench(HostileFaults, SoakFaults):
             want = {"0000", "0001", "0002"} | ({"0003"} if UTTERANCE_FAULTS[fault] == "fix" else set())
             what = f"{UTTERANCE_FAULTS[fault]}: {parsed['skipped'] | parsed['fixed'] | dict(rep.counts)}"
             ok = counted == 1 and stored == want
-            return ("recovered_as_designed" if ok else "lost_data_or_crashed"), what
+            return verdict("recovered_as_designed", kept=ok), what
         self.record("bad_data", fault, case)
 
     # ------------------------------------------------------------------------------------ NaN / OOM
@@ -428,7 +435,7 @@ class Bench(HostileFaults, SoakFaults):
             with mock.patch.object(Trainer, "train_step", one_bad):
                 out = train(self.cfg("tiny", run, *self.dense_args))
             ok = out["step"] == 8 and out["cost"].get("skipped_by_reason") == {"non_finite": 1}
-            return ("recovered_as_designed" if ok else "lost_data_or_crashed"), f"batch {at}: {out['cost'].get('skipped_by_reason')}"
+            return verdict("recovered_as_designed", kept=ok), f"batch {at}: {out['cost'].get('skipped_by_reason')}"
         self.record("numerical", f"{fault} at {at}", case)
 
     def stop_then_resume(self, run: Path, patch, words: str):
@@ -440,8 +447,7 @@ class Bench(HostileFaults, SoakFaults):
             rc, _, err = cli("train", "--config", "tiny", *self.args(run, *self.dense_args, "--train.max_bad_steps=3"))
         clean = rc == 1 and len(err) == 1 and words in err[0] and ("last good checkpoint" in err[0] or "no checkpoint" in err[0])
         train(self.cfg("tiny", run, *self.dense_args))
-        ok = clean and self.same_weights("dense", run, 8)
-        return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-200:]
+        return verdict("failed_cleanly", clean, self.same_weights("dense", run, 8)), (err or [f"rc {rc}"])[0][-200:]
 
     def oom(self, fault: str):
         from omnisparse.train.registry import train
@@ -470,7 +476,7 @@ class Bench(HostileFaults, SoakFaults):
             c = out["cost"]
             ok = out["step"] == 8 and c.get("oom_batches", 0) >= 1 and \
                 c.get("oom_split_batches", 0) + c.get("skipped_by_reason", {}).get("out_of_memory", 0) == c["oom_batches"]
-            return ("recovered_as_designed" if ok else "lost_data_or_crashed"), \
+            return verdict("recovered_as_designed", kept=ok), \
                 f"> {limit} utts: {c.get('oom_batches')} OOM, {c.get('oom_split_batches', 0)} split"
         self.record("oom", f"{fault} ({limit}, {at})", case)
 
@@ -491,17 +497,18 @@ class Bench(HostileFaults, SoakFaults):
                 with mock.patch.object(atomic.os, "fsync", disk_full(atomic.os.fsync)):
                     try:
                         atomic.atomic_write_text(path, "new")
-                        return "lost_data_or_crashed", "no error raised"
+                        return "lost", "no error raised"
                     except OSError:
                         pass
                 ok = path.read_text() == "old" and [p.name for p in run.iterdir()] == ["state.json"]
-                return ("failed_cleanly" if ok else "lost_data_or_crashed"), "OSError(ENOSPC), old file intact"
+                return verdict("failed_cleanly", kept=ok), "OSError(ENOSPC), old file intact"
             with mock.patch.object(ck, target, disk_full(getattr(ck, target), after=after)):
                 rc, _, err = cli("train", "--config", "tiny", *self.args(run, *self.dense_args))
-            clean = rc == 1 and len(err) == 1 and ("No space left" in err[0]) and not list(run.glob(".ckpt-*"))
+            clean = rc == 1 and len(err) == 1 and ("No space left" in err[0])
+            no_tmp = not list(run.glob(".ckpt-*"))
             train(self.cfg("tiny", run, *self.dense_args))  # space freed
-            ok = clean and self.same_weights("dense", run, 8)
-            return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-160:]
+            kept = no_tmp and self.same_weights("dense", run, 8)
+            return verdict("failed_cleanly", clean, kept), (err or [f"rc {rc}"])[0][-160:]
         self.record("disk_full", f"{target} after {after}", case)
 
     # ------------------------------------------------------------------------------------ untrusted files
@@ -545,8 +552,8 @@ class Bench(HostileFaults, SoakFaults):
                 rc, _, err = cli("eval", str(target), "--splits", "dev")
             after = tree_digest(d)
             untouched = all(after.get(k) == v for k, v in before.items())  # new files (logs) are allowed
-            ok = rc == 2 and len(err) == 1 and words in err[0] and untouched
-            return ("failed_cleanly" if ok else "lost_data_or_crashed"), (err or [f"rc {rc}"])[0][-200:]
+            ok = rc == 2 and len(err) == 1 and words in err[0]
+            return verdict("failed_cleanly", ok, untouched), (err or [f"rc {rc}"])[0][-200:]
         self.record("untrusted", kind, case)
 
     # ------------------------------------------------------------------------------------ fuzz
@@ -587,7 +594,7 @@ class Bench(HostileFaults, SoakFaults):
                 rc = cli_main(["transcribe", str(self.ref / "dense"), *map(str, files)])
         except Exception as e:  # noqa: BLE001
             for p in files:
-                self.record("fuzz_transcribe", kinds[str(p)], lambda e=e: ("lost_data_or_crashed", repr(e)))
+                self.record("fuzz_transcribe", kinds[str(p)], lambda e=e: ("crashed", repr(e)))
             return
         errors = [ln for ln in err.getvalue().splitlines() if ln.startswith("omnisparse: error")]
         texts = [ln for ln in out.getvalue().splitlines() if "\t" in ln]
@@ -595,12 +602,12 @@ class Bench(HostileFaults, SoakFaults):
             e = [ln for ln in errors if ln.startswith(f"omnisparse: error: {p}:")]
             t = [ln for ln in texts if ln.startswith(f"{p}\t")]
             if len(e) + len(t) != 1 or "Traceback" in err.getvalue():
-                res = ("lost_data_or_crashed", f"{len(e)} errors, {len(t)} transcripts")
+                res = ("crashed", f"{len(e)} errors, {len(t)} transcripts")
             else:
                 res = ("failed_cleanly", e[0][-120:]) if e else ("recovered_as_designed", "transcribed")
             self.record("fuzz_transcribe", kinds[str(p)], lambda res=res: res)
         if (rc != 0) != bool(errors):
-            self.record("fuzz_transcribe", "exit status", lambda: ("lost_data_or_crashed", f"rc {rc} with {len(errors)} errors"))
+            self.record("fuzz_transcribe", "exit status", lambda: ("crashed", f"rc {rc} with {len(errors)} errors"))
 
     def fuzz_text_and_features(self, n: int, seed: int):
         import re
@@ -622,7 +629,7 @@ class Bench(HostileFaults, SoakFaults):
                 if out is None:
                     return "failed_cleanly", "nothing word-like: None"
                 ok = bool(pattern.fullmatch(out)) and normalize_text(out) == out and tok.decode(tok.encode(out)) == out
-                return ("recovered_as_designed" if ok else "lost_data_or_crashed"), repr(s)[:80]
+                return verdict("recovered_as_designed", kept=ok), repr(s)[:80]
             self.record("fuzz_text", "random text", text_case)
 
             size = int(rng.integers(0, 3000))
@@ -638,7 +645,7 @@ class Bench(HostileFaults, SoakFaults):
                 except ValueError as e:
                     return "failed_cleanly", str(e)[:100]
                 ok = f.shape[1] == NUM_MEL_BINS and bool(torch.isfinite(f).all())
-                return ("recovered_as_designed" if ok else "lost_data_or_crashed"), f"shape {tuple(f.shape)}"
+                return verdict("recovered_as_designed", kept=ok), f"shape {tuple(f.shape)}"
             self.record("fuzz_features", f"{x.shape}", feat_case)
 
 
@@ -698,30 +705,26 @@ def main() -> None:
         bar.update(1)
         for case in cases:
             case()
-            lost = sum(t["lost_data_or_crashed"] for t in b.tally.values())
-            bar.set_postfix_str(f"{sum(sum(t[o] for o in OUTCOMES) for t in b.tally.values())} injected, {lost} lost")
+            bad = {o: sum(t[o] for t in b.tally.values()) for o in ("lost", "crashed")}
+            bar.set_postfix_str(f"{sum(sum(t[o] for o in OUTCOMES) for t in b.tally.values())} injected, "
+                                f"{bad['lost']} lost, {bad['crashed']} crashed")
             bar.update(1)
         bar.close()
     classes = {}
     for name, t in sorted(b.tally.items()):
         classes[name] = {"injected": sum(t[o] for o in OUTCOMES), **{o: t[o] for o in OUTCOMES},
-                         "kills_missed": t["kills_missed"], "cases": t["cases"]}
-    totals = {k: sum(c[k] for c in classes.values()) for k in ("injected", *OUTCOMES, "kills_missed")}
+                         "hangs": t["hangs"], "kills_missed": t["kills_missed"], "cases": t["cases"]}
+    totals = {k: sum(c[k] for c in classes.values()) for k in ("injected", *OUTCOMES, "hangs", "kills_missed")}
     payload = {"preset": "tiny", "seed": args.seed, "threads": 1, "wall_s": round(time.time() - t0, 1),
-               "outcomes": {"recovered_identical": "same result as the uninterrupted run (weights bitwise, Pareto table, corpus bytes)",
-                            "recovered_as_designed": "handled, the work went on; the result differs by design (batch skipped or split, utterance skipped/fixed and counted, odd audio transcribed)",
-                            "failed_cleanly": "one 'omnisparse: error:' line (runs: exit 1, last checkpoint resumes to the uninterrupted result)",
-                            "lost_data_or_crashed": "anything else (target 0)"},
+               "outcomes": DESCRIPTIONS,
                "totals": totals, "classes": classes, "soak": b.soak_summary}
     write_result(args.out, payload, command="bench/faults.py " + " ".join(sys.argv[1:]))
-    print(f"{'class':<20} {'injected':>8} {'identical':>9} {'designed':>8} {'clean':>6} {'lost':>5}")
-    for name, c in classes.items():
-        print(f"{name:<20} {c['injected']:8d} {c['recovered_identical']:9d} {c['recovered_as_designed']:8d} "
-              f"{c['failed_cleanly']:6d} {c['lost_data_or_crashed']:5d}")
-    print(f"{'total':<20} {totals['injected']:8d} {totals['recovered_identical']:9d} {totals['recovered_as_designed']:8d} "
-          f"{totals['failed_cleanly']:6d} {totals['lost_data_or_crashed']:5d}   ({totals['kills_missed']} kills missed) "
-          f"-> {args.out} in {payload['wall_s']:.0f} s")
-
+    heads = {"injected": "injected", "recovered_identical": "identical", "recovered_as_designed": "designed",
+             "failed_cleanly": "clean", "lost": "lost", "crashed": "crashed", "hangs": "hangs"}
+    print(f"{'class':<20}" + "".join(f" {h:>9}" for h in heads.values()))
+    for name, c in [*classes.items(), ("total", totals)]:
+        print(f"{name:<20}" + "".join(f" {c[k]:9d}" for k in heads))
+    print(f"({totals['kills_missed']} kills missed) -> {args.out} in {payload['wall_s']:.0f} s")
 
 if __name__ == "__main__":
     main()
