@@ -31,7 +31,8 @@ class SoakFaults:
         try:
             self._soak(corpus, preset, steps, kills, delay_s, ckpt_every)
         except Exception as e:  # noqa: BLE001 - counted, and the other classes' results are kept
-            self.record_outcome("soak_kills", "soak", "crashed", f"{type(e).__name__}: {e}", 0.0)
+            self.record_outcome("soak_kills", "soak", "crashed", f"{type(e).__name__}: {e}", 0.0,
+                                isinstance(e, TimeoutError))  # soak_killed's: a launch outlived its timeout
 
     def _soak(self, corpus: Path, preset: str, steps: int, kills: int, delay_s: tuple[float, float],
               ckpt_every: int) -> None:
@@ -64,8 +65,9 @@ class SoakFaults:
             log.close()
         name = f"ckpt-{steps:08d}/model.safetensors"
         behaved = ref_rc == 0 and final.returncode == 0
-        same = behaved and weights_equal(ref / name, run / name)
-        outcome = verdict("recovered_identical", behaved, kept=same or not behaved)  # a failed launch: crashed
+        # the final weights exist to compare only when both launches finished; a failed one is a crash
+        outcome = verdict("recovered_identical", behaved, kept=not behaved or weights_equal(ref / name, run / name))
+        same = outcome == "recovered_identical"
         why = "final weights bitwise equal to the uninterrupted run's" if same else \
             f"reference rc {ref_rc}, soaked rc {final.returncode}: {final.output[-200:]}"
         for i, k in enumerate(killed):

@@ -13,7 +13,7 @@ def test_soak_kills_a_training_repeatedly_and_compares_bitwise(load_bench, tiny_
         def dir(self, name):
             return tmp_path / name
 
-        def record_outcome(self, cls, case, outcome, detail, seconds):
+        def record_outcome(self, cls, case, outcome, detail, seconds, hang=False):
             self.outcomes.append((cls, outcome, detail))
 
     host = Host()
