@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from unittest import mock
@@ -332,15 +333,17 @@ class HostileFaults:
                                                                       "augment"))
         return d
 
-    def _count_planted(self, tag: str, want: dict, got: dict, behaved: bool, kept: bool, detail: str) -> None:
-        """One case per planted cut: ``behaved`` (the command's exit) and ``kept`` (its output, nothing
-        written outside) hold for all of them; each reason's count must match what was planted."""
+    def _count_planted(self, tag: str, want: dict, got: dict, behaved: bool, kept: bool, detail: str,
+                       result: Callable[[], bool] = lambda: True) -> None:
+        """One case per planted cut. ``behaved`` (the command's exit) and ``kept`` (input untouched,
+        nothing written outside) hold for all of them; ``result`` (the command's output) and each
+        reason's count against what was planted are judged only when the command behaved."""
         for reason, n in want.items():
-            ok = kept and (got.get(reason) == n or not behaved)  # a failed command is a crash, not a miscount
             for _ in range(n):
                 self.record("hostile_manifest", f"{tag}: {reason}",
-                            lambda ok=ok, r=reason: (verdict("recovered_as_designed", behaved, ok),
-                                                     f"{r}: skipped and counted ({got.get(r)}); {detail}"))
+                            lambda r=reason, n=n: (verdict("recovered_as_designed", behaved, kept,
+                                                           result=lambda: result() and got.get(r) == n),
+                                                   f"{r}: skipped and counted ({got.get(r)}); {detail}"))
 
     def hostile_manifest(self, copies: int) -> None:
         from omnisparse.utils.faults import tree_digest
@@ -356,9 +359,9 @@ class HostileFaults:
         rc, _, err = self._cli("eval", str(self.ref / "dense"), "--splits", "dev", f"--data.corpus_dir={corpus}",
                                f"--out={work / 'eval'}")
         res = json.loads((work / "eval" / "wer.json").read_text())["results"]["dev"] if rc == 0 else {}
-        kept = res.get("utterances") == len(good) and not marker.exists() and tree_digest(work, exclude=("eval",)) == before
-        self._count_planted("eval", want, res.get("skipped", {}), rc == 0, kept or rc != 0,
-                            f"rc {rc}, {res.get('utterances')} decoded")
+        kept = not marker.exists() and tree_digest(work, exclude=("eval",)) == before
+        self._count_planted("eval", want, res.get("skipped", {}), rc == 0, kept, f"rc {rc}, {res.get('utterances')} decoded",
+                            result=lambda res=res, n=len(good): res.get("utterances") == n)
 
         # eval on the fly: audio from a command, a URL, a ../ path, an infinite duration
         corpus = self._corpus_copy("manifest-otf")
@@ -381,8 +384,8 @@ class HostileFaults:
                                f"--out={corpus.parent / 'eval'}", "--data.on_the_fly_features=true")
         res = json.loads((corpus.parent / "eval" / "wer.json").read_text())["results"]["dev"] if rc == 0 else {}
         want = {"unsafe_source": 2 * copies, "unsafe_path": copies, "bad_duration": copies}
-        self._count_planted("eval on the fly", want, res.get("skipped", {}),
-                            rc == 0, not marker.exists() and (res.get("utterances") == 6 or rc != 0), f"rc {rc}; command not run")
+        self._count_planted("eval on the fly", want, res.get("skipped", {}), rc == 0, not marker.exists(),
+                            f"rc {rc}; command not run", result=lambda res=res: res.get("utterances") == 6)
 
         # data prepare
         from omnisparse.data.features import prepare_features
@@ -396,9 +399,9 @@ class HostileFaults:
         write_manifest_rows(corpus / "manifests" / "cuts_dev.jsonl.gz", rows)
         report = quiet(prepare_features, corpus, ["dev"], num_jobs=1)["dev"]
         saved = json.loads((corpus / "fbank" / "validation_dev.json").read_text())
-        self._count_planted("data prepare", want, dict(report.counts),
-                            True, report.kept == len(good) and saved["counts"] == dict(report.counts) and not marker.exists(),
-                            f"{report.kept} kept, validation_dev.json")
+        self._count_planted("data prepare", want, dict(report.counts), True, not marker.exists(),
+                            f"{report.kept} kept, validation_dev.json",
+                            result=lambda: report.kept == len(good) and saved["counts"] == dict(report.counts))
 
         # training
         from omnisparse.train.registry import train

@@ -8,6 +8,8 @@ half-written, nothing written outside the output directory).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 OUTCOMES = ("recovered_identical", "recovered_as_designed", "failed_cleanly", "lost", "crashed")
 DESCRIPTIONS = {
     "recovered_identical": "same result as the uninterrupted run (weights bitwise, Pareto table, corpus bytes)",
@@ -21,11 +23,19 @@ DESCRIPTIONS = {
 }
 
 
-def verdict(expected: str, behaved: bool = True, kept: bool = True) -> str:
-    """``expected`` when the process behaved and its data is kept; otherwise ``lost`` when the data is
-    not (whatever the process did) and ``crashed`` when only the behaviour was wrong."""
+def verdict(expected: str, behaved: bool = True, kept: bool = True,
+            result: Callable[[], bool] | None = None) -> str:
+    """One case's outcome from its checks.
+
+    ``kept`` is judged whatever the process did (input untouched, nothing half-written, nothing
+    written outside); ``result`` (the weights, table or counts the process produced) only when it
+    behaved, since a process that failed has no result to compare. Data not kept or a wrong result
+    -> ``lost``; bad behaviour with the data kept -> ``crashed``; otherwise ``expected``.
+    """
     if expected not in OUTCOMES[:3]:
         raise ValueError(f"not a good outcome: {expected!r}")
     if not kept:
         return "lost"
-    return expected if behaved else "crashed"
+    if not behaved:
+        return "crashed"
+    return expected if result is None or result() else "lost"

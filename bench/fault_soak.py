@@ -65,8 +65,7 @@ class SoakFaults:
             log.close()
         name = f"ckpt-{steps:08d}/model.safetensors"
         behaved = ref_rc == 0 and final.returncode == 0
-        # the final weights exist to compare only when both launches finished; a failed one is a crash
-        outcome = verdict("recovered_identical", behaved, kept=not behaved or weights_equal(ref / name, run / name))
+        outcome = verdict("recovered_identical", behaved, result=lambda: weights_equal(ref / name, run / name))
         same = outcome == "recovered_identical"
         why = "final weights bitwise equal to the uninterrupted run's" if same else \
             f"reference rc {ref_rc}, soaked rc {final.returncode}: {final.output[-200:]}"

@@ -270,10 +270,10 @@ class Bench(HostileFaults, SoakFaults):
                     return "crashed", f"{point}: rank 0 left its lock behind: {held}"
                 done = run_killed(self.torchrun(run, kind), kill_when=lambda: False, timeout_s=300)
             behaved = done.returncode == 0
-            kept = not list(run.glob(".ckpt-*.tmp")) and (not behaved or weights_equal(self.ref / f"ddp-{kind}" / final,
-                                                                                        run / final))
+            same = lambda: weights_equal(self.ref / f"ddp-{kind}" / final, run / final)  # noqa: E731
             what = "restarted by torchrun" if elastic else f"stopped after {res.seconds:.0f} s, relaunched"
-            return verdict("recovered_identical", behaved, kept), f"{point}; {what} (rc {done.returncode})"
+            return verdict("recovered_identical", behaved, kept=not list(run.glob(".ckpt-*.tmp")), result=same), \
+                f"{point}; {what} (rc {done.returncode})"
         self.record("sigkill_ddp_elastic" if elastic else "sigkill_ddp", point, case)
 
     def ddp_mismatch(self, what: str):

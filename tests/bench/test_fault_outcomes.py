@@ -17,3 +17,15 @@ def test_verdict_separates_lost_data_from_a_crash(load_bench):
 def test_every_outcome_is_described(load_bench):
     mod = load_bench("fault_outcomes")
     assert list(mod.DESCRIPTIONS) == list(mod.OUTCOMES)
+
+
+def test_result_is_judged_only_when_the_process_behaved(load_bench):
+    v = load_bench("fault_outcomes").verdict
+
+    def never():
+        raise AssertionError("a failed process has no result to compare")
+
+    assert v("recovered_identical", behaved=False, result=never) == "crashed"
+    assert v("recovered_identical", behaved=True, kept=False, result=never) == "lost"
+    assert v("recovered_identical", behaved=True, result=lambda: False) == "lost"
+    assert v("recovered_as_designed", behaved=True, result=lambda: True) == "recovered_as_designed"
