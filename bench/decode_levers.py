@@ -1,10 +1,13 @@
 """The decode-time levers of a trained model, measured side by side: its newest checkpoint against the
-mean of its newest N (``omnisparse average``), each decoded greedily and with modified beam search.
+mean of its newest N (``omnisparse average``) for each N of ``--last``, decoded greedily and with
+modified beam search.
 
-    .venv/bin/python bench/decode_levers.py [--run exp/small/dense_v3] [--last 3] [--beam 4]
+    .venv/bin/python bench/decode_levers.py [--run exp/small/dense_v3] [--last 3 [8 16 ...]] [--beam 4]
         [--splits dev test-clean test-other] [--max-utts 0] [--out bench/results/decode_levers_small.json]
 
-The averaged checkpoint is written to ``RUN/avg-<first>-<last>`` (reused when it is there). WER per
+The newest checkpoint is decoded both ways, every average greedily, and the average that greedy search
+found best on the first split (dev: chosen on dev, never on a test split) with beam search too. Each
+averaged checkpoint is written to ``RUN/avg-<first>-<last>`` (reused when it is there). WER per
 split and configuration comes from jiwer (``omnisparse.decoding.evaluate``); ``decode_s`` is the wall
 time of each configuration's decoding, measured in this one process, so the ratio beam / greedy is the
 figure to read (the machine is shared). ``--max-utts N`` decodes the first N cuts of each split (0 =
@@ -76,7 +79,7 @@ def plot(results: dict, splits: list[str], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="exp/small/dense_v3")
-    ap.add_argument("--last", type=int, default=3, help="checkpoints averaged")
+    ap.add_argument("--last", type=int, nargs="+", default=[3], help="checkpoints averaged (one average per N)")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--splits", nargs="+", default=["dev", "test-clean", "test-other"])
     ap.add_argument("--max-utts", type=int, default=0, help="first N cuts per split (0 = all)")
@@ -87,13 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(Path(args.out).read_text())
         plot(res["results"], list(next(iter(res["results"].values()))["wer"]), Path(args.out).with_suffix(".png"))
         return 0
-    newest, avg = averaged(Path(args.run), args.last)
+    run = Path(args.run)
+    newest = last_checkpoints(run, 1)[0][0]
+    averages = {n: averaged(run, n)[1] for n in sorted(set(args.last))}
     results = {}
-    for label, model_dir in ((f"newest ({newest.name})", newest), (f"mean of last {args.last}", avg)):
-        for method in ("greedy", "beam"):
-            decode = DecodeConfig(method=method, beam=args.beam)
-            results[f"{label}, {method}"] = {"model": str(model_dir), "method": method, "beam": args.beam,
-                                             "wer": measure(model_dir, args.splits, decode, args.max_utts)}
+
+    def decode(label: str, model_dir: Path, method: str) -> None:
+        results[f"{label}, {method}"] = {"model": str(model_dir), "method": method, "beam": args.beam,
+                                         "wer": measure(model_dir, args.splits, DecodeConfig(method=method, beam=args.beam),
+                                                        args.max_utts)}
+
+    decode(f"newest ({newest.name})", newest, "greedy")
+    decode(f"newest ({newest.name})", newest, "beam")
+    for n, model_dir in averages.items():
+        decode(f"mean of last {n}", model_dir, "greedy")
+    best = min(averages, key=lambda n: results[f"mean of last {n}, greedy"]["wer"][args.splits[0]]["wer"])
+    decode(f"mean of last {best}", averages[best], "beam")
     base = next(iter(results.values()))["wer"]
     for r in results.values():
         r["wer_vs_newest_greedy"] = {s: round(r["wer"][s]["wer"] / base[s]["wer"], 4) for s in args.splits}
@@ -101,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                                                / max(sum(v["decode_s"] for v in base.values()), 1e-9), 3)
     out = Path(args.out)
     plot(results, args.splits, out.with_suffix(".png"))
-    write_result(out, {"run": args.run, "averaged": str(avg), "averaged_checkpoints": args.last,
+    write_result(out, {"run": args.run, "averaged": {str(n): str(p) for n, p in averages.items()},
+                       "averaged_checkpoints": sorted(averages), "best_average": best, "chosen_on": args.splits[0],
                        "max_utts": args.max_utts, "results": results, "plot": str(out.with_suffix(".png"))},
                  command=" ".join(["bench/decode_levers.py", *(argv if argv is not None else sys.argv[1:])]))
     print(f"wrote {out}")
