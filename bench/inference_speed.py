@@ -30,19 +30,25 @@ same fbank front end and greedy search (``StreamingRecognizer`` / ``OnnxStreamin
                      shrinking);
 * ``pytorch-fast``   ``optimize_for_cpu(dtype=fp32|int8)``: FFN shrinking + per-Linear kind measured
                      here (plans saved in the work dir);
-* ``onnxruntime``    ``export_onnx(compact="ffn", dtype=fp32|int8)`` run by onnxruntime on 1 thread.
+* ``onnxruntime``    ``export_onnx(compact="ffn", dtype=fp32|int8)`` run by onnxruntime on 1 thread;
+* ``sherpa-onnx``    ``export_sherpa(compact="ffn", dtype=fp32|int8)`` run by ``sherpa_onnx.OnlineRecognizer``
+                     on 1 thread (greedy; its own fbank). A model it cannot run (an LSTM predictor:
+                     sherpa-onnx transducers have stateless decoders) is listed under ``skipped`` with the reason.
 
 Per row: ``rtf`` = compute seconds / audio seconds over the first ``--test-subset`` test-other cuts
 (audio decoding excluded, fbank included), ``speedup_vs_dense`` = rtf(dense, pytorch, fp32) / rtf,
 ``speedup_vs_dense_same_runtime`` = rtf(dense, same runtime, same dtype) / rtf (what the sparsity
 itself buys in the runtime a user deploys with), ``ideal_speedup`` = 1 / (1 - s) with ``s`` the fraction of zero weights among the prunable matrices,
-``wer_test_other`` from that row's own transcripts. ONNX parity: the fp32 ONNX transcripts of every
-model against its fp32 PyTorch transcripts on the first ``--parity-utts`` dev cuts (0 = whole dev).
+``wer_test_other`` from that row's own transcripts. Parity: the fp32 onnxruntime and sherpa-onnx
+transcripts of every model against its fp32 PyTorch transcripts on the first ``--parity-utts`` dev cuts
+(0 = whole dev).
 
 Targets, recorded under ``targets``: ``speed`` = some sub-network whose test-other WER is
 at most 2 % (relative) above the dense fp32 PyTorch WER runs at least 2x faster than it (any runtime /
-dtype); ``onnx_parity`` = ONNX transcripts equal PyTorch transcripts on the whole dev set (only
-``met`` when ``--parity-utts 0``). Writes ``--out`` (JSON: ``rows``, ``models``, ``targets``, settings,
+dtype); ``speed_same_runtime`` = per int8 deployment runtime (onnxruntime, sherpa-onnx), some
+sub-network within 2 % of the dense model's WER in that runtime runs >= 2x faster than the dense model
+there; ``onnx_parity`` / ``sherpa_parity`` = that runtime's transcripts equal PyTorch's on the whole
+dev set (only ``met`` when ``--parity-utts 0``). Writes ``--out`` (JSON: ``rows``, ``models``, ``targets``, settings,
 ``commit``, ``command``, ``machine``, ``date``) and a PNG of WER vs measured latency beside it.
 Timings are only comparable within one run, on an otherwise idle machine.
 """
@@ -53,6 +59,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +71,7 @@ from omnisparse.export.loading import load_model
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
-RUNTIMES = ("pytorch", "pytorch-fast", "onnxruntime")
+RUNTIMES = ("pytorch", "pytorch-fast", "onnxruntime", "sherpa-onnx")
 DTYPES = ("fp32", "int8")
 WER_TOL = 0.02  # relative
 SPEEDUP_TARGET = 2.0
@@ -125,6 +132,14 @@ def build_runtime(lm, runtime: str, dtype: str, work: Path, name: str):
         om = OnnxModel(res.path, threads=1)
         info["onnx_bytes"] = sum(b for n, b in res.files.items() if n.endswith(".onnx"))
         return (lambda: OnnxStreamingRecognizer(om)), info
+    if runtime == "sherpa-onnx":
+        from omnisparse.deploy.sherpa import export_sherpa
+        from omnisparse.deploy.sherpa_run import SherpaStreamingRecognizer, sherpa_recognizer
+
+        res = export_sherpa(lm, work / "sherpa" / f"{name}-{dtype}", dtype=dtype, overwrite=True)
+        rec, meta = sherpa_recognizer(res.path, threads=1), res.metadata
+        info["onnx_bytes"] = sum(b for n, b in res.files.items() if n.endswith(".onnx"))
+        return (lambda: SherpaStreamingRecognizer(rec, meta)), info
     if runtime == "pytorch":
         model = lm.model if dtype == "fp32" else optimize_for_cpu(lm.model, kinds=["int8"], measure=False,
                                                                   ffn_shrink=False)[0]
@@ -144,7 +159,7 @@ def build_runtime(lm, runtime: str, dtype: str, work: Path, name: str):
 
 def plot(rows: list[dict], path: Path) -> None:
     with saved_figure(path, figsize=(7.5, 5)) as (fig, ax):
-        markers = {"pytorch": "o", "pytorch-fast": "s", "onnxruntime": "^"}
+        markers = {"pytorch": "o", "pytorch-fast": "s", "onnxruntime": "^", "sherpa-onnx": "D"}
         for (rt, dt) in sorted({(r["runtime"], r["dtype"]) for r in rows}):
             sel = sorted((r for r in rows if r["runtime"] == rt and r["dtype"] == dt), key=lambda r: r["rtf"])
             ax.plot([r["rtf"] * 1000 for r in sel], [r["wer_test_other"] for r in sel], marker=markers.get(rt, "x"),
@@ -159,21 +174,46 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.legend(fontsize=8)
 
 
-def targets(rows: list[dict], parity: dict, parity_whole_dev: bool) -> dict:
+def _pick_row(r: Optional[dict]) -> Optional[dict]:
+    return None if r is None else {k: r[k] for k in ("model", "runtime", "dtype", "rtf", "speedup_vs_dense",
+                                                     "speedup_vs_dense_same_runtime", "wer_test_other")}
+
+
+def _parity(per_model: dict, whole_dev: bool) -> dict:
+    equal = all(p["equal"] == p["utterances"] for p in per_model.values())
+    return {"met": bool(per_model) and equal and whole_dev, "transcripts_equal": equal, "whole_dev": whole_dev,
+            "per_model": per_model}
+
+
+def targets(rows: list[dict], parity: dict[str, dict], parity_whole_dev: bool) -> dict:
+    """``speed``: some sub-network within +2 % of the dense fp32 PyTorch WER at >= 2x its speed (any
+    runtime); ``speed_same_runtime``: per int8 deployment runtime measured, some sub-network within +2 %
+    of the dense model's WER *in that runtime* at >= 2x the dense model's speed there; parity of the
+    ONNX runtimes' dev transcripts with PyTorch's."""
     dense = next(r for r in rows if r["model"] == "dense" and r["runtime"] == "pytorch" and r["dtype"] == "fp32")
     limit = dense["wer_test_other"] * (1 + WER_TOL)
     ok = [r for r in rows if r["model"] != "dense" and r["wer_test_other"] <= limit + 1e-12]
     fast = [r for r in ok if r["speedup_vs_dense"] >= SPEEDUP_TARGET]
     best = max(ok, key=lambda r: r["speedup_vs_dense"], default=None)
-    pick_row = (lambda r: None if r is None else {k: r[k] for k in ("model", "runtime", "dtype", "rtf",
-                                                                     "speedup_vs_dense", "wer_test_other")})
-    equal = all(p["equal"] == p["utterances"] for p in parity.values())
+    same = {}
+    for rt in ("onnxruntime", "sherpa-onnx"):
+        d = next((r for r in rows if r["model"] == "dense" and r["runtime"] == rt and r["dtype"] == "int8"), None)
+        if d is None:
+            continue
+        lim = d["wer_test_other"] * (1 + WER_TOL)
+        cand = [r for r in rows if r["model"] != "dense" and r["runtime"] == rt and r["dtype"] == "int8"
+                and r["wer_test_other"] <= lim + 1e-12]
+        top = max(cand, key=lambda r: r["speedup_vs_dense_same_runtime"], default=None)
+        same[f"{rt} int8"] = {"met": top is not None and top["speedup_vs_dense_same_runtime"] >= SPEEDUP_TARGET,
+                              "dense_wer_test_other": d["wer_test_other"], "wer_limit": lim,
+                              "best_within_wer_limit": _pick_row(top)}
     return {
         "speed": {"met": bool(fast), "dense_wer_test_other": dense["wer_test_other"], "wer_limit": limit,
-                  "speedup_target": SPEEDUP_TARGET, "best_within_wer_limit": pick_row(best),
-                  "passing": [pick_row(r) for r in fast]},
-        "onnx_parity": {"met": bool(parity) and equal and parity_whole_dev, "transcripts_equal": equal,
-                        "whole_dev": parity_whole_dev, "per_model": parity},
+                  "speedup_target": SPEEDUP_TARGET, "best_within_wer_limit": _pick_row(best),
+                  "passing": [_pick_row(r) for r in fast]},
+        "speed_same_runtime": same,
+        "onnx_parity": _parity(parity.get("onnxruntime", {}), parity_whole_dev),
+        "sherpa_parity": _parity(parity.get("sherpa-onnx", {}), parity_whole_dev),
     }
 
 
@@ -233,13 +273,13 @@ def main(argv=None) -> int:
         m["sparsity"] = round(prunable_sparsity(m["lm"].model), 6)
 
     test = load_audio(corpus, args.test_split, args.test_subset)
-    dev = load_audio(corpus, "dev", args.parity_utts) if "onnxruntime" in args.runtimes and "fp32" in args.dtypes \
-        else []
+    onnx_runtimes = [rt for rt in ("onnxruntime", "sherpa-onnx") if rt in args.runtimes]
+    dev = load_audio(corpus, "dev", args.parity_utts) if onnx_runtimes and "fp32" in args.dtypes else []
     refs = [r for _, r, _ in test]
     print(f"{len(models)} models, {len(test)} {args.test_split} utterances "
           f"({sum(len(x) for *_, x in test) / 16000:.0f} s), {len(dev)} dev utterances for ONNX parity", flush=True)
 
-    rows, parity, dense_rtf = [], {}, None
+    rows, parity, skipped, dense_rtf = [], {rt: {} for rt in onnx_runtimes}, [], None
     dense_same: dict[tuple[str, str], float] = {}  # (runtime, dtype) -> the dense model's rtf there
     combos = [(rt, dt) for rt in RUNTIMES if rt in args.runtimes for dt in DTYPES if dt in args.dtypes]
     if ("pytorch", "fp32") not in combos:
@@ -250,7 +290,12 @@ def main(argv=None) -> int:
         dev_torch = None
         for rt, dt in combos:
             t0 = time.perf_counter()
-            make, info = build_runtime(lm, rt, dt, work, m["name"])
+            try:
+                make, info = build_runtime(lm, rt, dt, work, m["name"])
+            except ValueError as e:  # what a runtime cannot run (sherpa-onnx: only stateless predictors)
+                skipped.append({"model": m["name"], "runtime": rt, "dtype": dt, "reason": str(e)})
+                print(f"{m['name']:>18} {rt:>12} {dt}: skipped: {e}", flush=True)
+                continue
             build_s = time.perf_counter() - t0
             hyps, compute, audio_s = stream(make, test, step)
             rtf = compute / audio_s
@@ -271,14 +316,14 @@ def main(argv=None) -> int:
             print(f"{m['name']:>18} {rt:>12} {dt}: rtf {rtf:.4f}  x{row['speedup_vs_dense']:.2f} "
                   f"(same runtime x{row['speedup_vs_dense_same_runtime'] or float('nan'):.2f}) "
                   f"(ideal x{row['ideal_speedup']:.2f})  WER {wer:.4f}", flush=True)
-            if dev and dt == "fp32" and rt in ("pytorch", "onnxruntime"):
+            if dev and dt == "fp32" and rt in ("pytorch", *onnx_runtimes):
                 texts, _, _ = stream(make, dev, step)
                 if rt == "pytorch":
                     dev_torch = texts
                 else:
                     equal = sum(a == b for a, b in zip(dev_torch, texts))
-                    parity[m["name"]] = {"utterances": len(texts), "equal": equal}
-                    print(f"{m['name']:>18} ONNX parity on dev: {equal}/{len(texts)} transcripts equal", flush=True)
+                    parity[rt][m["name"]] = {"utterances": len(texts), "equal": equal}
+                    print(f"{m['name']:>18} {rt} parity on dev: {equal}/{len(texts)} transcripts equal", flush=True)
 
     out = Path(args.out)
     png = out.with_suffix(".png")
@@ -286,7 +331,7 @@ def main(argv=None) -> int:
     plot(rows, png)
     tg = targets(rows, parity, parity_whole_dev=args.parity_utts == 0)
     payload = {
-        "rows": rows, "targets": tg, "met": tg["speed"]["met"] and tg["onnx_parity"]["met"],
+        "rows": rows, "skipped": skipped, "targets": tg, "met": tg["speed"]["met"] and tg["onnx_parity"]["met"],
         "models": [{k: v for k, v in m.items() if k != "lm"} for m in models],
         "settings": {"test_split": args.test_split, "test_utterances": len(test), "parity_dev_utterances": len(dev),
                      "threads": 1, "batch": 1, "search_dir": str(search_dir), "size_format": fmt,
@@ -296,7 +341,10 @@ def main(argv=None) -> int:
     write_result(out, payload, command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]))
     print(f"speed target {'MET' if tg['speed']['met'] else 'not met'}: best within +{WER_TOL:.0%} WER "
           f"{tg['speed']['best_within_wer_limit']}")
-    print(f"ONNX parity {'MET' if tg['onnx_parity']['met'] else 'not met'}: {parity}")
+    for key, v in tg["speed_same_runtime"].items():
+        print(f"same-runtime speed ({key}) {'MET' if v['met'] else 'not met'}: {v['best_within_wer_limit']}")
+    for key in ("onnx_parity", "sherpa_parity"):
+        print(f"{key} {'MET' if tg[key]['met'] else 'not met'}: {tg[key]['per_model']}")
     print(f"wrote {out} and {png}")
     return 0
 
