@@ -26,6 +26,8 @@ pointed at ``--corpus``, so that the comparison does not move when the preset fi
   before timing, data loading is not timed); ``preset_ddp2x1``: the preset trained as ``torchrun
   --nproc_per_node=2 ... --train.threads=1`` trains it, two gloo DDP processes of one thread each
   (:class:`RankPool`; each rank its own batches, a step's audio is both ranks'; no per-part split);
+  ``preset_bf16`` / ``preset_ddp2x1_bf16``: the same with ``train.autocast=bf16`` (the encoder in bf16,
+  as the trainer runs it; default only on CPUs with native bf16, like ``bf16_autocast``);
 * ``today_again``: ``today`` once more, timed with the others: its ratio to ``today`` is the noise floor.
 
 Variants with the same data settings get the very same batches (same sampler seed, SpecAugment on).
@@ -98,9 +100,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "v2_core_fused_lstm": {"overrides": V2_CORE, "fused_lstm": True},
     "preset": {"overrides": {}},
     "preset_ddp2x1": {"overrides": {}, "ranks": 2},
+    "preset_bf16": {"overrides": {"train.autocast": "bf16"}},
+    "preset_ddp2x1_bf16": {"overrides": {"train.autocast": "bf16"}, "ranks": 2},
     "today_again": {"overrides": TODAY},
 }
-OPT_IN = ("compile_encoder", "bf16_autocast")
+OPT_IN = ("compile_encoder", "bf16_autocast", "preset_bf16", "preset_ddp2x1_bf16")
 PARTS = ("enc_fwd", "enc_bwd", "joint_fwd", "joint_bwd", "step")
 
 
@@ -118,6 +122,7 @@ def default_variants() -> list[str]:
     names = [n for n in VARIANTS if n not in OPT_IN]
     if native_bf16():
         names.insert(names.index("v2_core"), "bf16_autocast")
+        names[names.index("preset_ddp2x1") + 1:names.index("preset_ddp2x1") + 1] = ["preset_bf16", "preset_ddp2x1_bf16"]
     return names
 
 
@@ -267,7 +272,7 @@ def _rank_worker(rank: int, world: int, cfg, n_draw: int, init_file: str, comman
     cfg.model.vocab_size, cfg.model.blank_id = tok.vocab_size, tok.blank_id
     torch.manual_seed(0)
     model = Transducer.from_config(cfg.model).train()
-    loss = TransducerLoss(model)
+    loss = TransducerLoss(model, autocast=torch.bfloat16 if cfg.train.autocast == "bf16" else None)
     loss.step = 10 ** 9  # past any warm-up of the pruned loss's scales, as in Runner
     ddp = torch.nn.parallel.DistributedDataParallel(loss)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -381,7 +386,8 @@ def main(argv=None) -> int:
         if key not in cache:
             cache[key] = draw_batches(cfg, n_draw)
         runners.append(Runner(name, cfg, *cache[key], compile_encoder=spec.get("compile", False),
-                              bf16=spec.get("bf16", False), fused_lstm=spec.get("fused_lstm", False)))
+                              bf16=spec.get("bf16", False) or cfg.train.autocast == "bf16",
+                              fused_lstm=spec.get("fused_lstm", False)))
         m = cfg.model
         print(f"[{name}] vocab {d.vocab_size}, {d.max_duration:g} s x {d.num_buckets} buckets, pred {m.pred_type}, "
               f"loss {m.loss}" + "".join(f" + {k}" for k in ("compile", "bf16", "fused_lstm") if spec.get(k))
@@ -397,7 +403,8 @@ def main(argv=None) -> int:
     for r in runners:
         spec = VARIANTS[r.name]
         results[r.name] = {"overrides": spec["overrides"], "compile": spec.get("compile", False),
-                           "bf16": spec.get("bf16", False), "fused_lstm": spec.get("fused_lstm", False),
+                           "bf16": spec.get("bf16", False) or spec["overrides"].get("train.autocast") == "bf16",
+                           "fused_lstm": spec.get("fused_lstm", False),
                            **r.result()}
     ref = results["today"]["audio_s_per_wall_s"]
     for name, r in results.items():

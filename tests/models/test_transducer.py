@@ -208,3 +208,23 @@ def test_row_mask_and_bad_mask():
         lin.set_mask(torch.ones(4, 3))
     with pytest.raises(ValueError):
         lin.set_mask(torch.ones(2, 3, 4))
+
+
+def test_autocast_runs_only_the_encoder_in_bf16():
+    from omnisparse.losses.transducer import TransducerLoss
+
+    m = tiny_model().train()
+    seen = {}
+    m.encoder.register_forward_hook(lambda mod, inp, out: seen.__setitem__("enc", out[0].dtype))
+    feats, feat_lens, tokens, token_lens = batch()
+    out = m(feats, feat_lens, tokens, token_lens, autocast=torch.bfloat16)
+    assert seen["enc"] == torch.bfloat16 and out.enc.dtype == torch.float32  # cast back for the rest
+    ref = TransducerLoss(m)(feats, feat_lens, tokens, token_lens)
+    assert seen["enc"] == torch.float32
+    low = TransducerLoss(m, autocast=torch.bfloat16)(feats, feat_lens, tokens, token_lens)
+    assert seen["enc"] == torch.bfloat16
+    low.loss.backward()
+    assert all(p.grad is None or (p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all())
+               for p in m.parameters())  # the weights and their gradients stay fp32
+    # bf16 has 8 bits of mantissa: the same loss to within a few per cent, not bitwise
+    assert low.loss.item() == pytest.approx(ref.loss.item(), rel=0.05) and low.loss.item() != ref.loss.item()

@@ -49,6 +49,23 @@ def test_resume_is_bitwise_identical(tiny_corpus, tmp_path, interrupt_at):
     assert len(steps) == len(set(steps))
 
 
+def test_bf16_autocast_trains_and_resumes_bitwise(tiny_corpus, tmp_path, interrupt_at):
+    """``train.autocast=bf16``: the encoder in bf16, weights and optimizer state in fp32, and a resumed
+    run still ends on the uninterrupted run's weights."""
+    bf16 = ("--train.autocast=bf16", "--train.max_steps=6", "--train.ckpt_every=3")
+    train(_cfg(tiny_corpus, tmp_path / "a", *bf16))
+    interrupt_at(Trainer, 3, train, _cfg(tiny_corpus, tmp_path / "b", *bf16))
+    train(_cfg(tiny_corpus, tmp_path / "b", *bf16))
+    a = load_file(str(tmp_path / "a" / "ckpt-00000006" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "ckpt-00000006" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) and a[k].dtype != torch.bfloat16 for k in a)
+    train(_cfg(tiny_corpus, tmp_path / "c", "--train.max_steps=6", "--train.ckpt_every=3"))
+    fp32 = load_file(str(tmp_path / "c" / "ckpt-00000006" / "model.safetensors"))
+    assert any(not torch.equal(a[k], fp32[k]) for k in a)  # the setting really changed the arithmetic
+    with pytest.raises(ValueError, match="autocast"):
+        _cfg(tiny_corpus, tmp_path / "d", "--train.autocast=fp16")
+
+
 def test_resume_with_other_model_config_is_refused(tiny_corpus, tmp_path):
     train(_cfg(tiny_corpus, tmp_path / "r", "--train.max_steps=2", "--train.ckpt_every=2"))
     with pytest.raises(CheckpointError, match="d_model"):

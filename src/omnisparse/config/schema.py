@@ -97,6 +97,10 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = let torch decide
     device: Literal["auto", "cpu", "cuda"] = "auto"
     loss_dtype: Literal["float32", "float64"] = "float32"  # RNN-T recursion precision
+    # bf16: the encoder's forward (and so its backward) under CPU/CUDA bf16 autocast, everything after it
+    # in fp32; fast only where the chip computes bf16 natively (AMX / AVX512-BF16 CPUs, GPUs), emulated
+    # and several times slower elsewhere
+    autocast: Literal["off", "bf16"] = "off"
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     init_encoder_from: str = ""  # run dir/checkpoint (e.g. `omnisparse pretrain`) whose encoder.* weights start this run
 

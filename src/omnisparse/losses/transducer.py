@@ -67,10 +67,13 @@ def lattice_kl(teacher: torch.Tensor, student: torch.Tensor, enc_lens: torch.Ten
 
 
 class TransducerLoss(nn.Module):
-    def __init__(self, model: nn.Module, loss_dtype: torch.dtype = torch.float32):
+    def __init__(self, model: nn.Module, loss_dtype: torch.dtype = torch.float32,
+                 autocast: Optional[torch.dtype] = None):
+        """``autocast``: the dtype the model's encoder runs in during training (None: fp32)."""
         super().__init__()
         self.model = model
         self.loss_dtype = loss_dtype
+        self.autocast = autocast
         self.step: Optional[int] = None  # optimizer step for the pruned loss's warm-up (None: count forwards)
         self._forwards = 0
 
@@ -114,7 +117,7 @@ class TransducerLoss(nn.Module):
         ``return_log_probs``: also return this path's lattice log-probs (detached; the distillation
         teacher). ``teacher_log_probs`` + ``distill_weight > 0``: add the distillation term."""
         m = self.model
-        out = m(feats, feat_lens, tokens, token_lens, mode=mode)
+        out = m(feats, feat_lens, tokens, token_lens, mode=mode, autocast=self.autocast)
         j = m.joiner
         enc_p = j.project_enc(out.enc)  # (B, T', J)
         pred_p = j.project_pred(out.pred)  # (B, U+1, J)

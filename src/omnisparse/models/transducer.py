@@ -90,13 +90,16 @@ class Transducer(nn.Module):
         return self.joiner(enc, pred)
 
     def forward(self, feats: Tensor, feat_lens: Tensor, tokens: Tensor, token_lens: Tensor,
-                mode: str = "stream", **chunking) -> TransducerOutput:
+                mode: str = "stream", autocast: Optional[torch.dtype] = None, **chunking) -> TransducerOutput:
         """Training forward without the loss.
 
         ``feats (B, T, F)``, ``feat_lens (B,)``, ``tokens (B, U)`` targets WITHOUT the blank prefix
-        (padding past ``token_lens`` may be anything), ``token_lens (B,)``.
+        (padding past ``token_lens`` may be anything), ``token_lens (B,)``. ``autocast``: a dtype to run
+        the encoder in under ``torch.autocast`` (its output is cast back to fp32 for the rest).
         """
-        enc, enc_lens = self.encode(feats, feat_lens, mode, **chunking)
+        with torch.autocast(feats.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            enc, enc_lens = self.encode(feats, feat_lens, mode, **chunking)
+        enc = enc.float()
         pred = self.predict(add_blank_prefix(tokens, token_lens, self.blank_id))
         ctc = self.ctc_head(enc) if self.ctc_head is not None else None
         return TransducerOutput(enc=enc, enc_lens=enc_lens, pred=pred, ctc_logits=ctc)

@@ -153,7 +153,8 @@ class Trainer(FaultRecovery):
     def _build_model(self, cfg: Config) -> tuple[torch.nn.Module, torch.nn.Module]:
         """``(model, loss module)`` on the run's device; the loss module is what DDP wraps."""
         model = Transducer.from_config(cfg.model).to(self.dist.device)
-        return model, TransducerLoss(model, getattr(torch, cfg.train.loss_dtype))
+        autocast = torch.bfloat16 if cfg.train.autocast == "bf16" else None
+        return model, TransducerLoss(model, getattr(torch, cfg.train.loss_dtype), autocast)
 
     def _build_data(self, cfg: Config) -> None:
         """Train cuts, the training dataset (SpecAugment, augmentation) and the dev cuts."""
