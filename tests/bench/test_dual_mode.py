@@ -9,20 +9,20 @@ from omnisparse.config import load_config
 
 def _args(tmp_path, corpus, *more):
     return ["--preset-suffix", "tiny", "--exp", str(tmp_path / "exp"), f"--data.corpus_dir={corpus}",
-            "--test-subset", "4", "--steps", "4", "--out", str(tmp_path / "dual_mode.json"), *more]
+            "--test-subset", "2", "--steps", "2", "--out", str(tmp_path / "dual_mode.json"), *more]
 
 
 def test_labelled_budgets_train_on_their_subset_and_pretrain_on_all_audio(load_bench, tiny_corpus, tmp_path):
     bench = load_bench("dual_mode")
-    bench.main(_args(tmp_path, tiny_corpus, "--labelled-hours", "0.08", "0.03", "--dense-steps", "6",
-                     "--pretrain-steps", "4", "--systems", "dual-mode", "dual-mode+ssl", "individual-pruned-stream"))
+    bench.main(_args(tmp_path, tiny_corpus, "--labelled-hours", "0.08", "0.03", "--dense-steps", "4",
+                     "--pretrain-steps", "2", "--systems", "dual-mode", "dual-mode+ssl", "individual-pruned-stream"))
     out = json.loads((tmp_path / "dual_mode.json").read_text())
     exp = tmp_path / "exp"
     assert [b["labelled"] for b in out["budgets"]] == ["0.03h", "0.08h"]  # smallest first
     assert set(out["targets"]) == {"0.03h", "0.08h"} and set(out["shortfalls"]) == {"0.03h", "0.08h"}
     for b in out["budgets"]:
         rows = [r for r in out["rows"] if r["labelled"] == b["labelled"]]
-        assert len(rows) == b["rows"] == 5 and b["dense_init_steps"] == 6
+        assert len(rows) == b["rows"] == 5 and b["dense_init_steps"] == 4
         hours = float(b["labelled"][:-1])
         # the subset holds at least the budget, and no more than one utterance beyond it
         assert all(hours <= r["labelled_hours"] < hours + 15 / 3600 for r in rows)
