@@ -91,6 +91,16 @@ def _cmd_pretrain(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def _cmd_train_lm(args: argparse.Namespace, overrides: list[str]) -> int:
+    from omnisparse.config import load_config
+    from omnisparse.train.lm import train_lm
+
+    out = train_lm(load_config(args.config, overrides), resume=not args.no_resume)
+    print(f"LM: step {out['step']}, dev perplexity {out['dev_ppl']:.3f} per token, {out['sentences']} sentences "
+          f"-> {out['checkpoint']}")
+    return 0
+
+
 def _cmd_average(args: argparse.Namespace) -> int:
     from omnisparse.io.average import average_checkpoints, default_average_dir, last_checkpoints, named_checkpoints
 
@@ -120,7 +130,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from omnisparse.deploy.apps import transcribe_files
 
     return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method, fast=args.fast,
-                            dtype=args.dtype, plan=args.plan)
+                            dtype=args.dtype, plan=args.plan, lm_path=args.lm, lm_scale=args.lm_scale)
 
 
 def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -286,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-resume", action="store_true", help="start afresh even if OUT_DIR has checkpoints")
     pt.set_defaults(func=_cmd_pretrain, takes_overrides=True)
 
+    lmp = sub.add_parser("train-lm", help="token LSTM LM for shallow fusion in beam search (section `lm`)")
+    lmp.add_argument("--config", required=True, help="preset name (omnisparse/conf/) or a YAML file")
+    lmp.add_argument("--no-resume", action="store_true", help="start afresh even if lm.out_dir has checkpoints")
+    lmp.set_defaults(func=_cmd_train_lm, takes_overrides=True)
+
     av = sub.add_parser("average", help="mean of the weights of a run's last N checkpoints (or of named ones)")
     av.add_argument("sources", nargs="+", help="a run directory, or checkpoint directories")
     av.add_argument("--last", type=int, default=3, help="with a run directory: its newest N valid checkpoints")
@@ -311,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fast CPU execution: per-Linear kind chosen by timing here (deploy/fast.py)")
     tr.add_argument("--dtype", default="fp32", choices=["fp32", "int8"], help="with --fast: int8 combined with sparsity")
     tr.add_argument("--plan", default=None, help="with --fast: a saved CPU plan (JSON) applied without timing")
+    tr.add_argument("--lm", default="", help="a `train-lm` run fused into beam search (needs --method beam)")
+    tr.add_argument("--lm-scale", type=float, default=None, help="LM weight (default: the model's decode.lm_scale)")
     tr.set_defaults(func=_cmd_transcribe)
 
     sp = sub.add_parser("search", help="evolutionary search of a supernet's WER-vs-size Pareto front")

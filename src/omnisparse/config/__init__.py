@@ -28,6 +28,7 @@ from omnisparse.config.schema import (
     DataConfig,
     DecodeConfig,
     DualModeConfig,
+    LMConfig,
     ModelConfig,
     PretrainConfig,
     SearchConfig,
@@ -37,7 +38,7 @@ from omnisparse.config.schema import (
 
 __all__ = [
     "CONF_DIR", "RANGES", "AugmentConfig", "Config", "ConfigError", "DataConfig", "DecodeConfig", "DualModeConfig",
-    "ModelConfig", "PretrainConfig", "SearchConfig", "SparsityConfig", "TrainConfig", "apply_overrides",
+    "LMConfig", "ModelConfig", "PretrainConfig", "SearchConfig", "SparsityConfig", "TrainConfig", "apply_overrides",
     "check_ranges", "check_section_ranges", "config_from_dict", "load_config", "model_config_from_dict",
     "parse_override", "resolve_preset", "update_dataclass",
 ]

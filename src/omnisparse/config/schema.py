@@ -111,6 +111,33 @@ class DecodeConfig:
     beam: int = 4
     max_symbols_per_frame: int = 4
     batch_size: int = 32
+    lm: str = ""  # a `train-lm` run or checkpoint: shallow fusion in beam search ("" = none)
+    lm_scale: float = 0.3  # weight of the LM's log-probability of every emitted token
+
+
+@dataclass
+class LMConfig:
+    """The external token LM (``omnisparse train-lm``): an LSTM over the recogniser's BPE pieces,
+    trained on text no dev or test utterance says (``data/lm_text.py``)."""
+
+    out_dir: str = "exp/lm"
+    text: str = ""  # "" = the corpus's train sentence pool; else a UTF-8 text file, one sentence per line
+    embed_dim: int = 128
+    hidden_dim: int = 384
+    num_layers: int = 2
+    dropout: float = 0.1
+    max_steps: int = 3000
+    batch_sentences: int = 64
+    lr: float = 2.0e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 20
+    valid_every: int = 500  # and at the end: dev transcripts' per-token perplexity
+    ckpt_every: int = 250
+    keep_last: int = 2
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads (0 = torch's default)
 
 
 @dataclass
@@ -297,6 +324,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     dual: DualModeConfig = field(default_factory=DualModeConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
 
     def validate(self) -> "Config":
         """ConfigError (one line) for settings that cannot work together, at load rather than mid-run."""

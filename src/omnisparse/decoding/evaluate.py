@@ -18,6 +18,7 @@ from omnisparse.data.text import normalize_for_scoring
 from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.beam_search import modified_beam_search
 from omnisparse.decoding.greedy import greedy_search
+from omnisparse.models.lm import load_token_lm
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> dict[str, float]:
@@ -32,13 +33,25 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> dict[str, float]:
             "insertions": out.insertions}
 
 
+def fusion_lm(decode: DecodeConfig, tokenizer: Tokenizer):
+    """The LM ``decode.lm`` names (None when empty), checked against the recogniser's ``tokenizer``;
+    ValueError when fusion is asked of greedy search."""
+    if not decode.lm:
+        return None
+    if decode.method != "beam":
+        raise ValueError(f"decode.lm (shallow fusion) needs decode.method=beam, not {decode.method!r}")
+    return load_token_lm(decode.lm, tokenizer)
+
+
 @torch.no_grad()
-def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, mode: str, decode: DecodeConfig) -> list[list[int]]:
+def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, mode: str, decode: DecodeConfig,
+                 lm=None) -> list[list[int]]:
+    """Token ids per utterance; ``lm``: a loaded LM fused with weight ``decode.lm_scale`` (beam only)."""
     enc, enc_lens = model.encode(feats, feat_lens, mode=mode)
     if decode.method == "greedy":
         return greedy_search(model, enc, enc_lens, decode.max_symbols_per_frame)
     if decode.method == "beam":
-        return modified_beam_search(model, enc, enc_lens, decode.beam)
+        return modified_beam_search(model, enc, enc_lens, decode.beam, lm, decode.lm_scale)
     raise ValueError(f"unknown decoding method {decode.method!r} (greedy | beam)")
 
 
@@ -55,11 +68,12 @@ def evaluate_cuts(model, cuts: CutSet, tokenizer: Tokenizer, normalizer: Feature
     rows = []
     t0 = time.time()
     batches = [cut_list[i:i + decode.batch_size] for i in range(0, len(cut_list), decode.batch_size)]
+    lm = fusion_lm(decode, tokenizer)
     for group in tqdm(batches, desc="decode", disable=not progress, leave=False):
         batch = ds[CutSet.from_cuts(group)]
         if not batch["ids"]:
             continue
-        hyps = decode_batch(model, batch["feats"].to(device), batch["feat_lens"].to(device), mode, decode)
+        hyps = decode_batch(model, batch["feats"].to(device), batch["feat_lens"].to(device), mode, decode, lm)
         for cid, ref, h in zip(batch["ids"], batch["texts"], hyps):
             rows.append({"id": cid, "ref": ref, "hyp": tokenizer.decode(h)})
     model.train(was_training)

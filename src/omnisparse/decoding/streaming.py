@@ -102,11 +102,15 @@ class StreamingRecognizer:
 
     ``method="greedy"`` (at most ``max_symbols`` tokens per encoder frame) or ``"beam"``: modified beam
     search of width ``beam`` carried across chunks (the partial is the best hypothesis so far; it may
-    change words already shown, as the hypotheses re-rank)."""
+    change words already shown, as the hypotheses re-rank). ``lm``, ``lm_scale``: a loaded token LM
+    fused into the beam search (:mod:`omnisparse.decoding.beam_search`)."""
 
-    def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4, method: str = "greedy", beam: int = 4):
+    def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4, method: str = "greedy", beam: int = 4,
+                 lm=None, lm_scale: float = 0.0):
         if method not in ("greedy", "beam"):
             raise ValueError(f"unknown decoding method {method!r}: greedy or beam")
+        if lm is not None and method != "beam":
+            raise ValueError("an LM is fused into beam search only: use method='beam'")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.normalizer = normalizer
@@ -115,7 +119,7 @@ class StreamingRecognizer:
         self.fbank = StreamingFbank()
         self.enc_state = model.init_stream_state(1)
         self.greedy = init_greedy(model, 1) if method == "greedy" else None
-        self.beam = init_beam(model, beam) if method == "beam" else None
+        self.beam = init_beam(model, beam, lm=lm, lm_scale=lm_scale) if method == "beam" else None
         self.frames_in = 0
 
     @torch.no_grad()

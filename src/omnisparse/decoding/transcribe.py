@@ -91,21 +91,23 @@ def read_audio(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method: str = "greedy") -> str:
+def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method: str = "greedy", fusion=None) -> str:
+    """The whole utterance at once; ``fusion``: a loaded token LM (beam search, weight ``decode.lm_scale``)."""
     mode = mode or lm.trained_modes[0]
     feats = lm.normalizer(fbank(samples))[None]
     lens = torch.tensor([feats.shape[1]])
-    dec = DecodeConfig(method=method, beam=lm.config.decode.beam, max_symbols_per_frame=lm.config.decode.max_symbols_per_frame)
-    return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec)[0])
+    dec = DecodeConfig(method=method, beam=lm.config.decode.beam, max_symbols_per_frame=lm.config.decode.max_symbols_per_frame,
+                       lm_scale=lm.config.decode.lm_scale)
+    return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec, fusion)[0])
 
 
-def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "", method: str = "greedy") -> str:
+def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "", method: str = "greedy", fusion=None) -> str:
     """Feed one chunk of audio at a time (the model's chunk length) and print each new partial to
     ``out`` (default: the current ``sys.stdout``, looked up at call time). ``method``: greedy or beam
-    (width ``decode.beam``)."""
+    (width ``decode.beam``; ``fusion``: a loaded token LM fused with weight ``decode.lm_scale``)."""
     out = sys.stdout if out is None else out
     rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame,
-                              method=method, beam=lm.config.decode.beam)
+                              method=method, beam=lm.config.decode.beam, lm=fusion, lm_scale=lm.config.decode.lm_scale)
     step = lm.model.encoder.frames_per_chunk * 160
     last = None
     for start in range(0, samples.shape[0], step):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omnisparse.config import apply_overrides, parse_override
 from omnisparse.data.splits import load_split_cuts
-from omnisparse.decoding.evaluate import evaluate_cuts
+from omnisparse.decoding.evaluate import evaluate_cuts, fusion_lm
 from omnisparse.decoding.transcribe import (OFFLINE_MAX_S, SAMPLE_RATE, AudioError, read_audio, transcribe_samples,
                                             transcribe_stream)
 from omnisparse.deploy.fast import optimize_for_cpu
@@ -78,11 +78,17 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
 
 
 def transcribe_files(model_path: str, audio: list[str], stream: bool = False, method: str = "greedy",
-                     fast: bool = False, dtype: str = "fp32", plan: str | None = None) -> int:
+                     fast: bool = False, dtype: str = "fp32", plan: str | None = None, lm_path: str = "",
+                     lm_scale: float | None = None) -> int:
     """``omnisparse transcribe``: print ``PATH<TAB>text`` per audio file (offline, or streaming with
     partial results). A missing, unreadable or empty file prints one line on stderr and makes the
-    exit status 1; the other files are still transcribed."""
+    exit status 1; the other files are still transcribed. ``lm_path``: a ``train-lm`` run fused into
+    beam search (weight ``lm_scale``, default the model's ``decode.lm_scale``)."""
     lm = load_model(model_path)
+    lm.config.decode.method, lm.config.decode.lm = method, lm_path
+    if lm_scale is not None:
+        lm.config.decode.lm_scale = lm_scale
+    fusion = fusion_lm(lm.config.decode, lm.tokenizer)
     if fast or plan:
         lm.model, _ = optimize_for_cpu(lm.model, plan=plan, dtype=dtype, inplace=True)
     if stream:
@@ -97,14 +103,15 @@ def transcribe_files(model_path: str, audio: list[str], stream: bool = False, me
             continue
         try:
             if stream:
-                text = transcribe_stream(lm, samples, name=path, method=method)
+                text = transcribe_stream(lm, samples, name=path, method=method, fusion=fusion)
             elif samples.shape[0] > OFFLINE_MAX_S * SAMPLE_RATE:  # offline attention would need T^2 memory
                 if "stream" not in lm.trained_modes:
                     raise AudioError(f"{path}: {samples.shape[0] / SAMPLE_RATE:.0f} s of audio; this model decodes "
                                      f"only offline (mode {lm.trained_modes[0]!r}), at most {OFFLINE_MAX_S:g} s per file")
-                text = transcribe_stream(lm, samples, out=io.StringIO(), name=path, method=method)  # no partials
+                text = transcribe_stream(lm, samples, out=io.StringIO(), name=path, method=method,
+                                         fusion=fusion)  # no partials
             else:
-                text = transcribe_samples(lm, samples, method=method)
+                text = transcribe_samples(lm, samples, method=method, fusion=fusion)
         except ValueError as e:  # fbank's input checks (e.g. amplitudes so large the power overflows)
             print(f"omnisparse: error: {e if isinstance(e, AudioError) else f'{path}: {e}'}", file=sys.stderr)
             status = 1
