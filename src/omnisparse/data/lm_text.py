@@ -7,7 +7,8 @@ speaks. It is re-derived from the preset and seed in ``corpus.json`` and checked
 (every train transcript in it, no dev or test transcript in it), so a change of the Debian text
 packages since the build is a one-line error, not a silent leak. Any other text (``lm.text``: a
 UTF-8 file, one sentence per line) is normalised like the transcripts and purged of every sentence
-a dev or test utterance of the corpus says. The result is cached as ``CORPUS/lang/lm_text.txt``.
+a dev or test utterance of the corpus says. The pool is cached as ``CORPUS/lang/lm_text-<id>.txt``,
+``<id>`` from the sha256 of ``corpus.json`` (a corpus rebuilt with another preset or seed gets its own).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from omnisparse.data.corpus_plan import CorpusPreset, _as_pairs, carve_sentences
 from omnisparse.data.layout import CorpusLayout
 from omnisparse.data.sentences import english_sentences
 from omnisparse.data.text import normalize_text
-from omnisparse.io.atomic import atomic_write_text
-
-LM_TEXT = "lm_text.txt"
+from omnisparse.io.atomic import atomic_write_text, sha256
 
 
 def _transcripts(layout: CorpusLayout, split: str) -> set[str]:
@@ -79,10 +78,11 @@ def corpus_sentence_pool(corpus_dir: str | Path) -> list[str]:
 
 def lm_sentences(corpus_dir: str | Path, text: str | Path = "") -> list[str]:
     """The LM's training sentences for ``corpus_dir``: its train sentence pool (``text`` empty) or
-    ``text``'s lines, normalised, without empty lines or any dev/test transcript. Cached in
-    ``CORPUS/lang/lm_text.txt`` for the pool; ValueError when nothing is left."""
+    ``text``'s lines, normalised, without empty lines or any dev/test transcript. The pool is cached
+    (see the module docstring); ValueError when nothing is left."""
     corpus_dir = Path(corpus_dir)
-    cache = CorpusLayout(corpus_dir).lang / LM_TEXT
+    info = corpus_dir / "corpus.json"
+    cache = CorpusLayout(corpus_dir).lang / f"lm_text-{sha256(info)[:12] if info.exists() else 'none'}.txt"
     if not text and cache.exists():
         return cache.read_text(encoding="utf-8").splitlines()
     if text:
