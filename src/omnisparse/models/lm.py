@@ -59,6 +59,7 @@ class TokenLM(nn.Module):
         """Log-probs of the first token of ``n`` sentences and the state after ``bos``."""
         return self.step(torch.full((n,), self.bos_eos, dtype=torch.int64, device=device), self.init_state(n, device))
 
+    @torch.no_grad()
     def sentence_log_prob(self, ids: list[int]) -> float:
         """log p(ids + eos) (natural log), for tests and scoring."""
         x = torch.tensor([[self.bos_eos, *ids]])
