@@ -2,12 +2,15 @@
 and plain beam search, on one recogniser.
 
     .venv/bin/python bench/lm_fusion.py --model models/small-int8 --lm exp/small/lm
-        [--scales 0.1 0.2 0.3 0.5] [--beam 4] [--tune-split dev] [--splits test-clean test-other test-unseen-engine]
+        [--scales 0.2 0.3 0.5] [--bonuses 0.5 1 1.5 2] [--beam 4] [--tune-split dev]
+        [--splits test-clean test-other test-unseen-engine]
         [--max-utts 0] [--corpus DIR] [--out bench/results/lm_fusion_small.json]
 
-The LM weight is chosen on ``--tune-split`` (every ``--scales`` value decoded there, the lowest WER
-wins); the test splits are then decoded three ways: greedy, beam (weight 0: plain modified beam
-search) and beam + LM at the chosen weight. Streaming encoder (the model's trained mode), batch
+The LM weight and the reward per emitted token (``decode.lm_token_bonus``: fusion alone trades
+substitutions for deletions) are chosen on ``--tune-split``: plain beam search and every
+``--scales`` x ``--bonuses`` pair are decoded there, the lowest WER wins (substitutions, deletions and
+insertions are kept per row). The test splits are then decoded three ways: greedy, beam (plain
+modified beam search) and beam + LM at the chosen pair. Streaming encoder (the model's trained mode), batch
 decoding. ``decode_s`` is each configuration's wall time in this one process (only ratios mean
 anything on a shared machine). Writes the JSON (``tune`` rows, ``best_scale``, ``test`` rows, relative
 WER of each configuration against greedy, the LM's size, text and dev perplexity) and a PNG beside it.
@@ -30,12 +33,14 @@ from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
 
-def decode(asr, cuts, method: str, beam: int, lm: str = "", scale: float = 0.0) -> dict:
+def decode(asr, cuts, method: str, beam: int, lm: str = "", scale: float = 0.0, bonus: float = 0.0) -> dict:
     dec = DecodeConfig(method=method, beam=beam, max_symbols_per_frame=asr.config.decode.max_symbols_per_frame,
-                       batch_size=asr.config.decode.batch_size, lm=lm if scale > 0 else "", lm_scale=scale)
+                       batch_size=asr.config.decode.batch_size, lm=lm if scale > 0 else "", lm_scale=scale,
+                       lm_token_bonus=bonus)
     r = evaluate_cuts(asr.model, cuts, asr.tokenizer, asr.normalizer, mode=asr.trained_modes[0], decode=dec,
                       on_the_fly=asr.config.data.on_the_fly_features, progress=True)
-    return {"wer": r["wer"], "utterances": r["utterances"], "words": r["words"], "decode_s": round(r["decode_s"], 1)}
+    return {k: r[k] for k in ("wer", "utterances", "words", "substitutions", "deletions", "insertions")} | \
+        {"decode_s": round(r["decode_s"], 1)}
 
 
 def lm_info(lm_dir: str) -> dict:
@@ -52,8 +57,12 @@ def lm_info(lm_dir: str) -> dict:
 
 def plot(tune: list[dict], test: dict, path: Path) -> None:
     with saved_figure(path, 1, 2, figsize=(10, 3.8)) as (fig, (a, b)):
-        a.plot([r["scale"] for r in tune], [r["wer"] for r in tune], marker="o")
-        a.set_xlabel("LM weight (0 = plain beam search)")
+        for bonus in sorted({r["bonus"] for r in tune if r["scale"] > 0}):
+            rows = [r for r in tune if r["bonus"] == bonus and r["scale"] > 0]
+            a.plot([r["scale"] for r in rows], [r["wer"] for r in rows], marker="o", label=f"token bonus {bonus:g}")
+        a.axhline(tune[0]["wer"], color="k", ls="--", lw=0.8, label="plain beam search")
+        a.legend(fontsize=7)
+        a.set_xlabel("LM weight")
         a.set_ylabel("WER")
         a.set_title("choosing the LM weight on dev")
         a.grid(alpha=0.3)
@@ -72,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="models/small-int8", help="run, checkpoint or exported model")
     ap.add_argument("--lm", default="exp/small/lm", help="`omnisparse train-lm` run directory or checkpoint")
-    ap.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.2, 0.3, 0.5])
+    ap.add_argument("--bonuses", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--tune-split", default="dev")
     ap.add_argument("--splits", nargs="+", default=["test-clean", "test-other", "test-unseen-engine"])
@@ -91,20 +101,23 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_cuts = cuts(args.tune_split)
     tune = []
-    for scale in [0.0, *sorted(set(args.scales))]:
-        r = decode(asr, tune_cuts, "beam", args.beam, args.lm, scale)
-        tune.append({"scale": scale, **r})
-        print(f"  {args.tune_split} beam {args.beam}, LM weight {scale:g}: WER {r['wer']:.4f} ({r['decode_s']:.0f} s)",
-              flush=True)
-    best = min(tune, key=lambda r: r["wer"])["scale"]
-    test: dict[str, dict] = {"greedy": {}, f"beam {args.beam}": {}, f"beam {args.beam} + LM {best:g}": {}}
+    pairs = [(0.0, 0.0), *((s, b) for s in sorted(set(args.scales)) for b in sorted(set(args.bonuses)))]
+    for scale, bonus in pairs:
+        r = decode(asr, tune_cuts, "beam", args.beam, args.lm, scale, bonus)
+        tune.append({"scale": scale, "bonus": bonus, **r})
+        print(f"  {args.tune_split} beam {args.beam}, LM weight {scale:g}, token bonus {bonus:g}: WER {r['wer']:.4f} "
+              f"(S {r['substitutions']} D {r['deletions']} I {r['insertions']}; {r['decode_s']:.0f} s)", flush=True)
+    top = min(tune, key=lambda r: r["wer"])
+    best = {"scale": top["scale"], "bonus": top["bonus"]}
+    fused = f"beam {args.beam} + LM {best['scale']:g} (bonus {best['bonus']:g})"
+    configs = {"greedy": ("greedy", 0.0, 0.0), f"beam {args.beam}": ("beam", 0.0, 0.0)}
+    if best["scale"] > 0:
+        configs[fused] = ("beam", best["scale"], best["bonus"])
+    test: dict[str, dict] = {name: {} for name in configs}
     for split in args.splits:
         c = cuts(split)
-        for name, (method, scale) in zip(test, (("greedy", 0.0), ("beam", 0.0), ("beam", best))):
-            if name.endswith("LM 0") and split in test[f"beam {args.beam}"]:
-                test[name][split] = test[f"beam {args.beam}"][split]  # weight 0 chosen: plain beam search
-                continue
-            test[name][split] = decode(asr, c, method, args.beam, args.lm, scale)
+        for name, (method, scale, bonus) in configs.items():
+            test[name][split] = decode(asr, c, method, args.beam, args.lm, scale, bonus)
             print(f"  {split} {name}: WER {test[name][split]['wer']:.4f} ({test[name][split]['decode_s']:.0f} s)",
                   flush=True)
     base = test["greedy"]
@@ -113,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(tune, test, out.with_suffix(".png"))
     write_result(out, {"model": args.model, "lm": lm_info(args.lm), "beam": args.beam, "tune_split": args.tune_split,
-                       "max_utts": args.max_utts, "tune": tune, "best_scale": best, "test": test,
+                       "max_utts": args.max_utts, "tune": tune, "best": best, "test": test,
                        "wer_vs_greedy": rel, "plot": str(out.with_suffix(".png"))},
                  command=" ".join(["bench/lm_fusion.py", *(argv if argv is not None else sys.argv[1:])]))
     print(json.dumps(rel, indent=1))

@@ -130,7 +130,8 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     from omnisparse.deploy.apps import transcribe_files
 
     return transcribe_files(args.model, args.audio, stream=args.stream, method=args.method, fast=args.fast,
-                            dtype=args.dtype, plan=args.plan, lm_path=args.lm, lm_scale=args.lm_scale)
+                            dtype=args.dtype, plan=args.plan, lm_path=args.lm, lm_scale=args.lm_scale,
+                            lm_token_bonus=args.lm_token_bonus)
 
 
 def _cmd_search(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -328,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--plan", default=None, help="with --fast: a saved CPU plan (JSON) applied without timing")
     tr.add_argument("--lm", default="", help="a `train-lm` run fused into beam search (needs --method beam)")
     tr.add_argument("--lm-scale", type=float, default=None, help="LM weight (default: the model's decode.lm_scale)")
+    tr.add_argument("--lm-token-bonus", type=float, default=None,
+                    help="reward per emitted token with an LM (default: the model's decode.lm_token_bonus)")
     tr.set_defaults(func=_cmd_transcribe)
 
     sp = sub.add_parser("search", help="evolutionary search of a supernet's WER-vs-size Pareto front")

@@ -85,7 +85,11 @@ def test_fusion_at_scale_0_is_plain_beam_search_and_changes_it_above(tiny_corpus
     with torch.no_grad():
         enc, lens = asr.model.encode(b["feats"], b["feat_lens"], mode="stream")
     plain = modified_beam_search(asr.model, enc, lens, 4)
-    assert modified_beam_search(asr.model, enc, lens, 4, lm, 0.0) == plain
+    assert modified_beam_search(asr.model, enc, lens, 4, lm, 0.0, token_bonus=3.0) == plain  # no LM, no bonus
+    # the reward per token lengthens the fused hypotheses (fusion alone favours deletions)
+    short = modified_beam_search(asr.model, enc, lens, 4, lm, 0.5, token_bonus=0.0)
+    long = modified_beam_search(asr.model, enc, lens, 4, lm, 0.5, token_bonus=5.0)
+    assert sum(map(len, long)) > sum(map(len, short))
     # an LM that wants one token above all: a large weight makes the search emit it
     with torch.no_grad():
         lm.out.bias[5] += 50.0

@@ -113,6 +113,9 @@ class DecodeConfig:
     batch_size: int = 32
     lm: str = ""  # a `train-lm` run or checkpoint: shallow fusion in beam search ("" = none)
     lm_scale: float = 0.3  # weight of the LM's log-probability of every emitted token
+    # with an LM: a reward per emitted token, against the deletions fusion causes (every LM
+    # log-probability is a cost, so without it the fused search prefers shorter hypotheses)
+    lm_token_bonus: float = 1.0
 
 
 @dataclass

@@ -8,8 +8,9 @@ gives the tokens of decoding it whole (tested).
 
 Shallow fusion with an external token LM (:class:`~omnisparse.models.lm.TokenLM`, ``lm`` and
 ``lm_scale`` > 0): every non-blank expansion's score gains ``lm_scale * log p_LM(token | tokens so
-far)``; each hypothesis carries its LM state, advanced in one batch with the predictor's. With
-``lm_scale`` 0 (or no LM) the search is exactly the plain one.
+far) + token_bonus``; each hypothesis carries its LM state, advanced in one batch with the
+predictor's. The bonus offsets the LM's cost per token, which alone pushes the search towards
+deletions. With ``lm_scale`` 0 (or no LM) the search is exactly the plain one.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class BeamState:
     beam: int
     lm: Any = None
     lm_scale: float = 0.0
+    token_bonus: float = 0.0
 
     @property
     def fused(self) -> bool:
@@ -64,13 +66,14 @@ class BeamState:
 
 
 @torch.no_grad()
-def init_beam(model, beam: int = 4, device: torch.device | str = "cpu", lm=None, lm_scale: float = 0.0) -> BeamState:
+def init_beam(model, beam: int = 4, device: torch.device | str = "cpu", lm=None, lm_scale: float = 0.0,
+              token_bonus: float = 0.0) -> BeamState:
     """The search before the first frame: one empty hypothesis, the predictor fed blank (and the
     LM its sentence start, when fused)."""
     blank = model.config.blank_id
     st = model.predictor.init_state(1)
     out, st = model.predictor.step(torch.full((1,), blank, dtype=torch.int64, device=device), st)
-    state = BeamState([_Hyp((), 0.0, st, model.joiner.project_pred(out)[0])], beam, lm, lm_scale)
+    state = BeamState([_Hyp((), 0.0, st, model.joiner.project_pred(out)[0])], beam, lm, lm_scale, token_bonus)
     if state.fused:
         logp, lm_st = lm.start(1, device)
         state.hyps[0].lm_state, state.hyps[0].lm_logp = lm_st, logp[0]
@@ -91,7 +94,7 @@ def beam_step_frames(model, enc: Tensor, state: BeamState) -> BeamState:
         logp = model.joiner.step(enc_p[t].expand_as(proj), proj).log_softmax(-1)  # (H, V)
         scores = torch.tensor([h.score for h in hyps], device=dev)[:, None] + logp
         if state.fused:
-            bonus = state.lm_scale * torch.stack([h.lm_logp for h in hyps])
+            bonus = state.lm_scale * torch.stack([h.lm_logp for h in hyps]) + state.token_bonus
             bonus[:, blank] = 0.0
             scores = scores + bonus
         flat = scores.flatten()
@@ -131,14 +134,16 @@ def beam_step_frames(model, enc: Tensor, state: BeamState) -> BeamState:
 
 
 @torch.no_grad()
-def modified_beam_search_one(model, enc: Tensor, beam: int = 4, lm=None, lm_scale: float = 0.0) -> list[int]:
+def modified_beam_search_one(model, enc: Tensor, beam: int = 4, lm=None, lm_scale: float = 0.0,
+                             token_bonus: float = 0.0) -> list[int]:
     """``enc (T, d_model)`` of one utterance -> best token sequence."""
-    return beam_step_frames(model, enc, init_beam(model, beam, enc.device, lm, lm_scale)).best
+    return beam_step_frames(model, enc, init_beam(model, beam, enc.device, lm, lm_scale, token_bonus)).best
 
 
 @torch.no_grad()
 def modified_beam_search(model, enc: Tensor, enc_lens: Tensor, beam: int = 4, lm=None,
-                         lm_scale: float = 0.0) -> list[list[int]]:
+                         lm_scale: float = 0.0, token_bonus: float = 0.0) -> list[list[int]]:
     """``enc (B, T, d_model)``, ``enc_lens (B,)`` -> best token sequence per utterance."""
-    return [modified_beam_search_one(model, enc[b, : int(enc_lens[b])], beam, lm, lm_scale) for b in range(enc.shape[0])]
+    return [modified_beam_search_one(model, enc[b, : int(enc_lens[b])], beam, lm, lm_scale, token_bonus)
+            for b in range(enc.shape[0])]
 

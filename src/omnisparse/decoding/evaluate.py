@@ -51,7 +51,7 @@ def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, mode: str,
     if decode.method == "greedy":
         return greedy_search(model, enc, enc_lens, decode.max_symbols_per_frame)
     if decode.method == "beam":
-        return modified_beam_search(model, enc, enc_lens, decode.beam, lm, decode.lm_scale)
+        return modified_beam_search(model, enc, enc_lens, decode.beam, lm, decode.lm_scale, decode.lm_token_bonus)
     raise ValueError(f"unknown decoding method {decode.method!r} (greedy | beam)")
 
 

@@ -106,7 +106,7 @@ class StreamingRecognizer:
     fused into the beam search (:mod:`omnisparse.decoding.beam_search`)."""
 
     def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4, method: str = "greedy", beam: int = 4,
-                 lm=None, lm_scale: float = 0.0):
+                 lm=None, lm_scale: float = 0.0, lm_token_bonus: float = 0.0):
         if method not in ("greedy", "beam"):
             raise ValueError(f"unknown decoding method {method!r}: greedy or beam")
         if lm is not None and method != "beam":
@@ -119,7 +119,8 @@ class StreamingRecognizer:
         self.fbank = StreamingFbank()
         self.enc_state = model.init_stream_state(1)
         self.greedy = init_greedy(model, 1) if method == "greedy" else None
-        self.beam = init_beam(model, beam, lm=lm, lm_scale=lm_scale) if method == "beam" else None
+        self.beam = init_beam(model, beam, lm=lm, lm_scale=lm_scale, token_bonus=lm_token_bonus) \
+            if method == "beam" else None
         self.frames_in = 0
 
     @torch.no_grad()

@@ -97,7 +97,7 @@ def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method:
     feats = lm.normalizer(fbank(samples))[None]
     lens = torch.tensor([feats.shape[1]])
     dec = DecodeConfig(method=method, beam=lm.config.decode.beam, max_symbols_per_frame=lm.config.decode.max_symbols_per_frame,
-                       lm_scale=lm.config.decode.lm_scale)
+                       lm_scale=lm.config.decode.lm_scale, lm_token_bonus=lm.config.decode.lm_token_bonus)
     return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec, fusion)[0])
 
 
@@ -107,7 +107,8 @@ def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "", method:
     (width ``decode.beam``; ``fusion``: a loaded token LM fused with weight ``decode.lm_scale``)."""
     out = sys.stdout if out is None else out
     rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame,
-                              method=method, beam=lm.config.decode.beam, lm=fusion, lm_scale=lm.config.decode.lm_scale)
+                              method=method, beam=lm.config.decode.beam, lm=fusion, lm_scale=lm.config.decode.lm_scale,
+                              lm_token_bonus=lm.config.decode.lm_token_bonus)
     step = lm.model.encoder.frames_per_chunk * 160
     last = None
     for start in range(0, samples.shape[0], step):

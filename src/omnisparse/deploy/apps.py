@@ -79,15 +79,18 @@ def evaluate_checkpoint(model_path: str, splits: list[str] | None = None, method
 
 def transcribe_files(model_path: str, audio: list[str], stream: bool = False, method: str = "greedy",
                      fast: bool = False, dtype: str = "fp32", plan: str | None = None, lm_path: str = "",
-                     lm_scale: float | None = None) -> int:
+                     lm_scale: float | None = None, lm_token_bonus: float | None = None) -> int:
     """``omnisparse transcribe``: print ``PATH<TAB>text`` per audio file (offline, or streaming with
     partial results). A missing, unreadable or empty file prints one line on stderr and makes the
     exit status 1; the other files are still transcribed. ``lm_path``: a ``train-lm`` run fused into
-    beam search (weight ``lm_scale``, default the model's ``decode.lm_scale``)."""
+    beam search (weight ``lm_scale`` and reward per token ``lm_token_bonus``, defaults the model's
+    ``decode`` settings)."""
     lm = load_model(model_path)
     lm.config.decode.method, lm.config.decode.lm = method, lm_path
     if lm_scale is not None:
         lm.config.decode.lm_scale = lm_scale
+    if lm_token_bonus is not None:
+        lm.config.decode.lm_token_bonus = lm_token_bonus
     fusion = fusion_lm(lm.config.decode, lm.tokenizer)
     if fast or plan:
         lm.model, _ = optimize_for_cpu(lm.model, plan=plan, dtype=dtype, inplace=True)
