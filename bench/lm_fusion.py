@@ -7,10 +7,11 @@ and plain beam search, on one recogniser.
         [--max-utts 0] [--corpus DIR] [--out bench/results/lm_fusion_small.json]
 
 The LM weight and the reward per emitted token (``decode.lm_token_bonus``: fusion alone trades
-substitutions for deletions) are chosen on ``--tune-split``: plain beam search and every
-``--scales`` x ``--bonuses`` pair are decoded there, the lowest WER wins (substitutions, deletions and
-insertions are kept per row). The test splits are then decoded three ways: greedy, beam (plain
-modified beam search) and beam + LM at the chosen pair. Streaming encoder (the model's trained mode), batch
+substitutions for deletions) are chosen on ``--tune-split``: plain beam search, plain beam search with
+each of ``--bonuses`` (``decode.token_bonus``, no LM) and every ``--scales`` x ``--bonuses`` pair are
+decoded there, the lowest WER of each family wins (substitutions, deletions and insertions are kept
+per row). The test splits are then decoded four ways: greedy, plain beam, beam with the chosen
+token bonus and beam + LM at the chosen pair. Streaming encoder (the model's trained mode), batch
 decoding. ``decode_s`` is each configuration's wall time in this one process (only ratios mean
 anything on a shared machine). Writes the JSON (``tune`` rows, ``best_scale``, ``test`` rows, relative
 WER of each configuration against greedy, the LM's size, text and dev perplexity) and a PNG beside it.
@@ -34,9 +35,10 @@ from omnisparse.utils.provenance import write_result
 
 
 def decode(asr, cuts, method: str, beam: int, lm: str = "", scale: float = 0.0, bonus: float = 0.0) -> dict:
+    """WER of one configuration; ``bonus`` is the LM's token bonus when ``scale`` > 0, else plain beam's."""
     dec = DecodeConfig(method=method, beam=beam, max_symbols_per_frame=asr.config.decode.max_symbols_per_frame,
                        batch_size=asr.config.decode.batch_size, lm=lm if scale > 0 else "", lm_scale=scale,
-                       lm_token_bonus=bonus)
+                       lm_token_bonus=bonus, token_bonus=0.0 if scale > 0 else bonus)
     r = evaluate_cuts(asr.model, cuts, asr.tokenizer, asr.normalizer, mode=asr.trained_modes[0], decode=dec,
                       on_the_fly=asr.config.data.on_the_fly_features, progress=True)
     return {k: r[k] for k in ("wer", "utterances", "words", "substitutions", "deletions", "insertions")} | \
@@ -57,6 +59,8 @@ def lm_info(lm_dir: str) -> dict:
 
 def plot(tune: list[dict], test: dict, path: Path) -> None:
     with saved_figure(path, 1, 2, figsize=(10, 3.8)) as (fig, (a, b)):
+        plain = [r for r in tune if r["scale"] == 0]
+        a.plot([0.0] * len(plain), [r["wer"] for r in plain], "k.", label="no LM, each token bonus")
         for bonus in sorted({r["bonus"] for r in tune if r["scale"] > 0}):
             rows = [r for r in tune if r["bonus"] == bonus and r["scale"] > 0]
             a.plot([r["scale"] for r in rows], [r["wer"] for r in rows], marker="o", label=f"token bonus {bonus:g}")
@@ -101,18 +105,21 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_cuts = cuts(args.tune_split)
     tune = []
-    pairs = [(0.0, 0.0), *((s, b) for s in sorted(set(args.scales)) for b in sorted(set(args.bonuses)))]
+    bonuses = sorted(set(args.bonuses))
+    pairs = [(0.0, 0.0), *((0.0, b) for b in bonuses if b > 0), *((s, b) for s in sorted(set(args.scales)) for b in bonuses)]
     for scale, bonus in pairs:
         r = decode(asr, tune_cuts, "beam", args.beam, args.lm, scale, bonus)
         tune.append({"scale": scale, "bonus": bonus, **r})
         print(f"  {args.tune_split} beam {args.beam}, LM weight {scale:g}, token bonus {bonus:g}: WER {r['wer']:.4f} "
               f"(S {r['substitutions']} D {r['deletions']} I {r['insertions']}; {r['decode_s']:.0f} s)", flush=True)
-    top = min(tune, key=lambda r: r["wer"])
-    best = {"scale": top["scale"], "bonus": top["bonus"]}
-    fused = f"beam {args.beam} + LM {best['scale']:g} (bonus {best['bonus']:g})"
+    plain = min((r for r in tune if r["scale"] == 0), key=lambda r: r["wer"])
+    top = min((r for r in tune if r["scale"] > 0), key=lambda r: r["wer"], default=plain)
+    best = {"scale": top["scale"], "bonus": top["bonus"], "plain_bonus": plain["bonus"]}
     configs = {"greedy": ("greedy", 0.0, 0.0), f"beam {args.beam}": ("beam", 0.0, 0.0)}
-    if best["scale"] > 0:
-        configs[fused] = ("beam", best["scale"], best["bonus"])
+    if plain["bonus"] > 0:
+        configs[f"beam {args.beam}, bonus {plain['bonus']:g}"] = ("beam", 0.0, plain["bonus"])
+    if top["scale"] > 0:
+        configs[f"beam {args.beam} + LM {top['scale']:g} (bonus {top['bonus']:g})"] = ("beam", top["scale"], top["bonus"])
     test: dict[str, dict] = {name: {} for name in configs}
     for split in args.splits:
         c = cuts(split)

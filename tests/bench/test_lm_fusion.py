@@ -13,11 +13,12 @@ def test_lm_weight_chosen_on_dev_then_three_ways_on_test(load_bench, tiny_corpus
                        "--beam", "2",
                        "--splits", "test-clean", "--max-utts", "3", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert [(r["scale"], r["bonus"]) for r in res["tune"]] == [(0, 0), (0.3, 0), (0.3, 1), (1, 0), (1, 1)]
-    top = min(res["tune"], key=lambda r: r["wer"])
-    assert res["best"] == {"scale": top["scale"], "bonus": top["bonus"]}
-    fused = [f"beam 2 + LM {top['scale']:g} (bonus {top['bonus']:g})"] if top["scale"] else []
-    assert list(res["test"]) == ["greedy", "beam 2", *fused]
+    assert [(r["scale"], r["bonus"]) for r in res["tune"]] == [(0, 0), (0, 1), (0.3, 0), (0.3, 1), (1, 0), (1, 1)]
+    plain = min(res["tune"][:2], key=lambda r: r["wer"])
+    top = min(res["tune"][2:], key=lambda r: r["wer"])
+    assert res["best"] == {"scale": top["scale"], "bonus": top["bonus"], "plain_bonus": plain["bonus"]}
+    bonus = [f"beam 2, bonus {plain['bonus']:g}"] if plain["bonus"] else []
+    assert list(res["test"]) == ["greedy", "beam 2", *bonus, f"beam 2 + LM {top['scale']:g} (bonus {top['bonus']:g})"]
     assert all({"substitutions", "deletions", "insertions"} <= set(r) for r in res["tune"])
     assert all(rows["test-clean"]["utterances"] == 3 for rows in res["test"].values())
     assert res["wer_vs_greedy"]["greedy"]["test-clean"] == 0.0

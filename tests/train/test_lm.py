@@ -85,7 +85,7 @@ def test_fusion_at_scale_0_is_plain_beam_search_and_changes_it_above(tiny_corpus
     with torch.no_grad():
         enc, lens = asr.model.encode(b["feats"], b["feat_lens"], mode="stream")
     plain = modified_beam_search(asr.model, enc, lens, 4)
-    assert modified_beam_search(asr.model, enc, lens, 4, lm, 0.0, token_bonus=3.0) == plain  # no LM, no bonus
+    assert modified_beam_search(asr.model, enc, lens, 4, lm, 0.0) == plain  # weight 0: the LM is not consulted
     # the reward per token lengthens the fused hypotheses (fusion alone favours deletions)
     short = modified_beam_search(asr.model, enc, lens, 4, lm, 0.5, token_bonus=0.0)
     long = modified_beam_search(asr.model, enc, lens, 4, lm, 0.5, token_bonus=5.0)
@@ -126,3 +126,20 @@ def test_eval_and_transcribe_with_an_lm(tiny_corpus, tiny_run, lm_run, tmp_path,
     assert audio in capsys.readouterr().out
     assert cli_main(["transcribe", str(tiny_run), audio, "--lm", str(lm_run)]) == 2  # greedy + LM: one line
     assert "needs decode.method=beam" in capsys.readouterr().err
+
+
+def test_token_bonus_without_an_lm_lengthens_plain_beam_search(tiny_corpus, tiny_run):
+    asr = load_model(tiny_run)
+    cuts = load_manifest(CorpusLayout(tiny_corpus).feature_cuts("dev")).subset(first=6)
+    b = AsrDataset(asr.tokenizer, asr.normalizer)[cuts]
+    with torch.no_grad():
+        enc, lens = asr.model.encode(b["feats"], b["feat_lens"], mode="stream")
+    plain = modified_beam_search(asr.model, enc, lens, 4)
+    assert sum(map(len, modified_beam_search(asr.model, enc, lens, 4, token_bonus=5.0))) > sum(map(len, plain))
+    # the config picks the plain bonus without an LM and the LM's with one
+    from omnisparse.decoding.evaluate import beam_token_bonus
+
+    dec = DecodeConfig(method="beam", token_bonus=0.5, lm_token_bonus=1.5, lm_scale=0.2)
+    assert beam_token_bonus(dec, None) == 0.5 and beam_token_bonus(dec, object()) == 1.5
+    dec.lm_scale = 0.0
+    assert beam_token_bonus(dec, object()) == 0.5

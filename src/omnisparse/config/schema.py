@@ -116,6 +116,7 @@ class DecodeConfig:
     # with an LM: a reward per emitted token, against the deletions fusion causes (every LM
     # log-probability is a cost, so without it the fused search prefers shorter hypotheses)
     lm_token_bonus: float = 1.0
+    token_bonus: float = 0.0  # the same reward in beam search without an LM
 
 
 @dataclass

@@ -10,7 +10,9 @@ Shallow fusion with an external token LM (:class:`~omnisparse.models.lm.TokenLM`
 ``lm_scale`` > 0): every non-blank expansion's score gains ``lm_scale * log p_LM(token | tokens so
 far) + token_bonus``; each hypothesis carries its LM state, advanced in one batch with the
 predictor's. The bonus offsets the LM's cost per token, which alone pushes the search towards
-deletions. With ``lm_scale`` 0 (or no LM) the search is exactly the plain one.
+deletions; without an LM, ``token_bonus`` > 0 rewards emitted tokens alone (plain beam search deletes
+more than greedy search). With ``lm_scale`` 0 (or no LM) and ``token_bonus`` 0 the search is exactly
+the plain one.
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ def beam_step_frames(model, enc: Tensor, state: BeamState) -> BeamState:
         proj = torch.stack([h.pred_proj for h in hyps])  # (H, J)
         logp = model.joiner.step(enc_p[t].expand_as(proj), proj).log_softmax(-1)  # (H, V)
         scores = torch.tensor([h.score for h in hyps], device=dev)[:, None] + logp
-        if state.fused:
-            bonus = state.lm_scale * torch.stack([h.lm_logp for h in hyps]) + state.token_bonus
+        if state.fused or state.token_bonus:
+            bonus = torch.full_like(logp, state.token_bonus)
+            if state.fused:
+                bonus += state.lm_scale * torch.stack([h.lm_logp for h in hyps])
             bonus[:, blank] = 0.0
             scores = scores + bonus
         flat = scores.flatten()

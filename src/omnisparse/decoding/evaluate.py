@@ -43,6 +43,12 @@ def fusion_lm(decode: DecodeConfig, tokenizer: Tokenizer):
     return load_token_lm(decode.lm, tokenizer)
 
 
+def beam_token_bonus(decode: DecodeConfig, lm) -> float:
+    """The reward per emitted token beam search uses: ``lm_token_bonus`` when an LM is fused (``lm``
+    loaded and ``lm_scale`` > 0), else ``token_bonus``."""
+    return decode.lm_token_bonus if lm is not None and decode.lm_scale > 0 else decode.token_bonus
+
+
 @torch.no_grad()
 def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, mode: str, decode: DecodeConfig,
                  lm=None) -> list[list[int]]:
@@ -51,7 +57,8 @@ def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, mode: str,
     if decode.method == "greedy":
         return greedy_search(model, enc, enc_lens, decode.max_symbols_per_frame)
     if decode.method == "beam":
-        return modified_beam_search(model, enc, enc_lens, decode.beam, lm, decode.lm_scale, decode.lm_token_bonus)
+        return modified_beam_search(model, enc, enc_lens, decode.beam, lm, decode.lm_scale,
+                                    beam_token_bonus(decode, lm))
     raise ValueError(f"unknown decoding method {decode.method!r} (greedy | beam)")
 
 

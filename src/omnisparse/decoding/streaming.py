@@ -103,10 +103,11 @@ class StreamingRecognizer:
     ``method="greedy"`` (at most ``max_symbols`` tokens per encoder frame) or ``"beam"``: modified beam
     search of width ``beam`` carried across chunks (the partial is the best hypothesis so far; it may
     change words already shown, as the hypotheses re-rank). ``lm``, ``lm_scale``: a loaded token LM
-    fused into the beam search (:mod:`omnisparse.decoding.beam_search`)."""
+    fused into the beam search; ``token_bonus``: the reward per emitted token
+    (:mod:`omnisparse.decoding.beam_search`)."""
 
     def __init__(self, model, tokenizer, normalizer, max_symbols: int = 4, method: str = "greedy", beam: int = 4,
-                 lm=None, lm_scale: float = 0.0, lm_token_bonus: float = 0.0):
+                 lm=None, lm_scale: float = 0.0, token_bonus: float = 0.0):
         if method not in ("greedy", "beam"):
             raise ValueError(f"unknown decoding method {method!r}: greedy or beam")
         if lm is not None and method != "beam":
@@ -119,7 +120,7 @@ class StreamingRecognizer:
         self.fbank = StreamingFbank()
         self.enc_state = model.init_stream_state(1)
         self.greedy = init_greedy(model, 1) if method == "greedy" else None
-        self.beam = init_beam(model, beam, lm=lm, lm_scale=lm_scale, token_bonus=lm_token_bonus) \
+        self.beam = init_beam(model, beam, lm=lm, lm_scale=lm_scale, token_bonus=token_bonus) \
             if method == "beam" else None
         self.frames_in = 0
 

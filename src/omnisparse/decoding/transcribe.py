@@ -29,7 +29,7 @@ import torch
 
 from omnisparse.config import DecodeConfig
 from omnisparse.data.features import fbank
-from omnisparse.decoding.evaluate import decode_batch
+from omnisparse.decoding.evaluate import beam_token_bonus, decode_batch
 from omnisparse.decoding.streaming import StreamingRecognizer
 
 SAMPLE_RATE = 16000
@@ -97,7 +97,8 @@ def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method:
     feats = lm.normalizer(fbank(samples))[None]
     lens = torch.tensor([feats.shape[1]])
     dec = DecodeConfig(method=method, beam=lm.config.decode.beam, max_symbols_per_frame=lm.config.decode.max_symbols_per_frame,
-                       lm_scale=lm.config.decode.lm_scale, lm_token_bonus=lm.config.decode.lm_token_bonus)
+                       lm_scale=lm.config.decode.lm_scale, lm_token_bonus=lm.config.decode.lm_token_bonus,
+                       token_bonus=lm.config.decode.token_bonus)
     return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec, fusion)[0])
 
 
@@ -108,7 +109,7 @@ def transcribe_stream(lm, samples: np.ndarray, out=None, name: str = "", method:
     out = sys.stdout if out is None else out
     rec = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, lm.config.decode.max_symbols_per_frame,
                               method=method, beam=lm.config.decode.beam, lm=fusion, lm_scale=lm.config.decode.lm_scale,
-                              lm_token_bonus=lm.config.decode.lm_token_bonus)
+                              token_bonus=beam_token_bonus(lm.config.decode, fusion))
     step = lm.model.encoder.frames_per_chunk * 160
     last = None
     for start in range(0, samples.shape[0], step):
