@@ -144,3 +144,17 @@ def test_short_utterances():
     assert 1 <= int(m.sum()) <= 5
     with pytest.raises(ValueError):
         compute_mask_spans(torch.tensor([5]), 5, 0.65, 0, _g())
+
+
+def test_frames_whose_distractors_all_share_the_positive_code_are_counted_trivial():
+    from omnisparse.losses.contrastive import contrastive_loss
+
+    torch.manual_seed(0)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    pred = torch.randn(1, 6, 4)
+    same = torch.ones(1, 6, 4)  # a collapsed codebook: every frame quantized alike
+    out = contrastive_loss(pred, same, mask, num_negatives=3)
+    assert out.trivial == 1.0 and out.accuracy == 1.0 and out.hard_accuracy == 0.0  # "right" without learning
+    distinct = torch.randn(1, 6, 4)
+    out = contrastive_loss(distinct, distinct, mask, num_negatives=3)  # the context predicts its own targets
+    assert out.trivial == 0.0 and out.hard_accuracy == out.accuracy == 1.0

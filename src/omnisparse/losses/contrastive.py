@@ -108,12 +108,17 @@ def contrastive_logits(pred: Tensor, targets: Tensor, neg: Tensor, logit_temp: f
 @dataclass
 class ContrastiveOutput:
     """``loss`` mean over masked frames (scalar); ``logits (N, 1 + K)``; ``accuracy``: fraction of
-    masked frames whose positive scores strictly above every distractor; ``num_masked`` = N."""
+    masked frames whose positive scores strictly above every distractor; ``num_masked`` = N;
+    ``trivial``: fraction of masked frames none of whose distractors survives (every one quantized to
+    the positive's code): they count as correct whatever the context network says, so a collapsing
+    codebook raises ``accuracy`` without any learning; ``hard_accuracy``: the accuracy of the others."""
 
     loss: Tensor
     logits: Tensor
     accuracy: float
     num_masked: int
+    trivial: float = 0.0
+    hard_accuracy: float = 0.0
 
 
 def contrastive_loss(pred: Tensor, targets: Tensor, mask: Tensor, num_negatives: int = 100,
@@ -123,11 +128,15 @@ def contrastive_loss(pred: Tensor, targets: Tensor, mask: Tensor, num_negatives:
     p, q = pred[mask], targets[mask]  # (N, D)
     if p.size(0) == 0:
         zero = pred.sum() * 0.0 + targets.sum() * 0.0
-        return ContrastiveOutput(zero, pred.new_zeros(0, num_negatives + 1), 0.0, 0)
+        return ContrastiveOutput(zero, pred.new_zeros(0, num_negatives + 1), 0.0, 0, 0.0, 0.0)
     neg, has_neg = sample_negatives(mask, num_negatives, generator)
     logits = contrastive_logits(p, q, neg, logit_temp, has_neg)
     loss = F.cross_entropy(logits, torch.zeros(logits.size(0), dtype=torch.long, device=logits.device))
     with torch.no_grad():
         best_neg = logits[:, 1:].max(1).values if num_negatives > 0 else logits[:, 0] - 1
-        acc = float((logits[:, 0] > best_neg).float().mean())
-    return ContrastiveOutput(loss, logits, acc, int(p.size(0)))
+        right = logits[:, 0] > best_neg
+        trivial = torch.isinf(best_neg) if num_negatives > 0 else torch.zeros_like(right)
+        hard = ~trivial
+        acc = float(right.float().mean())
+        hard_acc = float(right[hard].float().mean()) if bool(hard.any()) else 0.0
+    return ContrastiveOutput(loss, logits, acc, int(p.size(0)), float(trivial.float().mean()), hard_acc)

@@ -53,7 +53,8 @@ def encoder_prunable_groups(encoder: Encoder, prefix: str = "encoder"
 class PretrainOutput:
     """One path's result. ``loss`` = contrastive + weighted diversity + weighted feature penalty
     (scalar, with graph); the parts are detached floats; ``accuracy``: masked frames whose positive
-    beats every distractor; ``num_masked``: masked encoder frames of the batch."""
+    beats every distractor; ``trivial`` / ``hard_accuracy``: see :class:`ContrastiveOutput`;
+    ``num_masked``: masked encoder frames of the batch."""
 
     loss: Tensor
     contrastive: float
@@ -64,6 +65,8 @@ class PretrainOutput:
     prob_perplexity: float
     temperature: float
     num_masked: int
+    trivial: float = 0.0
+    hard_accuracy: float = 0.0
 
 
 class Wav2VecPretrainModel(nn.Module):
@@ -133,4 +136,5 @@ class Wav2VecPretrainModel(nn.Module):
         return PretrainOutput(loss=loss, contrastive=float(con.loss.detach()), diversity=float(qo.diversity_loss.detach()),
                               feature_penalty=float(feat_pen.detach()), accuracy=con.accuracy,
                               code_perplexity=float(qo.code_perplexity), prob_perplexity=float(qo.prob_perplexity.detach()),
-                              temperature=qo.temperature, num_masked=con.num_masked)
+                              temperature=qo.temperature, num_masked=con.num_masked, trivial=con.trivial,
+                              hard_accuracy=con.hard_accuracy)

@@ -17,7 +17,10 @@ wav2vec 2.0 pre-training, as in Liu et al., SLT 2022):
 
 The Gumbel temperature is ``max(temp_max * temp_decay ** step, temp_min)``. Logged per path
 (``dense_*``, ``sparse_*``): ``loss``, ``contrastive``, ``diversity``, ``feat_pen``, ``accuracy``
-(masked-frame accuracy: positive above every distractor), ``code_ppl``, ``prob_ppl``; plus
+(masked-frame accuracy: positive above every distractor), ``trivial`` (the share of masked frames
+whose distractors all carry the positive's code, correct whatever the encoder does: a collapsing
+codebook inflates ``accuracy``), ``hard_accuracy`` (the accuracy of the other frames), ``code_ppl``,
+``prob_ppl``; plus
 ``temperature``, ``sparsity``, ``masked_frames``. Validation (``train.valid_every`` and at the end):
 the same losses in eval mode (argmax codes) on the first ``pretrain.valid_batches`` dev batches,
 with fixed masks.
@@ -61,7 +64,8 @@ from omnisparse.train.trainer import Trainer, train_in_run_dir
 log = logging.getLogger(__name__)
 
 AUDIO_STATS = ("auto", "corpus", "audio")
-_PARTS = ("loss", "contrastive", "diversity", "feature_penalty", "accuracy", "code_perplexity", "prob_perplexity")
+_PARTS = ("loss", "contrastive", "diversity", "feature_penalty", "accuracy", "code_perplexity", "prob_perplexity",
+          "trivial", "hard_accuracy")
 _SHORT = {"feature_penalty": "feat_pen", "code_perplexity": "code_ppl", "prob_perplexity": "prob_ppl"}
 
 
@@ -264,7 +268,8 @@ class PretrainTrainer(Trainer):
                 self.bank.refresh()
             for name, mode, s in self.paths():
                 self._set_path_masks(s)
-                sums = {"contrastive": 0.0, "accuracy": 0.0, "code_perplexity": 0.0}
+                sums = {"contrastive": 0.0, "accuracy": 0.0, "code_perplexity": 0.0, "trivial": 0.0}
+                hard_right = hard_n = 0.0
                 n = 0
                 for j, batch in enumerate(batches):
                     mask = self.make_mask(batch["feat_lens"], batch["feats"].size(1), self._generator("valid-mask", j))
@@ -273,8 +278,11 @@ class PretrainTrainer(Trainer):
                     for k in sums:
                         sums[k] += float(getattr(o, k)) * o.num_masked
                     n += o.num_masked
+                    hard_right += o.hard_accuracy * (1 - o.trivial) * o.num_masked
+                    hard_n += (1 - o.trivial) * o.num_masked
                 for k, v in sums.items():
                     out[f"dev_{name}_{_SHORT.get(k, k)}"] = v / max(n, 1)
+                out[f"dev_{name}_hard_accuracy"] = hard_right / hard_n if hard_n else 0.0
         finally:
             self.bank.clear()
             self.model.train()
