@@ -146,9 +146,9 @@ def train_lm(cfg: Config, resume: bool = True) -> dict[str, Any]:
             step, pos = step + 1, pos + 1
             bar.update(1)
             if step % c.log_every == 0:
-                logger.log(step, epoch=epoch, loss=float(loss), lr=opt.param_groups[0]["lr"],
+                logger.log(step, epoch=epoch, loss=loss.item(), lr=opt.param_groups[0]["lr"],
                            wall_s=round(time.time() - t0, 2))
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                bar.set_postfix(loss=f"{loss.item():.3f}")
             if step % c.valid_every == 0 or step == c.max_steps:
                 dev_ppl = perplexity(lm, dev)
                 logger.log(step, dev_ppl=dev_ppl)
