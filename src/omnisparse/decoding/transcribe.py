@@ -19,6 +19,7 @@ The ``omnisparse transcribe`` command over files (opening the model directory, `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -27,7 +28,6 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from omnisparse.config import DecodeConfig
 from omnisparse.data.features import fbank
 from omnisparse.decoding.evaluate import beam_token_bonus, decode_batch
 from omnisparse.decoding.streaming import StreamingRecognizer
@@ -96,9 +96,7 @@ def transcribe_samples(lm, samples: np.ndarray, mode: str | None = None, method:
     mode = mode or lm.trained_modes[0]
     feats = lm.normalizer(fbank(samples))[None]
     lens = torch.tensor([feats.shape[1]])
-    dec = DecodeConfig(method=method, beam=lm.config.decode.beam, max_symbols_per_frame=lm.config.decode.max_symbols_per_frame,
-                       lm_scale=lm.config.decode.lm_scale, lm_token_bonus=lm.config.decode.lm_token_bonus,
-                       token_bonus=lm.config.decode.token_bonus)
+    dec = dataclasses.replace(lm.config.decode, method=method)  # the model's decode settings, this method
     return lm.tokenizer.decode(decode_batch(lm.model, feats, lens, mode, dec, fusion)[0])
 
 
