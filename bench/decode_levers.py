@@ -3,10 +3,13 @@ mean of its newest N (``omnisparse average``) for each N of ``--last``, decoded 
 modified beam search.
 
     .venv/bin/python bench/decode_levers.py [--run exp/small/dense_v3] [--last 3 [8 16 ...]] [--beam 4]
-        [--splits dev test-clean test-other] [--max-utts 0] [--out bench/results/decode_levers_small.json]
+        [--pred-history 4 8 ...] [--splits dev test-clean test-other] [--max-utts 0]
+        [--out bench/results/decode_levers_small.json]
 
 The newest checkpoint is decoded both ways, every average greedily, and the average that greedy search
-found best on the first split (dev: chosen on dev, never on a test split) with beam search too. Each
+found best on the first split (dev: chosen on dev, never on a test split) with beam search too, and
+greedily with each ``--pred-history`` window (an LSTM predictor decoding from its last N tokens, as
+the sherpa-onnx export computes it: ``decode.pred_history``). Each
 averaged checkpoint is written to ``RUN/avg-<first>-<last>`` (reused when it is there). WER per
 split and configuration comes from jiwer (``omnisparse.decoding.evaluate``); ``decode_s`` is the wall
 time of each configuration's decoding, measured in this one process, so the ratio beam / greedy is the
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--last", type=int, nargs="+", default=[3], help="checkpoints averaged (one average per N)")
     ap.add_argument("--beam", type=int, default=4)
     ap.add_argument("--splits", nargs="+", default=["dev", "test-clean", "test-other"])
+    ap.add_argument("--pred-history", type=int, nargs="*", default=[],
+                    help="LSTM predictor windows (tokens) to decode the best average with, greedily")
     ap.add_argument("--max-utts", type=int, default=0, help="first N cuts per split (0 = all)")
     ap.add_argument("--out", default="bench/results/decode_levers_small.json")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG of an existing --out result")
@@ -95,10 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     averages = {n: averaged(run, n)[1] for n in sorted(set(args.last))}
     results = {}
 
-    def decode(label: str, model_dir: Path, method: str) -> None:
-        results[f"{label}, {method}"] = {"model": str(model_dir), "method": method, "beam": args.beam,
-                                         "wer": measure(model_dir, args.splits, DecodeConfig(method=method, beam=args.beam),
-                                                        args.max_utts)}
+    def decode(label: str, model_dir: Path, method: str, history: int = 0) -> None:
+        cfg = DecodeConfig(method=method, beam=args.beam, pred_history=history)
+        key = f"{label}, {method}" + (f", history {history}" if history else "")
+        results[key] = {"model": str(model_dir), "method": method, "beam": args.beam, "pred_history": history,
+                        "wer": measure(model_dir, args.splits, cfg, args.max_utts)}
 
     decode(f"newest ({newest.name})", newest, "greedy")
     decode(f"newest ({newest.name})", newest, "beam")
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         decode(f"mean of last {n}", model_dir, "greedy")
     best = min(averages, key=lambda n: results[f"mean of last {n}, greedy"]["wer"][args.splits[0]]["wer"])
     decode(f"mean of last {best}", averages[best], "beam")
+    for k in args.pred_history:
+        decode(f"mean of last {best}", averages[best], "greedy", k)
     base = next(iter(results.values()))["wer"]
     for r in results.values():
         r["wer_vs_newest_greedy"] = {s: round(r["wer"][s]["wer"] / base[s]["wer"], 4) for s in args.splits}

@@ -32,8 +32,10 @@ same fbank front end and greedy search (``StreamingRecognizer`` / ``OnnxStreamin
                      here (plans saved in the work dir);
 * ``onnxruntime``    ``export_onnx(compact="ffn", dtype=fp32|int8)`` run by onnxruntime on 1 thread;
 * ``sherpa-onnx``    ``export_sherpa(compact="ffn", dtype=fp32|int8)`` run by ``sherpa_onnx.OnlineRecognizer``
-                     on 1 thread (greedy; its own fbank). A model it cannot run (an LSTM predictor:
-                     sherpa-onnx transducers have stateless decoders) is listed under ``skipped`` with the reason.
+                     on 1 thread (greedy; its own fbank). sherpa-onnx transducers have stateless
+                     decoders: an LSTM predictor is exported over its last ``--pred-history`` tokens
+                     (its parity is then against PyTorch decoding with the same window); without one
+                     such a model is listed under ``skipped`` with the reason.
 
 Per row: ``rtf`` = compute seconds / audio seconds over the first ``--test-subset`` test-other cuts
 (audio decoding excluded, fbank included), ``speedup_vs_dense`` = rtf(dense, pytorch, fp32) / rtf,
@@ -68,6 +70,7 @@ import torch
 from omnisparse.decoding.evaluate import word_error_rate
 from omnisparse.decoding.streaming import SHIFT, StreamingRecognizer, audio_rtf
 from omnisparse.export.loading import load_model
+from omnisparse.models.predictor import predictor_history
 from omnisparse.utils.plotting import saved_figure
 from omnisparse.utils.provenance import write_result
 
@@ -119,8 +122,9 @@ def pick(front: list[dict], k: int) -> list[dict]:
     return [rows[i] for i in idx]
 
 
-def build_runtime(lm, runtime: str, dtype: str, work: Path, name: str):
-    """``(factory of a fresh streaming recogniser, info)`` for one runtime / dtype of ``lm``."""
+def build_runtime(lm, runtime: str, dtype: str, work: Path, name: str, pred_history: int = 0):
+    """``(factory of a fresh streaming recogniser, info)`` for one runtime / dtype of ``lm``
+    (``pred_history``: the sherpa-onnx decoder window of an LSTM predictor)."""
     from omnisparse.deploy.fast import optimize_for_cpu, save_plan
 
     info: dict = {}
@@ -136,9 +140,11 @@ def build_runtime(lm, runtime: str, dtype: str, work: Path, name: str):
         from omnisparse.deploy.sherpa import export_sherpa
         from omnisparse.deploy.sherpa_run import SherpaStreamingRecognizer, sherpa_recognizer
 
-        res = export_sherpa(lm, work / "sherpa" / f"{name}-{dtype}", dtype=dtype, overwrite=True)
+        history = pred_history if lm.config.model.pred_type == "lstm" else 0
+        res = export_sherpa(lm, work / "sherpa" / f"{name}-{dtype}", dtype=dtype, overwrite=True, pred_history=history)
         rec, meta = sherpa_recognizer(res.path, threads=1), res.metadata
         info["onnx_bytes"] = sum(b for n, b in res.files.items() if n.endswith(".onnx"))
+        info["pred_history"] = history
         return (lambda: SherpaStreamingRecognizer(rec, meta)), info
     if runtime == "pytorch":
         model = lm.model if dtype == "fp32" else optimize_for_cpu(lm.model, kinds=["int8"], measure=False,
@@ -232,6 +238,8 @@ def main(argv=None) -> int:
     ap.add_argument("--parity-utts", type=int, default=0, help="dev cuts for ONNX parity (0 = whole dev)")
     ap.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=DTYPES)
+    ap.add_argument("--pred-history", type=int, default=0,
+                    help="sherpa-onnx: an LSTM predictor's decoder window in tokens (0 = skip such models there)")
     ap.add_argument("--out", default="bench/results/inference_speed.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -291,7 +299,7 @@ def main(argv=None) -> int:
         for rt, dt in combos:
             t0 = time.perf_counter()
             try:
-                make, info = build_runtime(lm, rt, dt, work, m["name"])
+                make, info = build_runtime(lm, rt, dt, work, m["name"], args.pred_history)
             except ValueError as e:  # what a runtime cannot run (sherpa-onnx: only stateless predictors)
                 skipped.append({"model": m["name"], "runtime": rt, "dtype": dt, "reason": str(e)})
                 print(f"{m['name']:>18} {rt:>12} {dt}: skipped: {e}", flush=True)
@@ -319,9 +327,12 @@ def main(argv=None) -> int:
             if dev and dt == "fp32" and rt in ("pytorch", *onnx_runtimes):
                 texts, _, _ = stream(make, dev, step)
                 if rt == "pytorch":
-                    dev_torch = texts
+                    dev_torch = {0: texts}
+                    if args.pred_history and lm.config.model.pred_type == "lstm" and "sherpa-onnx" in onnx_runtimes:
+                        with predictor_history(lm.model.predictor, args.pred_history):  # what sherpa computes
+                            dev_torch[args.pred_history] = stream(make, dev, step)[0]
                 else:
-                    equal = sum(a == b for a, b in zip(dev_torch, texts))
+                    equal = sum(a == b for a, b in zip(dev_torch[info.get("pred_history", 0)], texts))
                     parity[rt][m["name"]] = {"utterances": len(texts), "equal": equal}
                     print(f"{m['name']:>18} {rt} parity on dev: {equal}/{len(texts)} transcripts equal", flush=True)
 
@@ -335,7 +346,8 @@ def main(argv=None) -> int:
         "models": [{k: v for k, v in m.items() if k != "lm"} for m in models],
         "settings": {"test_split": args.test_split, "test_utterances": len(test), "parity_dev_utterances": len(dev),
                      "threads": 1, "batch": 1, "search_dir": str(search_dir), "size_format": fmt,
-                     "export_format": args.export_format, "search_cost_key": pareto.get("cost_key", "bytes")},
+                     "export_format": args.export_format, "search_cost_key": pareto.get("cost_key", "bytes"),
+                     "sherpa_pred_history": args.pred_history},
         "plot": str(png),
     }
     write_result(out, payload, command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]))

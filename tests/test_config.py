@@ -90,6 +90,8 @@ def test_choice_fields_accept_every_choice():
     (["--model.chunk_size=0"], "chunk_size must be >= 1"),
     (["--model.d_model=30", "--model.n_heads=4"], "divisible by model.n_heads"),
     (["--model.loss=pruned", "--model.prune_range=0"], "prune_range must be >= 1"),
+    (["--model.pred_type=stateless", "--decode.pred_history=4"], "pred_history applies to the LSTM predictor"),
+    (["--decode.pred_history=-1"], "pred_history"),
 ])
 def test_cross_field_rules_fail_at_load(bad, match):
     with pytest.raises(ConfigError, match=match):

@@ -14,7 +14,7 @@
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream] [--fast [--dtype fp32|int8] [--plan PLAN.json]]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
     omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--dtype fp32|int8]
-                           [--target omnisparse|sherpa-onnx] [--overwrite]
+                           [--target omnisparse|sherpa-onnx [--pred-history N]] [--overwrite]
     omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR] [--method greedy|beam]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
@@ -210,7 +210,10 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     else:
         from omnisparse.deploy.onnx_export import export_onnx as export
 
-    res = export(args.model, args.out, compact=args.compact, overwrite=args.overwrite, dtype=args.dtype)
+    kw = {"pred_history": args.pred_history} if args.target == "sherpa-onnx" else {}
+    if args.pred_history and args.target != "sherpa-onnx":
+        raise UserError("--pred-history applies to --target sherpa-onnx (our runner carries the LSTM state)")
+    res = export(args.model, args.out, compact=args.compact, overwrite=args.overwrite, dtype=args.dtype, **kw)
     sizes = ", ".join(f"{n} {b:,} B" for n, b in res.files.items() if n.endswith(".onnx"))
     print(f"exported {res.path}: {sizes}")
     return 0
@@ -379,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="int8: onnxruntime dynamic quantisation of the graphs (after the compaction)")
     eo.add_argument("--target", default="omnisparse", choices=["omnisparse", "sherpa-onnx"],
                     help="omnisparse: our runner's graphs (default); sherpa-onnx: encoder/decoder/joiner.onnx + "
-                         "tokens.txt for sherpa_onnx.OnlineRecognizer (stateless predictor only)")
+                         "tokens.txt for sherpa_onnx.OnlineRecognizer")
+    eo.add_argument("--pred-history", type=int, default=0,
+                    help="sherpa-onnx with an LSTM predictor: its decoder sees the last N tokens (required; "
+                         "decode.pred_history=N gives the same transcripts in our decoders)")
     eo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     eo.set_defaults(func=_cmd_export_onnx)
 

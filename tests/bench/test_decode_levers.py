@@ -11,7 +11,7 @@ def test_each_average_is_decoded_and_beam_goes_to_the_best_on_dev(load_bench, ti
                                "--train.ckpt_every=4"]))
     out = tmp_path / "levers.json"
     assert bench.main(["--run", str(tiny_run), "--last", "2", "1", "--beam", "2", "--splits", "dev", "test-clean",
-                       "--max-utts", "3", "--out", str(out)]) == 0
+                       "--max-utts", "3", "--pred-history", "1000", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     names = list(res["results"])
     assert names[:2] == [n for n in names if n.startswith("newest")]  # the base of every ratio comes first
@@ -21,4 +21,8 @@ def test_each_average_is_decoded_and_beam_goes_to_the_best_on_dev(load_bench, ti
     dev = {n: res["results"][f"mean of last {n}, greedy"]["wer"]["dev"]["wer"] for n in (1, 2)}
     assert dev[best] == min(dev.values())
     assert [n for n in names if n.endswith("beam")] == [names[1], f"mean of last {best}, beam"]
+    wide = res["results"][f"mean of last {best}, greedy, history 1000"]
+    plain = res["results"][f"mean of last {best}, greedy"]
+    assert wide["pred_history"] == 1000  # a window longer than any hypothesis: the same WER
+    assert all(wide["wer"][s]["wer"] == plain["wer"][s]["wer"] for s in ("dev", "test-clean"))
     assert out.with_suffix(".png").stat().st_size > 0

@@ -94,6 +94,17 @@ def test_evaluate_cuts_reports_wer(tiny_corpus, loaded):
     assert 0.0 <= r["wer"]
 
 
+def test_evaluate_with_a_predictor_window(tiny_corpus, loaded):
+    """decode.pred_history longer than any hypothesis decodes exactly as the full history, and the
+    model's predictor is left as trained afterwards."""
+    cuts = load_manifest(CorpusLayout(tiny_corpus).feature_cuts("dev")).subset(first=6)
+    full = evaluate_cuts(loaded.model, cuts, loaded.tokenizer, loaded.normalizer, decode=DecodeConfig(batch_size=3))
+    wide = evaluate_cuts(loaded.model, cuts, loaded.tokenizer, loaded.normalizer,
+                         decode=DecodeConfig(batch_size=3, pred_history=1000))
+    assert [r["hyp"] for r in wide["hyps"]] == [r["hyp"] for r in full["hyps"]]
+    assert loaded.model.predictor.history == 0
+
+
 def test_wer_uses_the_normaliser():
     assert word_error_rate(["Hello, World!"], ["hello world"])["wer"] == 0.0
     assert word_error_rate(["a b c d"], ["a x c"])["wer"] == pytest.approx(0.5)

@@ -89,6 +89,16 @@ def chatty_stateless(tiny_stateless_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chatty_lstm(tiny_run, tmp_path_factory) -> Path:
+    """A random-weight copy of the tiny LSTM-predictor checkpoint (varied tokens)."""
+    ckpt = resolve_checkpoint(tiny_run)[0]
+    dst = tmp_path_factory.mktemp("chatty_lstm") / ckpt.name
+    shutil.copytree(ckpt, dst)
+    randomise_weights(dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
 def dev_audio(tiny_corpus) -> list:
     """The first N_UTTS dev utterances as float32 sample arrays (16 kHz)."""
     cuts = load_manifest(CorpusLayout(tiny_corpus).cuts("dev")).subset(first=N_UTTS)

@@ -47,7 +47,8 @@ def test_inference_speed_smoke(tiny_supernet_run, tiny_run, tiny_corpus, tmp_pat
 
 def test_inference_speed_in_sherpa_onnx(tiny_supernet_run, tiny_stateless_run, tiny_corpus, tmp_path):
     """sherpa-onnx rows for the stateless dense model (parity on dev, same-runtime speed-up 1 against
-    itself); the LSTM-predictor sub-network is listed as skipped with the reason, not a crash."""
+    itself); the LSTM-predictor sub-network is listed as skipped with the reason, not a crash, and
+    with --pred-history runs there over a token window, its parity against PyTorch with that window."""
     pytest.importorskip("sherpa_onnx", reason="the sherpa-onnx wheel is not installed")
     spec = importlib.util.spec_from_file_location("inference_speed", BENCH)
     bench = importlib.util.module_from_spec(spec)
@@ -68,8 +69,19 @@ def test_inference_speed_in_sherpa_onnx(tiny_supernet_run, tiny_stateless_run, t
     assert [(r["model"], r["dtype"]) for r in sherpa] == [("dense", "fp32"), ("dense", "int8")]
     assert all(r["speedup_vs_dense_same_runtime"] == 1.0 and r["onnx_bytes"] > 0 for r in sherpa)
     assert {(s["runtime"], s["dtype"]) for s in res["skipped"]} == {("sherpa-onnx", "fp32"), ("sherpa-onnx", "int8")}
-    assert all("stateless" in s["reason"] for s in res["skipped"])
+    assert all("--pred-history" in s["reason"] for s in res["skipped"])
     par = res["targets"]["sherpa_parity"]
     assert par["per_model"]["dense"] == {"utterances": 2, "equal": 2} and not par["met"]  # 2 cuts, not all of dev
     same = res["targets"]["speed_same_runtime"]["sherpa-onnx int8"]
     assert same["met"] is False and same["best_within_wer_limit"] is None  # no sub-network ran there
+
+    assert bench.main(["--supernet", str(tiny_supernet_run), "--dense", str(tiny_stateless_run), "--search-dir",
+                       str(search), "--corpus", str(tiny_corpus), "--test-subset", "2", "--parity-utts", "2",
+                       "--runtimes", "pytorch", "sherpa-onnx", "--dtypes", "fp32", "--pred-history", "6",
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    sherpa = {r["model"]: r for r in res["rows"] if r["runtime"] == "sherpa-onnx"}
+    assert len(sherpa) == 2 and not res["skipped"] and res["settings"]["sherpa_pred_history"] == 6
+    sub = next(m for m in sherpa if m != "dense")
+    assert sherpa[sub]["pred_history"] == 6 and sherpa["dense"]["pred_history"] == 0
+    assert res["targets"]["sherpa_parity"]["per_model"][sub] == {"utterances": 2, "equal": 2}

@@ -1,7 +1,8 @@
 """sherpa-onnx export: sherpa_onnx.OnlineRecognizer loads it and streams our model's tokens (frame for
 frame, as our PyTorch model decodes in sherpa's window schedule) and transcripts; the graph equals
 ``Encoder.infer`` run as sherpa runs it (batched streams too); metadata written and checked; bad
-exports refused in one line; LSTM predictors refused."""
+exports refused in one line; an LSTM predictor runs as a window over its last tokens, equal to our
+decoders with the same ``decode.pred_history``."""
 
 from __future__ import annotations
 
@@ -237,8 +238,33 @@ def test_broken_exports_refused(chatty_sherpa, tmp_path, capsys, broken, message
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_lstm_predictor_refused(tiny_run, tmp_path, capsys):
+def test_lstm_predictor_needs_a_history(tiny_run, tmp_path, capsys):
     assert main(["export-onnx", str(tiny_run), "--out", str(tmp_path / "x"), "--target", "sherpa-onnx"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "stateless decoder" in err and "lstm predictor" in err and len(err.splitlines()) == 1
+    assert "--pred-history" in err and "LSTM" in err and len(err.splitlines()) == 1
+    assert main(["export-onnx", str(tiny_run), "--out", str(tmp_path / "y"), "--pred-history", "4"]) == 2
+    assert "applies to --target sherpa-onnx" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_stateless_predictor_takes_no_history(chatty_stateless, tmp_path):
+    with pytest.raises(ValueError, match="applies to an LSTM predictor"):
+        export_sherpa(chatty_stateless, tmp_path / "x", pred_history=4)
     assert not (tmp_path / "x").exists()
+
+
+@needs_sherpa
+def test_lstm_window_tokens_equal_ours(chatty_lstm, test_audio, tmp_path):
+    """A random-weight LSTM-predictor model exported with a 3-token window: sherpa-onnx emits exactly
+    the tokens and frames of our model decoding with decode.pred_history=3 in sherpa's schedule, and
+    the window really truncates (full-history decoding differs somewhere)."""
+    res = export_sherpa(chatty_lstm, tmp_path / "lstm", pred_history=3)
+    meta = check_sherpa_export(res.path)
+    assert meta["pred_type"] == "lstm" and meta["pred_history"] == 3
+    dec = onnx.load(str(res.path / "decoder.onnx"))
+    assert {p.key: p.value for p in dec.metadata_props}["context_size"] == "3"
+    r = check_sherpa(res.path, split="test-clean", max_utts=4, max_symbols=1)
+    assert r["utterances"] == r["tokens_equal"] == 4 and r["max_abs_diff"] < 1e-4
+    windowed = sherpa_tokens(res.path, meta, test_audio[:4])
+    assert sum(len(toks) for toks, _ in windowed) > 20  # many more tokens than the window holds
+    assert reference_tokens(load_model(chatty_lstm), meta, test_audio[:4]) != windowed

@@ -11,7 +11,7 @@ from torch import nn
 from omnisparse.config import ModelConfig
 from omnisparse.models.joiner import Joiner
 from omnisparse.models.layers import PrunableLinear
-from omnisparse.models.predictor import LstmPredictor, StatelessPredictor
+from omnisparse.models.predictor import LstmPredictor, StatelessPredictor, predictor_history
 from omnisparse.models.transducer import Transducer, TransducerOutput, add_blank_prefix
 
 V = 17
@@ -96,6 +96,44 @@ def test_predictor_step_equals_forward(predictor):
             o, state = predictor.step(tokens[:, u], state)
             steps.append(o)
     torch.testing.assert_close(torch.stack(steps, 1), ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("history", [1, 3, 5])
+def test_lstm_history_window(history):
+    """With a window of K tokens the output equals the full history's for the first K tokens fed and
+    is the LSTM from zero state over the last K tokens after; forward (training) is unaffected and
+    the setting is restored on leaving the block."""
+    torch.manual_seed(4)
+    p = LstmPredictor(V, 12, n_layers=2).eval()
+    tokens = torch.randint(0, V, (3, 8))
+    tokens[:, 0] = 0
+    with torch.no_grad():
+        ref = p(tokens)
+        with predictor_history(p, history):
+            torch.testing.assert_close(p(tokens), ref)
+            state = p.init_state(3)
+            assert state.shape == (3, history - 1) and state.dtype == torch.int64 and (state == -1).all()
+            steps = []
+            for u in range(8):
+                o, state = p.step(tokens[:, u], state)
+                steps.append(o)
+        assert p.history == 0 and isinstance(p.init_state(1), list)
+        got = torch.stack(steps, 1)
+        torch.testing.assert_close(got[:, :history], ref[:, :history], atol=1e-5, rtol=0)
+        for u in range(history, 8):
+            torch.testing.assert_close(got[:, u], p(tokens[:, u - history + 1:u + 1])[:, -1], atol=1e-5, rtol=0)
+        assert (got[:, history:] - ref[:, history:]).abs().max() > 1e-4  # a real truncation
+
+
+def test_history_window_refusals():
+    with pytest.raises(ValueError, match="LSTM predictor"):
+        with predictor_history(StatelessPredictor(V, 12, context=2), 4):
+            pass
+    with pytest.raises(ValueError, match=">= 0"):
+        with predictor_history(LstmPredictor(V, 12), -1):
+            pass
+    with predictor_history(StatelessPredictor(V, 12, context=2), 0):  # 0 = as trained: any predictor
+        pass
 
 
 def test_lstm_predictor_matches_torch_lstm():

@@ -28,7 +28,7 @@ RANGES: dict[str, dict[str, str]] = {
     "train": {"max_steps": ">= 0", "max_wall_s": ">= 0", "lr": "> 0", "weight_decay": ">= 0", "betas": "[0, 1)",
               "warmup_steps": ">= 0", "min_lr_ratio": "[0, 1]", "grad_clip": "> 0", "log_every": ">= 1",
               "ckpt_every": ">= 1", "keep_last": ">= 0", "threads": ">= 0", "max_bad_steps": ">= 1"},
-    "decode": {"beam": ">= 1", "max_symbols_per_frame": ">= 1", "batch_size": ">= 1", "lm_scale": ">= 0", "lm_token_bonus": ">= 0", "token_bonus": ">= 0"},
+    "decode": {"beam": ">= 1", "max_symbols_per_frame": ">= 1", "batch_size": ">= 1", "lm_scale": ">= 0", "lm_token_bonus": ">= 0", "token_bonus": ">= 0", "pred_history": ">= 0"},
     "lm": {"embed_dim": "[1, 65536]", "hidden_dim": "[1, 65536]", "num_layers": "[1, 64]", "dropout": "[0, 1)",
            "max_steps": ">= 0", "batch_sentences": ">= 1", "lr": "> 0", "warmup_steps": ">= 0", "weight_decay": ">= 0",
            "grad_clip": "> 0", "log_every": ">= 1", "valid_every": ">= 1", "ckpt_every": ">= 1", "keep_last": ">= 0",

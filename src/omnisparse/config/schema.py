@@ -117,6 +117,9 @@ class DecodeConfig:
     # log-probability is a cost, so without it the fused search prefers shorter hypotheses)
     lm_token_bonus: float = 1.0
     token_bonus: float = 0.0  # the same reward in beam search without an LM
+    # LSTM predictor: decode from a window of its last N tokens (0 = all, as trained); what a runtime
+    # without decoder state computes (the sherpa-onnx export's --pred-history)
+    pred_history: int = 0
 
 
 @dataclass
@@ -348,6 +351,9 @@ class Config:
         if self.search.fitness == "loss" and self.search.rerank_per_bucket < 1:
             raise ConfigError("search.fitness=loss needs search.rerank_per_bucket >= 1: the reported front is "
                               "ranked by WER, decoded at the end")
+        if self.decode.pred_history and m.pred_type != "lstm":
+            raise ConfigError(f"decode.pred_history applies to the LSTM predictor; model.pred_type is {m.pred_type!r} "
+                              f"(its window is model.pred_context)")
         if m.loss == "pruned" and m.prune_range < 1:
             raise ConfigError(f"model.prune_range must be >= 1 with model.loss=pruned, got {m.prune_range}")
         return self

@@ -19,6 +19,7 @@ from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.decoding.beam_search import modified_beam_search
 from omnisparse.decoding.greedy import greedy_search
 from omnisparse.models.lm import load_token_lm
+from omnisparse.models.predictor import predictor_history
 
 
 def word_error_rate(refs: list[str], hyps: list[str]) -> dict[str, float]:
@@ -76,13 +77,14 @@ def evaluate_cuts(model, cuts: CutSet, tokenizer: Tokenizer, normalizer: Feature
     t0 = time.time()
     batches = [cut_list[i:i + decode.batch_size] for i in range(0, len(cut_list), decode.batch_size)]
     lm = fusion_lm(decode, tokenizer)
-    for group in tqdm(batches, desc="decode", disable=not progress, leave=False):
-        batch = ds[CutSet.from_cuts(group)]
-        if not batch["ids"]:
-            continue
-        hyps = decode_batch(model, batch["feats"].to(device), batch["feat_lens"].to(device), mode, decode, lm)
-        for cid, ref, h in zip(batch["ids"], batch["texts"], hyps):
-            rows.append({"id": cid, "ref": ref, "hyp": tokenizer.decode(h)})
+    with predictor_history(model.predictor, decode.pred_history):
+        for group in tqdm(batches, desc="decode", disable=not progress, leave=False):
+            batch = ds[CutSet.from_cuts(group)]
+            if not batch["ids"]:
+                continue
+            hyps = decode_batch(model, batch["feats"].to(device), batch["feat_lens"].to(device), mode, decode, lm)
+            for cid, ref, h in zip(batch["ids"], batch["texts"], hyps):
+                rows.append({"id": cid, "ref": ref, "hyp": tokenizer.decode(h)})
     model.train(was_training)
     stats = word_error_rate([r["ref"] for r in rows], [r["hyp"] for r in rows])
     return {**stats, "utterances": len(rows), "skipped": dict(ds.skipped), "decode_s": time.time() - t0, "hyps": rows}

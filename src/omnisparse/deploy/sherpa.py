@@ -33,10 +33,15 @@ window overlaps the next one by ``R * S`` frames) are flattened, zero-padded and
 
 Decoder: ``y (N, context_size)`` int64, the last tokens with -1 before the first (sherpa starts every
 stream with ``[-1, ..., -1, 0]``) -> ``decoder_out (N, P)``, exactly one output (a second output makes
-sherpa take the NeMo code path). Only the stateless predictor fits: sherpa's icefall-style transducers
-carry no decoder state, and its one state-carrying decoder (NeMo) comes with NeMo's own features and
-blank id. An LSTM predictor is refused with a one-line error. Joiner: ``encoder_out (N, d)``,
-``decoder_out (N, P)`` -> ``logit (N, V)``. Blank is id 0, ``tokens.txt`` holds ``<piece> <id>``
+sherpa take the NeMo code path). sherpa's icefall-style transducers carry no decoder state (its one
+state-carrying decoder, NeMo's, comes with NeMo's own features and blank id), so the stateless
+predictor fits as it is (``context_size = pred_context``), and an LSTM predictor is exported as a
+window over its last ``pred_history`` tokens (``context_size = pred_history``): the graph runs the
+LSTM from zero state over the window, skipping the -1 slots
+(:meth:`omnisparse.models.predictor.LstmPredictor.window_output`, unrolled). That equals the trained
+predictor until ``pred_history`` tokens have been emitted and approximates it after; our decoders
+compute the same with ``decode.pred_history`` (its WER cost is measured in RESULTS.md). Joiner:
+``encoder_out (N, d)``, ``decoder_out (N, P)`` -> ``logit (N, V)``. Blank is id 0, ``tokens.txt`` holds ``<piece> <id>``
 per line (``<blk> 0``, ``<unk> 1``, ...).
 
 Differences from :class:`omnisparse.decoding.streaming.StreamingRecognizer` that a user can see:
@@ -144,29 +149,47 @@ def tokens_txt(tokenizer) -> str:
     return "".join(f"{tokenizer.sp.id_to_piece(i)} {i}\n" for i in range(tokenizer.vocab_size))
 
 
+class LstmWindowStep(nn.Module):
+    """``y (N, K) int64`` (oldest first; -1 = before the first token) -> ``decoder_out (N, P)``: an LSTM
+    predictor over its last ``K`` tokens from zero state."""
+
+    def __init__(self, predictor):
+        super().__init__()
+        self.pred = predictor
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.pred.window_output(y)
+
+
 @torch.no_grad()
 def export_sherpa(source, out_dir, compact: str = "ffn", dtype: str = "fp32", overwrite: bool = False,
-                  opset: int = OPSET) -> OnnxExportResult:
+                  opset: int = OPSET, pred_history: int = 0) -> OnnxExportResult:
     """Write the sherpa-onnx files of ``source`` (an export directory, run or checkpoint path, or a
     ``LoadedModel``) to ``out_dir``: compaction and int8 quantisation as :func:`export_onnx`, then
     :func:`check_sherpa_export` on the result before the directory is renamed into place. The result's
-    ``metadata`` is the encoder's (JSON values decoded). ValueError for an LSTM
-    predictor, unbounded left context, or what :func:`export_onnx` refuses."""
+    ``metadata`` is the encoder's (JSON values decoded). ``pred_history``: the token window of an LSTM
+    predictor's decoder (required >= 1 for one; must be 0 for a stateless predictor). ValueError for a
+    missing or misplaced ``pred_history``, unbounded left context, or what :func:`export_onnx` refuses."""
     lm, model, compaction = prepare_export(source, out_dir, compact, opset, overwrite, dtype)
     cfg = model.config
-    if cfg.pred_type != "stateless":
-        raise ValueError(f"sherpa-onnx transducers have a stateless decoder; this model has an {cfg.pred_type} "
-                         f"predictor (train with --model.pred_type=stateless, or use --target omnisparse)")
+    if cfg.pred_type == "lstm" and pred_history < 1:
+        raise ValueError("sherpa-onnx decoders carry no state: an LSTM predictor is exported over a window of its "
+                         "last tokens, pass pred_history >= 1 (--pred-history N)")
+    if cfg.pred_type != "lstm" and pred_history:
+        raise ValueError(f"pred_history applies to an LSTM predictor; this one is {cfg.pred_type} "
+                         f"(its window is model.pred_context={cfg.pred_context})")
     enc = SherpaEncoder(model.encoder, lm.normalizer).eval()
     meta = lm.export_meta or {}
     ours = {"omnisparse_sherpa_version": SHERPA_VERSION, "chunk_size": cfg.chunk_size,
             "left_chunks": cfg.left_chunks, "lookahead": cfg.lookahead, "subsampling": cfg.subsampling,
-            "blank_id": cfg.blank_id, "source": str(Path(lm.path).resolve()), "dtype": dtype,
+            "blank_id": cfg.blank_id, "pred_type": cfg.pred_type, "pred_history": pred_history,
+            "source": str(Path(lm.path).resolve()), "dtype": dtype,
             "compaction": compaction, "sparsity": {k: meta[k] for k in ("format", "config", "size_bytes")
                                                    if k in meta}}
     enc_meta = metadata_strings({"model_type": MODEL_TYPE, **enc.metadata(), **ours,
                          "comment": "omnisparse chunked conformer in sherpa-onnx's ebranchformer contract"})
-    dec_meta = metadata_strings({"vocab_size": cfg.vocab_size, "context_size": cfg.pred_context, **ours})
+    context = pred_history if cfg.pred_type == "lstm" else cfg.pred_context
+    dec_meta = metadata_strings({"vocab_size": cfg.vocab_size, "context_size": context, **ours})
 
     def write(tmp: Path) -> None:
         spec = enc.state_spec()
@@ -175,8 +198,9 @@ def export_sherpa(source, out_dir, compact: str = "ffn", dtype: str = "fp32", ov
         names = [n for n, _, _ in spec]
         _export(enc, (x, *states), tmp / "encoder.onnx", ["x", *names], ["encoder_out", *[f"new_{n}" for n in names]],
                 {n: {0: "N"} for n in ["x", "encoder_out", *names, *[f"new_{n}" for n in names]]}, opset)
-        ctx = torch.full((1, cfg.pred_context), -1, dtype=torch.int64)
-        _export(StatelessPredictorStep(model.predictor).eval(), (ctx,), tmp / "decoder.onnx", ["y"], ["decoder_out"],
+        ctx = torch.full((1, context), -1, dtype=torch.int64)
+        step = LstmWindowStep(model.predictor) if cfg.pred_type == "lstm" else StatelessPredictorStep(model.predictor)
+        _export(step.eval(), (ctx,), tmp / "decoder.onnx", ["y"], ["decoder_out"],
                 {"y": {0: "N"}, "decoder_out": {0: "N"}}, opset)
         pair = (torch.zeros(1, cfg.d_model), torch.zeros(1, model.predictor.output_dim))
         _export(JoinerStep(model.joiner).eval(), pair, tmp / "joiner.onnx", ["encoder_out", "decoder_out"], ["logit"],

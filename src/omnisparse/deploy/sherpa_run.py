@@ -25,6 +25,7 @@ from omnisparse.decoding.beam_search import modified_beam_search_one
 from omnisparse.decoding.streaming import StreamingRecognizer
 from omnisparse.deploy.onnx_runner import source_and_cuts
 from omnisparse.deploy.sherpa import SHIFT, STAMP_S, check_sherpa_export, read_tokens, sherpa_state_spec
+from omnisparse.models.predictor import predictor_history
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -185,34 +186,36 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
     torch.set_num_threads(threads)
     rows, sherpa_s, torch_s, audio_s = [], 0.0, 0.0, 0.0
     try:
-        for cut in cuts:
-            x = cut.load_audio()[0].astype(np.float32)
-            audio_s += len(x) / 16000
-            t0 = time.perf_counter()
-            sh = SherpaStreamingRecognizer(rec, meta)
-            for i in range(0, len(x), piece):
-                sh.accept_audio(x[i:i + piece])
-            text = sh.finalize()
-            t1 = time.perf_counter()
-            ours = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, max_symbols, method=method, beam=beam)
-            for i in range(0, len(x), piece):
-                ours.accept_audio(x[i:i + piece])
-            ref_text = ours.finalize()
-            t2 = time.perf_counter()
-            sherpa_s += t1 - t0
-            torch_s += t2 - t1
-            padded = np.concatenate([x, np.zeros(tail_padding(len(x), meta), dtype=np.float32)])
-            ref_tokens, ref_frames, ref_enc = sherpa_reference(lm, padded, meta)
-            got = sh.tokens(ids)
-            if method == "beam":  # our beam search over the frames sherpa decodes; tokens only
-                ref, got = modified_beam_search_one(lm.model, ref_enc, beam), got[0]
-            else:
-                ref = (ref_tokens, ref_frames)
-            enc = enc_runner([fbank(padded).numpy()])[0]
-            diff = float(np.abs(enc - ref_enc.numpy()).max()) if enc.shape == tuple(ref_enc.shape) and enc.size \
-                else (0.0 if enc.shape == tuple(ref_enc.shape) else float("inf"))
-            rows.append({"id": cut.id, "torch": ref_text, "sherpa": text, "equal": text == " ".join(ref_text.split()),
-                         "tokens_equal": got == ref, "max_abs_diff": diff})
+        with predictor_history(lm.model.predictor, int(meta.get("pred_history") or 0)):
+            for cut in cuts:
+                x = cut.load_audio()[0].astype(np.float32)
+                audio_s += len(x) / 16000
+                t0 = time.perf_counter()
+                sh = SherpaStreamingRecognizer(rec, meta)
+                for i in range(0, len(x), piece):
+                    sh.accept_audio(x[i:i + piece])
+                text = sh.finalize()
+                t1 = time.perf_counter()
+                ours = StreamingRecognizer(lm.model, lm.tokenizer, lm.normalizer, max_symbols, method=method, beam=beam)
+                for i in range(0, len(x), piece):
+                    ours.accept_audio(x[i:i + piece])
+                ref_text = ours.finalize()
+                t2 = time.perf_counter()
+                sherpa_s += t1 - t0
+                torch_s += t2 - t1
+                padded = np.concatenate([x, np.zeros(tail_padding(len(x), meta), dtype=np.float32)])
+                ref_tokens, ref_frames, ref_enc = sherpa_reference(lm, padded, meta)
+                got = sh.tokens(ids)
+                if method == "beam":  # our beam search over the frames sherpa decodes; tokens only
+                    ref, got = modified_beam_search_one(lm.model, ref_enc, beam), got[0]
+                else:
+                    ref = (ref_tokens, ref_frames)
+                enc = enc_runner([fbank(padded).numpy()])[0]
+                diff = float(np.abs(enc - ref_enc.numpy()).max()) if enc.shape == tuple(ref_enc.shape) and enc.size \
+                    else (0.0 if enc.shape == tuple(ref_enc.shape) else float("inf"))
+                rows.append({"id": cut.id, "torch": ref_text, "sherpa": text,
+                             "equal": text == " ".join(ref_text.split()), "tokens_equal": got == ref,
+                             "max_abs_diff": diff})
     finally:
         torch.set_num_threads(saved)
     return {"utterances": len(rows), "equal": sum(r["equal"] for r in rows),

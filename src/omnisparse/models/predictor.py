@@ -6,12 +6,15 @@ Positions past a sequence's length may hold any valid id; their outputs are simp
 
 Both predictors offer ``forward(tokens) -> (B, U + 1, P)``, ``init_state(B)`` and
 ``step(tokens (B,), state) -> (out (B, P), state)`` for decoding; feeding a sequence token by token
-with ``step`` gives ``forward``'s outputs.
+with ``step`` gives ``forward``'s outputs. An LSTM predictor can instead decode from a window of its
+last ``history`` tokens (:func:`predictor_history`): what a runtime that carries no decoder state
+(sherpa-onnx) computes.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,12 +61,18 @@ class PrunableLSTMLayer(nn.Module):
 class LstmPredictor(nn.Module):
     """Embedding(V, P) -> dropout -> ``n_layers`` LSTM(P) -> dropout. ``(B, U+1) -> (B, U+1, P)``.
 
-    State: list over layers of ``(h, c)``, each ``(B, P)``; zeros initially.
+    State: list over layers of ``(h, c)``, each ``(B, P)``; zeros initially. With ``history = K > 0``
+    (decoding only; ``forward`` always sees the whole sequence) the state is instead the last ``K - 1``
+    tokens ``(B, K - 1)`` int64, -1 before the first, and ``step`` runs the LSTM from zero state over
+    those and the new token, skipping the -1 slots: the output depends on the last ``K`` tokens only.
+    While fewer than ``K`` tokens have been fed that equals the full-history output.
     """
 
-    def __init__(self, vocab_size: int, dim: int = 256, n_layers: int = 1, dropout: float = 0.1):
+    def __init__(self, vocab_size: int, dim: int = 256, n_layers: int = 1, dropout: float = 0.1,
+                 history: int = 0):
         super().__init__()
         self.dim = dim
+        self.history = history
         self.embed = nn.Embedding(vocab_size, dim)
         self.layers = nn.ModuleList(PrunableLSTMLayer(dim, dim) for _ in range(n_layers))
         self.dropout = nn.Dropout(dropout)
@@ -72,7 +81,15 @@ class LstmPredictor(nn.Module):
     def output_dim(self) -> int:
         return self.dim
 
-    def init_state(self, batch_size: int, device=None, dtype=None) -> list[tuple[Tensor, Tensor]]:
+    def init_state(self, batch_size: int, device=None, dtype=None) -> list[tuple[Tensor, Tensor]] | Tensor:
+        p = self.embed.weight
+        if self.history > 0:
+            return torch.full((batch_size, self.history - 1), -1, dtype=torch.int64,
+                              device=p.device if device is None else device)
+        return self.zero_state(batch_size, device, dtype)
+
+    def zero_state(self, batch_size: int, device=None, dtype=None) -> list[tuple[Tensor, Tensor]]:
+        """Zero ``(h, c)`` per layer, each ``(B, P)``: the state before the first token."""
         p = self.embed.weight
         z = torch.zeros(batch_size, self.dim, device=p.device if device is None else device,
                         dtype=p.dtype if dtype is None else dtype)
@@ -81,15 +98,18 @@ class LstmPredictor(nn.Module):
     def forward(self, tokens: Tensor, state: Optional[list[tuple[Tensor, Tensor]]] = None) -> Tensor:
         """``tokens (B, U+1)`` int64 -> ``(B, U+1, P)`` (from ``state``, default zeros)."""
         if state is None:
-            state = self.init_state(tokens.size(0))
+            state = self.zero_state(tokens.size(0))
         x = self.dropout(self.embed(tokens))
         for layer, s in zip(self.layers, state):
             x, _ = layer(x, s)
         return self.dropout(x)
 
-    def step(self, tokens: Tensor, state: list[tuple[Tensor, Tensor]]
-             ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    def step(self, tokens: Tensor, state: list[tuple[Tensor, Tensor]] | Tensor
+             ) -> tuple[Tensor, list[tuple[Tensor, Tensor]] | Tensor]:
         """``tokens (B,)`` -> ``(out (B, P), new state)``."""
+        if self.history > 0:
+            window = torch.cat([state, tokens[:, None]], dim=1)
+            return self.window_output(window), window[:, 1:]
         x = self.dropout(self.embed(tokens))
         new_state = []
         for layer, (h, c) in zip(self.layers, state):
@@ -97,6 +117,20 @@ class LstmPredictor(nn.Module):
             new_state.append((h, c))
             x = h
         return self.dropout(x), new_state
+
+    def window_output(self, window: Tensor) -> Tensor:
+        """``window (B, K)`` int64 tokens, oldest first, -1 = none -> ``(B, P)``: the LSTM from zero
+        state over the valid tokens (a -1 slot leaves the state as it is), the last layer's output."""
+        state = self.zero_state(window.size(0), window.device)
+        for k in range(window.size(1)):
+            tok = window[:, k]
+            valid = (tok >= 0)[:, None]
+            x = self.dropout(self.embed(tok.clamp(min=0)))
+            for i, layer in enumerate(self.layers):
+                h, c = layer.cell(layer.x2g(x), *state[i])
+                state[i] = (torch.where(valid, h, state[i][0]), torch.where(valid, c, state[i][1]))
+                x = state[i][0]
+        return self.dropout(state[-1][0])
 
 
 class StatelessPredictor(nn.Module):
@@ -146,6 +180,25 @@ class StatelessPredictor(nn.Module):
         e = torch.cat([state, self.embed(tokens)[:, None]], dim=1)
         out = self.dropout(self._apply_conv(e))[:, 0]
         return out, e[:, 1:]
+
+
+@contextmanager
+def predictor_history(predictor: nn.Module, history: int) -> Iterator[nn.Module]:
+    """Within the block, an :class:`LstmPredictor` decodes from its last ``history`` tokens (0 = the
+    whole history, as trained); restored after. ValueError for ``history < 0`` or, when ``history > 0``,
+    a predictor that is not an LSTM (the stateless one has its fixed ``context``)."""
+    if history < 0:
+        raise ValueError(f"predictor history must be >= 0 tokens, got {history}")
+    if history and not isinstance(predictor, LstmPredictor):
+        raise ValueError(f"a predictor history window applies to the LSTM predictor, not {type(predictor).__name__}")
+    saved = getattr(predictor, "history", 0)
+    if isinstance(predictor, LstmPredictor):
+        predictor.history = history
+    try:
+        yield predictor
+    finally:
+        if isinstance(predictor, LstmPredictor):
+            predictor.history = saved
 
 
 def build_predictor(cfg) -> nn.Module:
