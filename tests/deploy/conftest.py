@@ -78,24 +78,25 @@ def chatty_export(tiny_supernet_run, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def chatty_stateless(tiny_stateless_run, tmp_path_factory) -> Path:
-    """A random-weight copy of the tiny stateless-predictor checkpoint (varied tokens)."""
-    ckpt = resolve_checkpoint(tiny_stateless_run)[0]
-    dst = tmp_path_factory.mktemp("chatty_stateless") / ckpt.name
+def random_weight_copy(run: Path, tmp_path_factory, name: str) -> Path:
+    """A copy of ``run``'s newest checkpoint with random weights (:func:`randomise_weights`)."""
+    ckpt = resolve_checkpoint(run)[0]
+    dst = tmp_path_factory.mktemp(name) / ckpt.name
     shutil.copytree(ckpt, dst)
     randomise_weights(dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def chatty_stateless(tiny_stateless_run, tmp_path_factory) -> Path:
+    """A random-weight copy of the tiny stateless-predictor checkpoint (varied tokens)."""
+    return random_weight_copy(tiny_stateless_run, tmp_path_factory, "chatty_stateless")
 
 
 @pytest.fixture(scope="session")
 def chatty_lstm(tiny_run, tmp_path_factory) -> Path:
     """A random-weight copy of the tiny LSTM-predictor checkpoint (varied tokens)."""
-    ckpt = resolve_checkpoint(tiny_run)[0]
-    dst = tmp_path_factory.mktemp("chatty_lstm") / ckpt.name
-    shutil.copytree(ckpt, dst)
-    randomise_weights(dst)
-    return dst
+    return random_weight_copy(tiny_run, tmp_path_factory, "chatty_lstm")
 
 
 @pytest.fixture(scope="session")
