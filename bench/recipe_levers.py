@@ -1,8 +1,8 @@
 """What each training-recipe lever buys in WER: one short dense run per lever, same step budget, same
 data, same seed, against the preset unchanged.
 
-    .venv/bin/python bench/recipe_levers.py [--preset small] [--steps 3000] [--levers baseline vocab128 ...]
-        [--exp exp/small/levers] [--splits dev test-clean] [--out bench/results/recipe_levers_small.json]
+    .venv/bin/python bench/recipe_levers.py [--preset small] [--steps 3000] [--levers baseline d192 ...]
+        [--exp exp/small/levers] [--splits dev test-clean] [--nproc 1] [--out bench/results/recipe_levers_small.json]
         [--section.key=value ...]   (applied to every run, e.g. --train.device=cuda)
 
 Every run is the preset with its cosine schedule shortened to ``--steps`` (warm-up and validation
@@ -34,10 +34,18 @@ LEVERS: dict[str, tuple[list[str], str]] = {
     "x4": (["--model.subsampling=4", "--model.chunk_size=4"], "x4 subsampling (40 ms frames), same 160 ms chunks"),
     "batch30": (["--data.max_duration=30"], "30 s batches, twice the steps (same audio)"),
     "no-specaug": (["--data.spec_augment=false"], "no SpecAugment"),
+    # recipe v3's open levers: model size (int8 artefact <= 10 MB) and augmentation strength
+    "d192": (["--model.d_model=192", "--model.ffn_dim=768"], "d 192 (FFN 768) instead of 144 (576): ~1.7x the encoder"),
+    "layers12": (["--model.n_layers=12"], "12 blocks instead of 8"),
+    "speed-wide": (["--augment.speed_factors=[0.8, 0.9, 1.0, 1.1, 1.2]"], "speed perturbation 0.8-1.2 instead of 0.9-1.1"),
+    "aug-strong": (["--augment.noise_prob=0.8", "--augment.reverb_prob=0.5", "--augment.snr_db=[0.0, 20.0]"],
+                   "noise on 80 % of utterances at 0-20 dB, reverberation on 50 % (from 50 % at 5-20 dB, 30 %)"),
+    "aug-off": (["--augment.enabled=false"], "no audio augmentation (SpecAugment kept)"),
 }
 
 
-def run_config(preset: str, lever: str, steps: int, out_dir: Path, extra: list[str]):
+def run_overrides(preset: str, lever: str, steps: int, out_dir: Path, extra: list[str]) -> list[str]:
+    """The ``--section.key=value`` list of one lever's run: the preset's schedule scaled to ``steps``."""
     from omnisparse.config import load_config
 
     base = load_config(preset)
@@ -45,11 +53,16 @@ def run_config(preset: str, lever: str, steps: int, out_dir: Path, extra: list[s
     overrides, _ = LEVERS[lever]
     n = steps * 2 if lever == "batch30" else steps
     k = n / steps
-    return load_config(preset, [
-        f"--train.out_dir={out_dir}", f"--train.max_steps={n}", "--train.max_wall_s=0",
-        f"--train.warmup_steps={max(1, round(base.train.warmup_steps * scale * k))}",
-        f"--train.valid_every={max(1, n // 6)}", f"--train.ckpt_every={max(1, min(base.train.ckpt_every, n // 10))}",
-        *overrides, *extra])
+    return [f"--train.out_dir={out_dir}", f"--train.max_steps={n}", "--train.max_wall_s=0",
+            f"--train.warmup_steps={max(1, round(base.train.warmup_steps * scale * k))}",
+            f"--train.valid_every={max(1, n // 6)}", f"--train.ckpt_every={max(1, min(base.train.ckpt_every, n // 10))}",
+            *overrides, *extra]
+
+
+def run_config(preset: str, lever: str, steps: int, out_dir: Path, extra: list[str]):
+    from omnisparse.config import load_config
+
+    return load_config(preset, run_overrides(preset, lever, steps, out_dir, extra))
 
 
 def plot(rows: list[dict], splits: list[str], path: Path) -> None:
@@ -74,10 +87,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--levers", nargs="+", default=["baseline", "vocab128", "lr4e-3", "no-ctc", "lstm-pred", "batch30"],
-                    choices=sorted(LEVERS))
+    ap.add_argument("--levers", nargs="+", default=["baseline", "d192", "speed-wide", "aug-strong"],
+                    choices=sorted(LEVERS), help="default: the open levers of the current recipe")
     ap.add_argument("--exp", default=None, help="default exp/<preset>/levers")
     ap.add_argument("--splits", nargs="+", default=["dev", "test-clean"])
+    ap.add_argument("--nproc", type=int, default=1, help="DDP ranks per run (torchrun, one thread each; 1 = in-process)")
     ap.add_argument("--out", default="bench/results/recipe_levers_small.json")
     args, extra = ap.parse_known_args(argv)
 
@@ -85,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     from omnisparse.decoding.evaluate import evaluate_cuts
     from omnisparse.export.loading import load_model
     from omnisparse.io import checkpoint as ck
+    from omnisparse.train.distributed import run_under_torchrun
     from omnisparse.train.registry import train
     from omnisparse.utils.provenance import write_result
 
@@ -96,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         found = ck.latest_checkpoint(out_dir) if out_dir.exists() else None
         if found is None or found[1]["step"] < cfg.train.max_steps:
             print(f"== {lever}: train {cfg.train.max_steps} steps -> {out_dir}", flush=True)
-            train(cfg)
+            if args.nproc > 1:
+                run_under_torchrun("train", ["--config", args.preset,
+                                             *run_overrides(args.preset, lever, args.steps, out_dir, extra)], args.nproc)
+            else:
+                train(cfg)
             found = ck.latest_checkpoint(out_dir)
         cache_path = out_dir / "eval_levers.json"
         cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
