@@ -51,6 +51,8 @@ and dual mode follows with the same N steps. The two dual-mode pipelines differ 
 initialisation of the dense stage. Its rows also give ``pretrain_wall_s``, ``dense_init_wall_s`` and
 ``pretrain_last_dev`` (the pre-training's last dev masked-frame accuracy and code perplexity); every
 row gives ``dense_init_last_dev_wer`` (its dense start's last dev-subset WER from ``metrics.csv``).
+``pretrain_curves`` holds every dev validation of the pre-training per path (masked-frame accuracy,
+accuracy on the non-trivial frames, code perplexity, trivial share), drawn in ``<out>_pretrain.png``.
 Pre-training follows ``pretrain_<suffix>`` with ``pretrain.sparsity`` = s*.
 
 Every run ignores its preset's wall-clock cap (``train.max_wall_s=0``): steps, not time, are the
@@ -291,6 +293,41 @@ def last_logged(run_dir: Path, keys: tuple[str, ...]) -> Optional[dict]:
 
 
 PRETRAIN_DEV_KEYS = ("dev_dense_accuracy", "dev_dense_code_ppl", "dev_sparse_accuracy", "dev_sparse_code_ppl")
+# pre-training health per path over training: (metrics.csv suffix, what it is)
+HEALTH = (("accuracy", "masked-frame accuracy"), ("hard_accuracy", "accuracy where the distractors' codes differ"),
+          ("code_ppl", "code perplexity (argmax codes used)"), ("trivial", "trivial share (all distractors same code)"))
+
+
+def pretrain_curves(run_dir: Path) -> dict[str, list[dict]]:
+    """``{"dense": [{step, accuracy, hard_accuracy, code_ppl, trivial}, ...], "sparse": [...]}``: every
+    validation of a pre-training run's ``metrics.csv`` per path (empty lists when never validated)."""
+    p = run_dir / "metrics.csv"
+    out: dict[str, list[dict]] = {"dense": [], "sparse": []}
+    if not p.exists():
+        return out
+    with open(p) as f:
+        for r in csv.DictReader(f):
+            for path, curve in out.items():
+                vals = {k: r.get(f"dev_{path}_{k}") for k, _ in HEALTH}
+                if all(vals.values()):
+                    curve.append({"step": int(r["step"]), **{k: float(v) for k, v in vals.items()}})
+    return out
+
+
+def plot_pretrain(curves: dict[str, list[dict]], path: Path, num_codes: int) -> None:
+    """One panel per health metric, dense and sparse path over pre-training steps (dev, eval mode)."""
+    with saved_figure(path, 1, len(HEALTH), figsize=(4 * len(HEALTH), 3.6), squeeze=False) as (fig, axes):
+        for ax, (key, what) in zip(axes[0], HEALTH):
+            for name, style in (("dense", "-o"), ("sparse", "--s")):
+                c = curves[name]
+                ax.plot([x["step"] for x in c], [x[key] for x in c], style, ms=3, label=name)
+            if key == "code_ppl":
+                ax.axhline(num_codes, color="gray", lw=0.8, ls=":", label=f"{num_codes} codes")
+            ax.set_title(what, fontsize=9)
+            ax.set_xlabel("pre-training step")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle("wav2vec 2.0 supernet pre-training health, dev (eval mode, fixed masks)", fontsize=10)
 
 
 def evaluate_rows(exp: Experiment, test_subset: int, fmt: str) -> list[dict]:
@@ -504,6 +541,11 @@ def main(argv: list[str] | None = None) -> None:
     exp = exps[0]
     plot(rows, out.with_suffix(".png"), f"{exp.base}: dual mode vs single-mode models ({exp.steps} steps each "
                                         f"from each budget's dense start, s*={exp.s_star:g})")
+    curves = pretrain_curves(exp.dirs["pretrain"])
+    pre_png = out.with_name(out.stem + "_pretrain.png")
+    if curves["dense"] or curves["sparse"]:
+        q = exp.pretrain_config().pretrain
+        plot_pretrain(curves, pre_png, q.codebook_groups * q.codebook_entries)
     payload = {"preset_suffix": args.preset_suffix, "exp_dir": str(Path(args.exp or f"exp/{exp.base}/dual")),
                "dense_init": str(exp.dense), "steps": exp.steps, "stream_sparsity": exp.s_star, "ramp_steps": exp.ramp,
                "size_format": args.format, "test_subset": args.test_subset, "budgets": budgets, "rows": rows,
@@ -512,7 +554,8 @@ def main(argv: list[str] | None = None) -> None:
                          "optimizer steps with the dual preset's optimizer on the budget's labelled audio; "
                          "dual-mode+ssl re-runs the dense start's recipe from the wav2vec 2.0 encoder pre-trained "
                          "on all train audio first (see bench/dual_mode.py's docstring)",
-               "plot": str(out.with_suffix(".png"))}
+               "plot": str(out.with_suffix(".png")), "pretrain_curves": curves,
+               "pretrain_plot": str(pre_png) if curves["dense"] or curves["sparse"] else None}
     write_result(out, payload, command=" ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]))
     splits = list(rows[0]["wer"]) if rows else []
     print(f"\n{'labelled':8} {'system':26} {'mode':6} {'s':>4} {'size MB':>8} " + " ".join(f"{s:>10}" for s in splits)

@@ -35,6 +35,11 @@ def test_labelled_budgets_train_on_their_subset_and_pretrain_on_all_audio(load_b
     # the SSL claim is held to a 5 % gain at the smallest budget only
     assert out["targets"]["0.03h"]["ssl_improves_both"]["full"]["relation"] == "<= (1 - 0.05) x"
     assert out["targets"]["0.08h"]["ssl_improves_both"]["full"]["relation"] == "<"
+    # pre-training health: every dev validation of both paths, plotted
+    for path in ("dense", "sparse"):
+        curve = out["pretrain_curves"][path]
+        assert curve and curve[-1]["step"] == 2 and set(curve[-1]) == {"step", *(k for k, _ in bench.HEALTH)}
+    assert (tmp_path / "dual_mode_pretrain.png").stat().st_size > 0 and out["pretrain_plot"].endswith("_pretrain.png")
 
 
 def test_a_subset_dense_start_stays_clean_as_many_steps_as_the_whole_split(load_bench, tiny_corpus, tmp_path):
