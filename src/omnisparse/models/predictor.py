@@ -68,11 +68,10 @@ class LstmPredictor(nn.Module):
     While fewer than ``K`` tokens have been fed that equals the full-history output.
     """
 
-    def __init__(self, vocab_size: int, dim: int = 256, n_layers: int = 1, dropout: float = 0.1,
-                 history: int = 0):
+    def __init__(self, vocab_size: int, dim: int = 256, n_layers: int = 1, dropout: float = 0.1):
         super().__init__()
         self.dim = dim
-        self.history = history
+        self.history = 0  # a decoding setting, set within predictor_history(); never trained or saved
         self.embed = nn.Embedding(vocab_size, dim)
         self.layers = nn.ModuleList(PrunableLSTMLayer(dim, dim) for _ in range(n_layers))
         self.dropout = nn.Dropout(dropout)
