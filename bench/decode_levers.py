@@ -3,13 +3,15 @@ mean of its newest N (``omnisparse average``) for each N of ``--last``, decoded 
 modified beam search.
 
     .venv/bin/python bench/decode_levers.py [--run exp/small/dense_v3] [--last 3 [8 16 ...]] [--beam 4]
-        [--pred-history 4 8 ...] [--splits dev test-clean test-other] [--max-utts 0]
+        [--pred-history 4 8 ...] [--max-symbols 1 2 ...] [--splits dev test-clean test-other] [--max-utts 0]
         [--out bench/results/decode_levers_small.json]
 
 The newest checkpoint is decoded both ways, every average greedily, and the average that greedy search
 found best on the first split (dev: chosen on dev, never on a test split) with beam search too, and
 greedily with each ``--pred-history`` window (an LSTM predictor decoding from its last N tokens, as
-the sherpa-onnx export computes it: ``decode.pred_history``). Each
+the sherpa-onnx export computes it: ``decode.pred_history``) and with each ``--max-symbols`` limit on
+the tokens greedy search may emit per encoder frame (``decode.max_symbols_per_frame``; default 4;
+sherpa-onnx's searches emit one per frame of its export). ``--beam 0`` leaves out the beam-search rows. Each
 averaged checkpoint is written to ``RUN/avg-<first>-<last>`` (reused when it is there). WER per
 split and configuration comes from jiwer (``omnisparse.decoding.evaluate``); ``decode_s`` is the wall
 time of each configuration's decoding, measured in this one process, so the ratio beam / greedy is the
@@ -87,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--splits", nargs="+", default=["dev", "test-clean", "test-other"])
     ap.add_argument("--pred-history", type=int, nargs="*", default=[],
                     help="LSTM predictor windows (tokens) to decode the best average with, greedily")
+    ap.add_argument("--max-symbols", type=int, nargs="*", default=[],
+                    help="greedy search's tokens-per-frame limits to decode the best average with")
     ap.add_argument("--max-utts", type=int, default=0, help="first N cuts per split (0 = all)")
     ap.add_argument("--out", default="bench/results/decode_levers_small.json")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG of an existing --out result")
@@ -100,20 +104,28 @@ def main(argv: list[str] | None = None) -> int:
     averages = {n: averaged(run, n)[1] for n in sorted(set(args.last))}
     results = {}
 
-    def decode(label: str, model_dir: Path, method: str, history: int = 0) -> None:
-        cfg = DecodeConfig(method=method, beam=args.beam, pred_history=history)
-        key = f"{label}, {method}" + (f", history {history}" if history else "")
+    def decode(label: str, model_dir: Path, method: str, history: int = 0, symbols: int = 0) -> None:
+        cfg = DecodeConfig(method=method, beam=max(args.beam, 1), pred_history=history)
+        if symbols:
+            cfg.max_symbols_per_frame = symbols
+        key = f"{label}, {method}" + (f", history {history}" if history else "") + \
+            (f", max symbols {symbols}" if symbols else "")
         results[key] = {"model": str(model_dir), "method": method, "beam": args.beam, "pred_history": history,
+                        "max_symbols_per_frame": cfg.max_symbols_per_frame,
                         "wer": measure(model_dir, args.splits, cfg, args.max_utts)}
 
     decode(f"newest ({newest.name})", newest, "greedy")
-    decode(f"newest ({newest.name})", newest, "beam")
+    if args.beam:
+        decode(f"newest ({newest.name})", newest, "beam")
     for n, model_dir in averages.items():
         decode(f"mean of last {n}", model_dir, "greedy")
     best = min(averages, key=lambda n: results[f"mean of last {n}, greedy"]["wer"][args.splits[0]]["wer"])
-    decode(f"mean of last {best}", averages[best], "beam")
+    if args.beam:
+        decode(f"mean of last {best}", averages[best], "beam")
     for k in args.pred_history:
         decode(f"mean of last {best}", averages[best], "greedy", k)
+    for k in args.max_symbols:
+        decode(f"mean of last {best}", averages[best], "greedy", symbols=k)
     base = next(iter(results.values()))["wer"]
     for r in results.values():
         r["wer_vs_newest_greedy"] = {s: round(r["wer"][s]["wer"] / base[s]["wer"], 4) for s in args.splits}

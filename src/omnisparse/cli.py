@@ -14,7 +14,7 @@
     omnisparse transcribe MODEL|EXPORT_DIR AUDIO... [--stream] [--fast [--dtype fp32|int8] [--plan PLAN.json]]
     omnisparse report EXP_DIR [--dense DIR] [--splits ...] [--test-subset N]
     omnisparse export-onnx EXPORT_DIR|RUN --out DIR [--compact none|ffn|rows] [--dtype fp32|int8]
-                           [--target omnisparse|sherpa-onnx [--pred-history N]] [--overwrite]
+                           [--target omnisparse|sherpa-onnx [--pred-history N] [--symbols-per-frame K]] [--overwrite]
     omnisparse check-onnx ONNX_DIR [--split dev] [--max-utts N] [--model DIR] [--corpus DIR] [--method greedy|beam]
 
 Errors a user can cause (missing files, bad configs, bad audio) print one line and exit non-zero.
@@ -210,9 +210,13 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
     else:
         from omnisparse.deploy.onnx_export import export_onnx as export
 
-    kw = {"pred_history": args.pred_history} if args.target == "sherpa-onnx" else {}
+    kw = {"pred_history": args.pred_history, "symbols_per_frame": args.symbols_per_frame} \
+        if args.target == "sherpa-onnx" else {}
     if args.pred_history and args.target != "sherpa-onnx":
         raise UserError("--pred-history applies to --target sherpa-onnx (our runner carries the LSTM state)")
+    if args.symbols_per_frame is not None and args.target != "sherpa-onnx":
+        raise UserError("--symbols-per-frame applies to --target sherpa-onnx (our runner decodes with "
+                        "decode.max_symbols_per_frame)")
     res = export(args.model, args.out, compact=args.compact, overwrite=args.overwrite, dtype=args.dtype, **kw)
     sizes = ", ".join(f"{n} {b:,} B" for n, b in res.files.items() if n.endswith(".onnx"))
     print(f"exported {res.path}: {sizes}")
@@ -250,7 +254,8 @@ def _report_sherpa(r: dict) -> int:
     n = r["utterances"]
     what = "tokens and frames" if r["method"] == "greedy" else f"beam-{r['beam']} tokens"
     print(f"{r['split']}: sherpa-onnx transcripts equal {r['equal']}/{n}, {what} equal {r['tokens_equal']}/{n} "
-          f"(our model in sherpa's schedule), encoder max abs diff {r['max_abs_diff']:.3g}; streaming compute "
+          f"(our model in sherpa's schedule; {r['symbols_per_frame']} symbols per frame in sherpa, "
+          f"{r['max_symbols']} in ours), encoder max abs diff {r['max_abs_diff']:.3g}; streaming compute "
           f"{r['torch_s']:.2f} s (PyTorch) vs {r['sherpa_s']:.2f} s (sherpa-onnx) for {r['audio_s']:.1f} s of audio")
     return 0 if r["equal"] == r["tokens_equal"] == n else 1
 
@@ -386,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     eo.add_argument("--pred-history", type=int, default=0,
                     help="sherpa-onnx with an LSTM predictor: its decoder sees the last N tokens (required; "
                          "decode.pred_history=N gives the same transcripts in our decoders)")
+    eo.add_argument("--symbols-per-frame", type=int, default=None,
+                    help="sherpa-onnx: the encoder repeats each frame K times so that sherpa's one-token-per-frame "
+                         "searches can emit K (default: the model's decode.max_symbols_per_frame, which makes "
+                         "sherpa's greedy search ours)")
     eo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     eo.set_defaults(func=_cmd_export_onnx)
 

@@ -109,9 +109,11 @@ def test_trained_tiny_cli_export_and_check(tiny_stateless_run, tmp_path, capsys)
 @needs_sherpa
 def test_chatty_tokens_frames_and_transcripts(chatty_sherpa, chatty_stateless):
     """A random-weight model emits varied tokens: sherpa's tokens and frames are exactly our model's in
-    sherpa's schedule; transcripts equal ours (one token per frame) but for the last chunk, where
-    sherpa decodes the silence of the tail padding and ours cuts the look-ahead."""
-    r = check_sherpa(chatty_sherpa.path, split="test-clean", max_utts=4, max_symbols=1)
+    sherpa's schedule; transcripts equal ours (the model's max_symbols_per_frame on both sides) but for
+    the last chunk, where sherpa decodes the silence of the tail padding and ours cuts the look-ahead."""
+    r = check_sherpa(chatty_sherpa.path, split="test-clean", max_utts=4)
+    K = load_model(chatty_stateless).config.decode.max_symbols_per_frame
+    assert r["symbols_per_frame"] == r["max_symbols"] == K > 1
     assert r["utterances"] == r["tokens_equal"] == 4 and r["max_abs_diff"] < 1e-4
     for row in r["rows"]:
         assert len(row["sherpa"].split()) > 3
@@ -147,7 +149,8 @@ def test_batched_streams(chatty_sherpa, test_audio):
     assert all(a[0] for a in alone)
     lm = load_model(chatty_sherpa.metadata["source"])
     feats = [fbank(x) for x in test_audio[:2]]
-    got = SherpaOnnxEncoder(chatty_sherpa.path)([f.numpy() for f in feats])
+    K = chatty_sherpa.metadata["symbols_per_frame"]
+    got = [g[::K] for g in SherpaOnnxEncoder(chatty_sherpa.path)([f.numpy() for f in feats])]
     for f, g in zip(feats, got):
         with torch.no_grad():
             ref, _ = lm.model.infer(lm.normalizer(f)[None], lm.model.init_stream_state(1))
@@ -175,7 +178,7 @@ def test_int8(chatty_sherpa, tiny_stateless_run, test_audio, tmp_path, capsys):
     assert (out / "encoder.onnx").stat().st_size < chatty_sherpa.files["encoder.onnx"]
     lm = load_model(tiny_stateless_run)
     f = fbank(test_audio[0])
-    got = SherpaOnnxEncoder(out)([f.numpy()])[0]
+    got = SherpaOnnxEncoder(out)([f.numpy()])[0][::check_sherpa_export(out)["symbols_per_frame"]]
     with torch.no_grad():
         ref, _ = lm.model.infer(lm.normalizer(f)[None], lm.model.init_stream_state(1))
     assert got.shape[0] > 0 and float(np.abs(got - ref[0, :got.shape[0]].numpy()).max()) < 0.2
@@ -220,6 +223,7 @@ def test_metadata(chatty_sherpa, chatty_stateless):
     (lambda d: edit(d, "encoder.onnx", {"left_context_len": "4"}), "state input cached_key_0"),
     (lambda d: edit(d, "encoder.onnx", {"merge_conv_kernel": "2"}), "state input cached_conv_fusion_0"),
     (lambda d: edit(d, "encoder.onnx", {"T": "24"}), "expected (N, T=24"),
+    (lambda d: edit(d, "encoder.onnx", {"symbols_per_frame": "7"}), "symbols_per_frame) means"),
     (lambda d: edit(d, "decoder.onnx", drop=("context_size",)), "decoder.onnx: metadata 'context_size'"),
     (lambda d: edit(d, "decoder.onnx", {"context_size": "3"}), "one int64 input (N, 3)"),
     (lambda d: edit(d, "decoder.onnx", {"vocab_size": "65"}), "vocab_size=65"),
@@ -238,12 +242,38 @@ def test_broken_exports_refused(chatty_sherpa, tmp_path, capsys, broken, message
     assert message in err and len(err.splitlines()) == 1
 
 
+@needs_sherpa
+def test_symbols_per_frame_repeats_frames(chatty_stateless, test_audio, tmp_path):
+    """symbols_per_frame=K: encoder_out holds every frame K times; sherpa-onnx's tokens are our greedy
+    search's with max_symbols_per_frame=K (frame for frame) and the chatty model needs K > 1 (K=3
+    emits tokens that K=1 cannot)."""
+    lm = load_model(chatty_stateless)
+    got = {}
+    for K in (1, 3):
+        res = export_sherpa(lm, tmp_path / f"k{K}", symbols_per_frame=K)
+        assert res.metadata["symbols_per_frame"] == K
+        enc = SherpaOnnxEncoder(res.path)([fbank(test_audio[0]).numpy()])[0]
+        assert enc.shape[0] % K == 0 and np.array_equal(enc[::K], enc[K - 1::K])
+        got[K] = sherpa_tokens(res.path, res.metadata, test_audio[:3])
+        assert got[K] == reference_tokens(lm, res.metadata, test_audio[:3])
+        r = check_sherpa(res.path, split="test-clean", max_utts=3)
+        assert r["max_symbols"] == K and r["tokens_equal"] == 3
+        for row in r["rows"]:
+            assert jiwer.cer(row["torch"], row["sherpa"]) < 0.25
+    assert sum(map(len, (t for t, _ in got[3]))) > sum(map(len, (t for t, _ in got[1])))
+    with pytest.raises(ValueError, match="symbols_per_frame must be >= 1"):
+        export_sherpa(lm, tmp_path / "k0", symbols_per_frame=0)
+    assert not (tmp_path / "k0").exists()
+
+
 def test_lstm_predictor_needs_a_history(tiny_run, tmp_path, capsys):
     assert main(["export-onnx", str(tiny_run), "--out", str(tmp_path / "x"), "--target", "sherpa-onnx"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--pred-history" in err and "LSTM" in err and len(err.splitlines()) == 1
     assert main(["export-onnx", str(tiny_run), "--out", str(tmp_path / "y"), "--pred-history", "4"]) == 2
     assert "applies to --target sherpa-onnx" in capsys.readouterr().err
+    assert main(["export-onnx", str(tiny_run), "--out", str(tmp_path / "z"), "--symbols-per-frame", "2"]) == 2
+    assert "--symbols-per-frame applies to --target sherpa-onnx" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -263,7 +293,7 @@ def test_lstm_window_tokens_equal_ours(chatty_lstm, test_audio, tmp_path):
     assert meta["pred_type"] == "lstm" and meta["pred_history"] == 3
     dec = onnx.load(str(res.path / "decoder.onnx"))
     assert {p.key: p.value for p in dec.metadata_props}["context_size"] == "3"
-    r = check_sherpa(res.path, split="test-clean", max_utts=4, max_symbols=1)
+    r = check_sherpa(res.path, split="test-clean", max_utts=4)
     assert r["utterances"] == r["tokens_equal"] == 4 and r["max_abs_diff"] < 1e-4
     windowed = sherpa_tokens(res.path, meta, test_audio[:4])
     assert sum(len(toks) for toks, _ in windowed) > 20  # many more tokens than the window holds

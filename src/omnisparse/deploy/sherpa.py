@@ -19,7 +19,8 @@ Encoder (``n`` layers, ``H`` heads of ``dh``, ``d = H * dh``, ``C`` = chunk_size
                           cached_conv_i (N, d, K - 1) the conv module's last GLU outputs;
                           cached_conv_fusion_i (N, 2d, M) slice i of the packed subsampling caches
              processed_lens (N,) int64: valid key/value slots (0 first, then min(Lc, calls * C))
-    outputs  encoder_out (N, C, d), then the new value of every state input, in input order
+    outputs  encoder_out (N, C * K, d): every frame K = symbols_per_frame times in a row (below),
+             then the new value of every state input, in input order
 
 sherpa creates the initial states as zeros of the shapes it reads from the metadata: num_hidden_layers
 = n, num_heads = H, head_dim = dh, left_context_len = Lc, hidden_size = d, intermediate_size = 2d,
@@ -44,11 +45,19 @@ compute the same with ``decode.pred_history`` (its WER cost is measured in RESUL
 ``encoder_out (N, d)``, ``decoder_out (N, P)`` -> ``logit (N, V)``. Blank is id 0, ``tokens.txt`` holds ``<piece> <id>``
 per line (``<blk> 0``, ``<unk> 1``, ...).
 
-Differences from :class:`omnisparse.decoding.streaming.StreamingRecognizer` that a user can see:
-sherpa's greedy search emits at most one token per encoder frame (ours ``max_symbols_per_frame``) and
-treats ``<unk>`` as blank; it decodes only whole windows, so the end of an utterance must be followed
-by silence (``sherpa_run.tail_padding``; ours cuts the look-ahead of the last chunk instead); its timestamps
-and endpoint rules assume subsampling 4. ``sherpa_run.check_sherpa`` measures all of it on a corpus split;
+sherpa's searches emit at most one token per encoder frame, ours up to ``decode.max_symbols_per_frame``
+(subsampling 8 makes 80 ms frames, and a model trained that way often needs more than one). The
+encoder therefore repeats each frame ``K = symbols_per_frame`` times (default: the model's
+``max_symbols_per_frame``): a copy after a blank sees the same encoder and decoder outputs and emits
+blank again, a copy after a token sees the new decoder output, so sherpa's greedy search over the
+repeated frames is exactly our greedy search with ``max_symbols_per_frame = K``. The joiner runs K
+times per frame (it is the smallest of the three graphs); sherpa's timestamps count repeated frames
+at its fixed 40 ms, so a real time is ``timestamp * S / (4 * K)``, exact when ``K = S / 4``.
+
+Other differences from :class:`omnisparse.decoding.streaming.StreamingRecognizer` that a user can see:
+sherpa treats ``<unk>`` as blank; it decodes only whole windows, so the end of an utterance must be
+followed by silence (``sherpa_run.tail_padding``; ours cuts the look-ahead of the last chunk instead);
+its endpoint rules, like its timestamps, assume 40 ms frames. ``sherpa_run.check_sherpa`` measures all of it on a corpus split;
 ``sherpa_run.SherpaStreamingRecognizer`` puts a sherpa-onnx stream behind our recognizers' interface (e.g.
 for :func:`omnisparse.decoding.streaming.recognizer_rtf`).
 """
@@ -81,8 +90,9 @@ STAMP_S = 0.04  # sherpa-onnx's transducer timestamps: encoder frame x 4 (its fi
 class SherpaEncoder(nn.Module):
     """The ebranchformer-contract wrapper of an :class:`EncoderStep` (see the module docstring)."""
 
-    def __init__(self, encoder, normalizer):
+    def __init__(self, encoder, normalizer, repeat: int = 1):
         super().__init__()
+        self.repeat = repeat
         if not len(encoder.layers):
             raise ValueError("sherpa-onnx export needs at least one encoder layer")
         self.step = EncoderStep(encoder)
@@ -121,6 +131,8 @@ class SherpaEncoder(nn.Module):
         kv = [(sl[0], sl[1]) for sl in slots] if s.Lc > 0 else None
         conv = [sl[2] for sl in slots] if s.kernel > 1 else None
         enc, new_kv, new_len, new_conv = s.blocks(buf, buf_ok, kv, cache_len, conv)
+        if self.repeat > 1:  # (N, C, d) -> (N, C * K, d), every frame K times in a row
+            enc = enc[:, :, None].expand(-1, -1, self.repeat, -1).reshape(N, -1, s.d)
         packed = F.pad(torch.cat([c.reshape(N, -1) for c in new_sub], dim=1), (0, self.pad))
         fusion = packed.reshape(N, self.n, 2 * s.d, self.M)
         outs = [enc]
@@ -163,13 +175,17 @@ class LstmWindowStep(nn.Module):
 
 @torch.no_grad()
 def export_sherpa(source, out_dir, compact: str = "ffn", dtype: str = "fp32", overwrite: bool = False,
-                  opset: int = OPSET, pred_history: int = 0) -> OnnxExportResult:
+                  opset: int = OPSET, pred_history: int = 0,
+                  symbols_per_frame: int | None = None) -> OnnxExportResult:
     """Write the sherpa-onnx files of ``source`` (an export directory, run or checkpoint path, or a
     ``LoadedModel``) to ``out_dir``: compaction and int8 quantisation as :func:`export_onnx`, then
     :func:`check_sherpa_export` on the result before the directory is renamed into place. The result's
     ``metadata`` is the encoder's (JSON values decoded). ``pred_history``: the token window of an LSTM
-    predictor's decoder (required >= 1 for one; must be 0 for a stateless predictor). ValueError for a
-    missing or misplaced ``pred_history``, unbounded left context, or what :func:`export_onnx` refuses."""
+    predictor's decoder (required >= 1 for one; must be 0 for a stateless predictor).
+    ``symbols_per_frame``: how often the encoder repeats each frame, the most tokens sherpa can emit per
+    frame (default: the model's ``decode.max_symbols_per_frame``, so that sherpa's greedy search is
+    ours). ValueError for a missing or misplaced ``pred_history``, ``symbols_per_frame < 1``, unbounded
+    left context, or what :func:`export_onnx` refuses."""
     lm, model, compaction = prepare_export(source, out_dir, compact, opset, overwrite, dtype)
     cfg = model.config
     if cfg.pred_type == "lstm" and pred_history < 1:
@@ -178,11 +194,16 @@ def export_sherpa(source, out_dir, compact: str = "ffn", dtype: str = "fp32", ov
     if cfg.pred_type != "lstm" and pred_history:
         raise ValueError(f"pred_history applies to an LSTM predictor; this one is {cfg.pred_type} "
                          f"(its window is model.pred_context={cfg.pred_context})")
-    enc = SherpaEncoder(model.encoder, lm.normalizer).eval()
+    K = lm.config.decode.max_symbols_per_frame if symbols_per_frame is None else symbols_per_frame
+    if K < 1:
+        raise ValueError(f"symbols_per_frame must be >= 1 (the most tokens sherpa-onnx may emit per encoder frame), "
+                         f"got {K}")
+    enc = SherpaEncoder(model.encoder, lm.normalizer, K).eval()
     meta = lm.export_meta or {}
     ours = {"omnisparse_sherpa_version": SHERPA_VERSION, "chunk_size": cfg.chunk_size,
             "left_chunks": cfg.left_chunks, "lookahead": cfg.lookahead, "subsampling": cfg.subsampling,
             "blank_id": cfg.blank_id, "pred_type": cfg.pred_type, "pred_history": pred_history,
+            "symbols_per_frame": K,
             "source": str(Path(lm.path).resolve()), "dtype": dtype,
             "compaction": compaction, "sparsity": {k: meta[k] for k in ("format", "config", "size_bytes")
                                                    if k in meta}}
@@ -286,6 +307,11 @@ def check_sherpa_export(path) -> dict[str, Any]:
         raise ValueError(f"{path}/encoder.onnx: one window of zeros does not run ({reason})") from None
     if res[0].ndim != 3 or res[0].shape[0] != 1 or res[0].shape[1] < 1:
         raise ValueError(f"{path}/encoder.onnx: encoder_out of one window is {res[0].shape}")
+    if "subsampling" in enc_meta and "symbols_per_frame" in enc_meta:
+        frames = ints["decode_chunk_len"] // int(enc_meta["subsampling"]) * int(enc_meta["symbols_per_frame"])
+        if res[0].shape[1] != frames:
+            raise ValueError(f"{path}/encoder.onnx: encoder_out of one window has {res[0].shape[1]} frames, the "
+                             f"metadata (decode_chunk_len / subsampling * symbols_per_frame) means {frames}")
     for (name, shape, dtype), o, r in zip(spec, outs[1:], res[1:]):
         if r.shape != shape or r.dtype != np.dtype(dtype):
             raise ValueError(f"{path}/encoder.onnx: output {o.name} is {r.dtype} {list(r.shape)} after one window; "

@@ -5,7 +5,7 @@ the way sherpa-onnx runs it, and the parity check against our own streaming reco
 sherpa-onnx decodes only whole windows, so the end of an utterance must be followed by silence
 (:func:`tail_padding`); :class:`SherpaOnnxEncoder` runs ``encoder.onnx`` with onnxruntime in sherpa's
 schedule, :func:`sherpa_reference` computes with our PyTorch model what sherpa should emit (greedy,
-one token per frame, ``<unk>`` as blank), and :class:`SherpaStreamingRecognizer` puts a sherpa-onnx
+one token per frame of the export's repeated frames, ``<unk>`` as blank), and :class:`SherpaStreamingRecognizer` puts a sherpa-onnx
 stream behind our recognizers' interface.
 """
 
@@ -81,12 +81,14 @@ class SherpaOnnxEncoder:
 @torch.no_grad()
 def sherpa_reference(lm, samples: np.ndarray, meta: dict) -> tuple[list[int], list[int], Tensor]:
     """What sherpa-onnx should emit for ``samples`` (tail padding included) computed with our PyTorch
-    model: the encoder frames of the windows it decodes, greedy search with at most one token per
-    frame and ``<unk>`` taken as blank -> ``(tokens, frame of each token, encoder frames (n, d))``."""
+    model: the encoder frames of the windows it decodes, each repeated ``meta["symbols_per_frame"]``
+    times as the export does, greedy search with at most one token per (repeated) frame and ``<unk>``
+    taken as blank -> ``(tokens, repeated frame of each token, repeated encoder frames (n * K, d))``."""
     model = lm.model
     feats = fbank(samples)
     enc, _ = model.infer(lm.normalizer(feats)[None], model.init_stream_state(1))
     enc = enc[0, :sherpa_windows(feats.shape[0], meta) * model.config.chunk_size]
+    enc = enc.repeat_interleave(int(meta.get("symbols_per_frame") or 1), dim=0)
     blank, unk = model.config.blank_id, lm.tokenizer.sp.unk_id()
     out, state = model.predictor.step(torch.tensor([blank]), model.predictor.init_state(1))
     pred = model.joiner.project_pred(out)
@@ -165,8 +167,11 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
                  method: str = "greedy", beam: int = 4) -> dict[str, Any]:
     """sherpa-onnx against our streaming recognizer on the first ``max_utts`` cuts (0 = all) of
     ``split`` of ``corpus`` (default: the source model's ``data.corpus_dir``), audio streamed one chunk
-    at a time into both. Per utterance: ``equal`` — sherpa's text (audio + :func:`tail_padding`) is
-    :class:`StreamingRecognizer`'s on the same audio (``max_symbols`` per frame, default the model's);
+    at a time into both, each utterance followed by one window (``T`` frames) of silence, as speech is
+    in a live stream (without it the two differ at the last chunk: ours cuts its look-ahead, sherpa reads
+    the tail padding's silence). Per utterance: ``equal`` — sherpa's text (that audio +
+    :func:`tail_padding`) is :class:`StreamingRecognizer`'s on that audio (``max_symbols`` per frame, default the export's
+    ``symbols_per_frame``, with which the greedy searches are the same);
     ``tokens_equal`` — sherpa's tokens and their frames are :func:`sherpa_reference`'s (our PyTorch model
     in sherpa's schedule, the exact contract); ``max_abs_diff`` — this export's encoder run as sherpa runs
     it (:class:`SherpaOnnxEncoder`) against ``Encoder.infer``. Returns ``{utterances, equal,
@@ -175,7 +180,7 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
     meta = check_sherpa_export(sherpa_dir)
     src = model or meta.get("source")
     lm, cuts = source_and_cuts(sherpa_dir, src, corpus, split, max_utts)
-    max_symbols = lm.config.decode.max_symbols_per_frame if max_symbols is None else max_symbols
+    max_symbols = int(meta.get("symbols_per_frame") or 1) if max_symbols is None else max_symbols
     kw = {"decoding_method": "modified_beam_search", "max_active_paths": beam, "temperature_scale": 1.0} \
         if method == "beam" else {}
     rec = sherpa_recognizer(sherpa_dir, threads, **kw)
@@ -190,6 +195,8 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
             for cut in cuts:
                 x = cut.load_audio()[0].astype(np.float32)
                 audio_s += len(x) / 16000
+                x = np.concatenate([x, np.zeros(int(meta["T"]) * SHIFT, dtype=np.float32)])  # silence after speech
+                padded = np.concatenate([x, np.zeros(tail_padding(len(x), meta), dtype=np.float32)])
                 t0 = time.perf_counter()
                 sh = SherpaStreamingRecognizer(rec, meta)
                 for i in range(0, len(x), piece):
@@ -203,7 +210,6 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
                 t2 = time.perf_counter()
                 sherpa_s += t1 - t0
                 torch_s += t2 - t1
-                padded = np.concatenate([x, np.zeros(tail_padding(len(x), meta), dtype=np.float32)])
                 ref_tokens, ref_frames, ref_enc = sherpa_reference(lm, padded, meta)
                 got = sh.tokens(ids)
                 if method == "beam":  # our beam search over the frames sherpa decodes; tokens only
@@ -222,4 +228,5 @@ def check_sherpa(sherpa_dir, split: str = "dev", max_utts: int = 0, model: Optio
             "tokens_equal": sum(r["tokens_equal"] for r in rows),
             "max_abs_diff": max((r["max_abs_diff"] for r in rows), default=0.0), "audio_s": audio_s,
             "sherpa_s": sherpa_s, "torch_s": torch_s, "model": str(src), "split": split, "method": method,
+            "max_symbols": max_symbols, "symbols_per_frame": int(meta.get("symbols_per_frame") or 1),
             "beam": beam if method == "beam" else None, "rows": rows}
