@@ -5,6 +5,7 @@
     omnisparse data prepare --corpus DIR [--vocab-size V] [--train-splits train ...]
     omnisparse train --config PRESET|FILE [--supernet | --dual-mode] [--section.key=value ...]
     omnisparse average RUN_DIR [--last N] [--out DIR]  |  omnisparse average CKPT CKPT ... --out DIR
+    omnisparse import-model EXPORT_DIR --out CKPT_DIR [--seed N]
     omnisparse eval RUN_DIR|CHECKPOINT [--splits dev test-clean] [--method greedy|beam] [--mode stream|full]
     omnisparse prune --config PRESET|FILE [--section.key=value ...]
     omnisparse pretrain --config PRESET|FILE [--pretrain.audio_dir=DIR] [--section.key=value ...]
@@ -113,6 +114,15 @@ def _cmd_average(args: argparse.Namespace) -> int:
     names = [p for p, _ in ckpts]
     out = average_checkpoints(ckpts, args.out or default_average_dir(names))
     print(f"averaged {len(ckpts)} checkpoints ({', '.join(p.name for p in names)}) -> {out}")
+    return 0
+
+
+def _cmd_import_model(args: argparse.Namespace) -> int:
+    from omnisparse.export.import_model import import_model
+
+    out = import_model(args.export_dir, args.out, seed=args.seed)
+    print(f"imported {args.export_dir} -> {out} (train its ctc_head./simple_joint. before training the rest: "
+          "--train.init_from with --train.trainable)")
     return 0
 
 
@@ -315,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--last", type=int, default=3, help="with a run directory: its newest N valid checkpoints")
     av.add_argument("--out", default=None, help="output checkpoint directory (default RUN/avg-<first>-<last>)")
     av.set_defaults(func=_cmd_average)
+
+    im = sub.add_parser("import-model", help="an exported model (e.g. models/small-int8) as a checkpoint to train from")
+    im.add_argument("export_dir", help="an `omnisparse export` directory")
+    im.add_argument("--out", required=True, help="the checkpoint directory to write (must not exist)")
+    im.add_argument("--seed", type=int, default=0, help="seed of the training-only heads' initialisation")
+    im.set_defaults(func=_cmd_import_model)
 
     e = sub.add_parser("eval", help="WER per split, hypotheses written beside the model")
     e.add_argument("model", help="run directory or checkpoint directory")

@@ -103,6 +103,10 @@ class TrainConfig:
     autocast: Literal["off", "bf16"] = "off"
     max_bad_steps: int = 20  # consecutive non-finite losses before the run stops
     init_encoder_from: str = ""  # run dir/checkpoint (e.g. `omnisparse pretrain`) whose encoder.* weights start this run
+    # run dir/checkpoint of the same model (e.g. `omnisparse import-model` of a released one) whose weights
+    # start this run at step 0 with a fresh optimizer
+    init_from: str = ""
+    trainable: list[str] = field(default_factory=list)  # parameter-name prefixes to train ([] = all; the rest frozen)
 
 
 @dataclass
@@ -354,6 +358,9 @@ class Config:
         if self.decode.pred_history and m.pred_type != "lstm":
             raise ConfigError(f"decode.pred_history applies to the LSTM predictor; model.pred_type is {m.pred_type!r} "
                               f"(its window is model.pred_context)")
+        if self.train.init_from and (self.train.init_encoder_from or self.sparsity.init_from):
+            raise ConfigError("train.init_from starts every weight: do not also set train.init_encoder_from or "
+                              "sparsity.init_from")
         if m.loss == "pruned" and m.prune_range < 1:
             raise ConfigError(f"model.prune_range must be >= 1 with model.loss=pruned, got {m.prune_range}")
         return self

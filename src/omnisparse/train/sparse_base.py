@@ -21,14 +21,11 @@ from torch import nn
 
 from omnisparse.config import Config
 from omnisparse.decoding.evaluate import evaluate_cuts
-from omnisparse.io import checkpoint as ck
 from omnisparse.sparsity.space import space_and_bank
 from omnisparse.train.trainer import Trainer
+from omnisparse.train.weights_init import init_model_from
 
 log = logging.getLogger(__name__)
-
-# keys of ModelConfig that may differ between a dense init checkpoint and the run started from it
-_INIT_MAY_DIFFER = {"dropout"}
 
 
 @contextlib.contextmanager
@@ -88,20 +85,9 @@ class SparseTrainerBase(Trainer):
         return 0 if self.cfg.sparsity.init_from else self.cfg.sparsity.dense_steps
 
     def _load_init(self, path: str) -> None:
-        ckpt, state = ck.resolve_checkpoint(path)
-        saved = state.get("model_config", {})
-        own = self.cfg.model.__dict__
-        diff = {k: (v, own.get(k)) for k, v in saved.items() if k not in _INIT_MAY_DIFFER and own.get(k) != v}
-        if diff:
-            raise ck.CheckpointError(f"{ckpt} was trained with another model config; differing keys "
-                                     f"(checkpoint, this run): {diff}")
-        tok = ckpt / "tokenizer.model"
-        if tok.exists() and tok.read_bytes() != self.tokenizer.model_bytes():
-            raise ck.CheckpointError(f"{ckpt} was trained with another tokenizer than {self.cfg.data.corpus_dir}'s")
-        ck.load_weights(self.model, ckpt)
-        self.cost["init_from"] = str(ckpt)
-        self.cost["init_cost"] = state.get("cost", {})
-        log.info("initialised from dense checkpoint %s", ckpt)
+        info = init_model_from(self.model, path, self.cfg.model, self.tokenizer.model_bytes(), "sparsity.init_from")
+        self.cost["init_from"] = info["path"]
+        self.cost["init_cost"] = info["cost"]
 
     def checkpoint_state(self) -> dict:
         return {**super().checkpoint_state(), "kind": self.kind}

@@ -57,6 +57,7 @@ from omnisparse.models.transducer import Transducer
 from omnisparse.train.distributed import check_ranks_agree, launch_rank, rank_facts, setup_distributed
 from omnisparse.train.metrics import MetricLogger, write_run_record
 from omnisparse.train.recovery import FaultRecovery
+from omnisparse.train.weights_init import init_encoder_from, init_model_from
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,25 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         t = min(1.0, (step - cfg.warmup_steps) / span)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
     raise ValueError(f"unknown lr decay {cfg.decay!r} (cosine | noam | constant)")
+
+
+def trainable_parameters(model: torch.nn.Module, prefixes: list[str]) -> list[torch.nn.Parameter]:
+    """The parameters the optimizer updates: all of them, or (``train.trainable``) those whose name
+    starts with one of ``prefixes``; the others are frozen (``requires_grad=False``). ValueError when a
+    prefix names no parameter (a typo would otherwise train nothing of what was meant)."""
+    if not prefixes:
+        return list(model.parameters())
+    named = dict(model.named_parameters())
+    unused = [p for p in prefixes if not any(n.startswith(p) for n in named)]
+    if unused:
+        tops = sorted({n.split(".")[0] + "." for n in named})
+        raise ValueError(f"train.trainable: {unused} name no parameter of this model (its modules: {tops})")
+    keep = [p for n, p in named.items() if n.startswith(tuple(prefixes))]
+    for n, p in named.items():
+        p.requires_grad_(n.startswith(tuple(prefixes)))
+    log.info("training %d of %d parameters (train.trainable=%s)", sum(p.numel() for p in keep),
+             sum(p.numel() for p in named.values()), prefixes)
+    return keep
 
 
 class Trainer(FaultRecovery):
@@ -103,11 +123,12 @@ class Trainer(FaultRecovery):
         self._prepare(cfg)
         torch.manual_seed(tc.seed)
         self.model, self.loss_module = self._build_model(cfg)
+        params = trainable_parameters(self.model, tc.trainable)
         self.wrapped = self.loss_module
         if self.dist.world_size > 1:
             self.wrapped = torch.nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, betas=tuple(tc.betas),
+        self.optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=tuple(tc.betas),
                                            weight_decay=tc.weight_decay)
         self._build_data(cfg)
 
@@ -126,9 +147,10 @@ class Trainer(FaultRecovery):
             self._maybe_resume()
         elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
             raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
+        if self.step == 0 and tc.init_from:  # a fresh run (not a resume) from another run's weights
+            info = init_model_from(self.model, tc.init_from, cfg.model, self.tokenizer.model_bytes(), "train.init_from")
+            self.cost["init_from"], self.cost["init_cost"] = info["path"], info["cost"]
         if self.step == 0 and tc.init_encoder_from:  # a fresh run (not a resume) from another run's encoder
-            from omnisparse.train.encoder_init import init_encoder_from
-
             self.cost["init_encoder_from"] = init_encoder_from(self.model, tc.init_encoder_from, cfg.model)
         if self.dist.is_main:
             atomic_write_text(self.run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2))

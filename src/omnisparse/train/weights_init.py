@@ -1,7 +1,13 @@
-"""Start a run from another run's encoder (``train.init_encoder_from``): typically a wav2vec 2.0
-pre-training run (``omnisparse pretrain``), or any RNN-T run.
+"""Start a run from another run's weights, at step 0 with a fresh optimizer.
 
-Only ``encoder.*`` tensors are loaded (subsampling, blocks, final LayerNorm); the predictor, joiner
+* :func:`init_model_from` (``train.init_from``, ``sparsity.init_from``): every tensor of a checkpoint of
+  the same model (a run directory's newest checkpoint, an averaged checkpoint, or a released model
+  brought back with ``omnisparse import-model``). The model config must match except ``dropout``, and
+  the tokenizer must be the run's.
+* :func:`init_encoder_from` (``train.init_encoder_from``): the encoder of a wav2vec 2.0 pre-training
+  run (``omnisparse pretrain``), or of any RNN-T run.
+
+Only ``encoder.*`` tensors are loaded by the second (subsampling, blocks, final LayerNorm); the predictor, joiner
 and CTC head keep their fresh initialisation, and the pre-training heads (quantizer, projections,
 mask embedding) are ignored. The encoder's shape-defining ModelConfig keys must match; chunking
 (``chunk_size``, ``left_chunks``, ``lookahead``) and ``dropout`` may differ (logged).
@@ -21,6 +27,8 @@ from omnisparse.io import checkpoint as ck
 log = logging.getLogger(__name__)
 
 PREFIX = "encoder."
+# ModelConfig keys a whole-model start may change (behaviour, not tensors)
+MODEL_SOFT_KEYS = {"dropout"}
 # ModelConfig keys that define the encoder's tensors
 ENCODER_KEYS = ("feat_dim", "subsampling", "d_model", "n_heads", "ffn_dim", "n_layers", "conv_kernel", "rel_pos_clip")
 # ModelConfig keys of the encoder that may differ (behaviour, not tensors)
@@ -63,3 +71,26 @@ def init_encoder_from(model: nn.Module, path: str | Path, model_cfg) -> dict[str
     log.info("initialised the encoder from %s (%s, step %s): %d tensors, %d parameters; kept fresh: %s",
              ckpt, info["kind"], info["step"], info["tensors"], info["params"], ", ".join(info["not_loaded"]) or "-")
     return info
+
+
+def init_model_from(model: nn.Module, path: str | Path, model_cfg, tokenizer_bytes: bytes | None = None,
+                    what: str = "init_from") -> dict[str, Any]:
+    """Load every tensor of the checkpoint (or run directory's newest checkpoint) at ``path`` into
+    ``model`` (strict: a missing, unexpected or differently shaped tensor names itself). ``model_cfg``
+    is this run's ModelConfig, ``tokenizer_bytes`` its sentencepiece model (checked against the
+    checkpoint's when both exist); ``what`` names the setting in errors. Raises :class:`CheckpointError`.
+    Returns ``{"path", "kind", "step", "cost"}`` of the source."""
+    ckpt, state = ck.resolve_checkpoint(path)
+    saved = state.get("model_config", {})
+    own = model_cfg.__dict__
+    diff = {k: (v, own.get(k)) for k, v in saved.items() if k not in MODEL_SOFT_KEYS and own.get(k) != v}
+    if diff:
+        raise ck.CheckpointError(f"{what}={ckpt} was trained with another model config; differing keys "
+                                 f"(checkpoint, this run): {diff}")
+    tok = ckpt / "tokenizer.model"
+    if tokenizer_bytes is not None and tok.exists() and tok.read_bytes() != tokenizer_bytes:
+        raise ck.CheckpointError(f"{what}={ckpt} was trained with another tokenizer than this run's corpus")
+    ck.load_weights(model, ckpt)
+    log.info("initialised from %s (%s, step %s)", ckpt, state.get("kind", "dense"), state.get("step"))
+    return {"path": str(ckpt), "kind": state.get("kind", "dense"), "step": state.get("step"),
+            "cost": state.get("cost", {})}
