@@ -6,12 +6,15 @@ Piece ids: 0 = ``<blk>`` (the transducer blank, never produced by ``encode``), 1
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
+
 
 BLANK_ID = 0
 
@@ -46,6 +49,21 @@ class Tokenizer:
     def model_bytes(self) -> bytes:
         return self.model_path.read_bytes()
 
+    def fingerprint(self) -> str:
+        """sha256 of what decides encoding and decoding (pieces, scores, normaliser, training settings),
+        without where it was trained: two builds of the same corpus on two machines are the same
+        tokenizer even when their files name other temporary paths."""
+        return hashlib.sha256(_without_paths(self.model_bytes())).hexdigest()
+
+
+def _without_paths(model: bytes) -> bytes:
+    """The serialised sentencepiece model with the trainer's input and output paths cleared."""
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.model_prefix = ""
+    return proto.SerializeToString(deterministic=True)
+
 
 def train_tokenizer(texts: Iterable[str], model_path: str | Path, vocab_size: int = 256,
                     model_type: str = "bpe") -> Tokenizer:
@@ -72,5 +90,6 @@ def train_tokenizer(texts: Iterable[str], model_path: str | Path, vocab_size: in
             )
         except RuntimeError as e:
             raise ValueError(f"sentencepiece could not train a {vocab_size}-piece model: {e}") from e
+        Path(f"{prefix}.model").write_bytes(_without_paths(Path(f"{prefix}.model").read_bytes()))
         os.replace(f"{prefix}.model", model_path)
     return Tokenizer(model_path)

@@ -85,7 +85,7 @@ class SparseTrainerBase(Trainer):
         return 0 if self.cfg.sparsity.init_from else self.cfg.sparsity.dense_steps
 
     def _load_init(self, path: str) -> None:
-        info = init_model_from(self.model, path, self.cfg.model, self.tokenizer.model_bytes(), "sparsity.init_from")
+        info = init_model_from(self.model, path, self.cfg.model, self.tokenizer, "sparsity.init_from")
         self.cost["init_from"] = info["path"]
         self.cost["init_cost"] = info["cost"]
 

@@ -148,7 +148,7 @@ class Trainer(FaultRecovery):
         elif self.dist.is_main and ck.list_checkpoints(self.run_dir):
             raise FileExistsError(f"{self.run_dir} already holds checkpoints; resume or choose another train.out_dir")
         if self.step == 0 and tc.init_from:  # a fresh run (not a resume) from another run's weights
-            info = init_model_from(self.model, tc.init_from, cfg.model, self.tokenizer.model_bytes(), "train.init_from")
+            info = init_model_from(self.model, tc.init_from, cfg.model, self.tokenizer, "train.init_from")
             self.cost["init_from"], self.cost["init_cost"] = info["path"], info["cost"]
         if self.step == 0 and tc.init_encoder_from:  # a fresh run (not a resume) from another run's encoder
             self.cost["init_encoder_from"] = init_encoder_from(self.model, tc.init_encoder_from, cfg.model)

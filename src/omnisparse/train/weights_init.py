@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from omnisparse.data.tokenizer import Tokenizer
 from omnisparse.io import checkpoint as ck
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,12 @@ def init_encoder_from(model: nn.Module, path: str | Path, model_cfg) -> dict[str
     return info
 
 
-def init_model_from(model: nn.Module, path: str | Path, model_cfg, tokenizer_bytes: bytes | None = None,
+def init_model_from(model: nn.Module, path: str | Path, model_cfg, tokenizer: Tokenizer | None = None,
                     what: str = "init_from") -> dict[str, Any]:
     """Load every tensor of the checkpoint (or run directory's newest checkpoint) at ``path`` into
     ``model`` (strict: a missing, unexpected or differently shaped tensor names itself). ``model_cfg``
-    is this run's ModelConfig, ``tokenizer_bytes`` its sentencepiece model (checked against the
-    checkpoint's when both exist); ``what`` names the setting in errors. Raises :class:`CheckpointError`.
+    is this run's ModelConfig, ``tokenizer`` its tokenizer (the checkpoint's must have the same
+    :meth:`Tokenizer.fingerprint` when both exist); ``what`` names the setting in errors. Raises :class:`CheckpointError`.
     Returns ``{"path", "kind", "step", "cost"}`` of the source."""
     ckpt, state = ck.resolve_checkpoint(path)
     saved = state.get("model_config", {})
@@ -88,7 +89,7 @@ def init_model_from(model: nn.Module, path: str | Path, model_cfg, tokenizer_byt
         raise ck.CheckpointError(f"{what}={ckpt} was trained with another model config; differing keys "
                                  f"(checkpoint, this run): {diff}")
     tok = ckpt / "tokenizer.model"
-    if tokenizer_bytes is not None and tok.exists() and tok.read_bytes() != tokenizer_bytes:
+    if tokenizer is not None and tok.exists() and Tokenizer(tok).fingerprint() != tokenizer.fingerprint():
         raise ck.CheckpointError(f"{what}={ckpt} was trained with another tokenizer than this run's corpus")
     ck.load_weights(model, ckpt)
     log.info("initialised from %s (%s, step %s)", ckpt, state.get("kind", "dense"), state.get("step"))
